@@ -1,0 +1,60 @@
+"""unimq: one messaging API and one set of semantics on RabbitMQ, Kafka, RocketMQ and memory."""
+
+from . import testing
+from .broker import Broker, PublishReceipt
+from .errors import (
+    AuthenticationError,
+    BrokerUnreachableError,
+    ConfigurationError,
+    ConnectionFailedError,
+    EncodeError,
+    HandlerSignatureError,
+    InvalidURLError,
+    MessageTooLargeError,
+    MissingDependencyError,
+    NotConnectedError,
+    PublishError,
+    Reject,
+    RetryLater,
+    UnimqError,
+    UnknownSchemeError,
+    UnsupportedFeatureError,
+)
+from .idempotency import IdempotencyStore, MemoryIdempotencyStore
+from .message import Message
+from .retry import RetryPolicy, exponential, fixed
+from .router import Router
+from .transport import Capabilities
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationError",
+    "Broker",
+    "BrokerUnreachableError",
+    "Capabilities",
+    "ConfigurationError",
+    "ConnectionFailedError",
+    "EncodeError",
+    "HandlerSignatureError",
+    "IdempotencyStore",
+    "InvalidURLError",
+    "MemoryIdempotencyStore",
+    "Message",
+    "MessageTooLargeError",
+    "MissingDependencyError",
+    "NotConnectedError",
+    "PublishError",
+    "PublishReceipt",
+    "Reject",
+    "RetryLater",
+    "RetryPolicy",
+    "Router",
+    "UnimqError",
+    "UnknownSchemeError",
+    "UnsupportedFeatureError",
+    "__version__",
+    "exponential",
+    "fixed",
+    "testing",
+]

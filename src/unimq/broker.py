@@ -1,0 +1,392 @@
+"""``Broker``: the object an application talks to (publish, subscribe, run)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+import uuid_utils
+
+from . import headers as h
+from .clock import Clock, SystemClock
+from .codec import encode
+from .errors import (
+    BrokerUnreachableError,
+    ConfigurationError,
+    NotConnectedError,
+    UnimqError,
+    UnsupportedFeatureError,
+)
+from .handler import HandlerFunc
+from .idempotency import IdempotencyStore, MemoryIdempotencyStore
+from .pipeline import Middleware, PipelineContext, SubscriberRuntime
+from .plugins import plugins, store_registry, transport_registry
+from .publishing import Publisher
+from .retry import RetryPolicy
+from .router import Router, Subscriber
+from .transport import SupportsWaitIdle, Transport, TransportContext
+from .url import BrokerURL
+
+logger = logging.getLogger("unimq")
+F = TypeVar("F", bound=HandlerFunc)
+
+#: One shared real clock, so brokers that share a ``memory://NAME`` agree on time by default.
+SYSTEM_CLOCK = SystemClock()
+
+_CORE_OPTIONS = frozenset(
+    {"connect_timeout", "graceful_timeout", "clock", "idempotency_store", "idempotency_lease", "instance_id"}
+)
+
+
+@dataclass(frozen=True)
+class PublishReceipt:
+    """What ``publish`` returns once the broker holds the message durably."""
+
+    message_id: str
+    topic: str
+    deliver_at: datetime | None = None
+
+
+class Broker:
+    """A connection to one message broker, chosen by URL, with the subscribers to run on it.
+
+    Options unimq consumes itself (everything else goes to the transport):
+
+    - ``connect_timeout`` (10 s): how long ``async with broker`` may take to connect before
+      :class:`~unimq.errors.BrokerUnreachableError`.
+    - ``graceful_timeout`` (30 s): how long shutdown waits for in-flight handlers.
+    - ``clock``: a :class:`~unimq.testing.VirtualClock` for tests on ``memory://``.
+    - ``idempotency_store``: an :class:`~unimq.idempotency.IdempotencyStore` or a store URL
+      (``redis://...`` with the Redis plugin); default: in-process memory.
+    - ``idempotency_lease`` (300 s): how long a duplicate waits for a running first copy.
+    - ``instance_id``: names this process's broadcast subscriptions (default: random).
+    """
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self.url = BrokerURL.parse(url)
+        core = {k: v for k, v in options.items() if k in _CORE_OPTIONS}
+        self.transport_options = {k: v for k, v in options.items() if k not in _CORE_OPTIONS}
+        self.connect_timeout = _positive(core.get("connect_timeout", 10.0), "connect_timeout")
+        self.graceful_timeout = _positive(core.get("graceful_timeout", 30.0), "graceful_timeout")
+        self.idempotency_lease = _positive(core.get("idempotency_lease", 300.0), "idempotency_lease")
+        self.clock: Clock = core.get("clock") or SYSTEM_CLOCK
+        self.instance_id = str(core.get("instance_id") or uuid_utils.uuid4().hex[:12])
+        store = core.get("idempotency_store")
+        if isinstance(store, str):
+            store = store_registry().create(store)
+        if store is not None and not isinstance(store, IdempotencyStore):
+            raise ConfigurationError(f"idempotency_store must be an IdempotencyStore or a URL, got {store!r}")
+        self.idempotency_store: IdempotencyStore = store or MemoryIdempotencyStore()
+        entry = transport_registry().get(self.url.scheme)
+        context = TransportContext(clock=self.clock, instance_id=self.instance_id)
+        try:
+            self.transport: Transport = entry.factory(self.url, self.transport_options, context)
+        except UnimqError:
+            raise
+        except Exception as exc:  # a third-party factory's own error: wrap, mask the URL
+            raise ConfigurationError(
+                f"cannot create the {self.url.scheme}:// transport for {self.url.redacted()}: "
+                f"{type(exc).__name__}: {_redact_text(str(exc), self.url)}"
+            ) from None
+        self.capabilities = self.transport.capabilities
+        self.publisher = Publisher(self.transport, self.clock)
+        self.middlewares: list[Middleware] = []
+        self._router = Router()
+        self._runtimes: list[SubscriberRuntime] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self._connected = False
+        self._running = False
+        plugins.manager.hook.unimq_broker_created(broker=self)
+
+    @classmethod
+    def from_env(cls, default_url: str | None = None, **overrides: Any) -> Broker:
+        """Build a broker from ``UNIMQ_URL`` and ``UNIMQ_*`` options (see :mod:`unimq.settings`)."""
+        from .settings import options_from_env
+
+        url, options = options_from_env(os.environ, default_url=default_url)
+        options.update(overrides)
+        return cls(url, **options)
+
+    # -- declaring subscribers ------------------------------------------------------------
+
+    def subscriber(
+        self,
+        topic: str,
+        *,
+        group: str | None = None,
+        retry: RetryPolicy | None = None,
+        dead_letter: bool | str = True,
+        ordered: bool = False,
+        concurrency: int = 16,
+        idempotent: bool = False,
+        ack: Literal["auto", "manual"] = "auto",
+        broadcast: bool = False,
+    ) -> Callable[[F], F]:
+        """Register the decorated function as a handler; see :meth:`Router.subscriber`."""
+        decorate = self._router.subscriber(
+            topic,
+            group=group,
+            retry=retry,
+            dead_letter=dead_letter,
+            ordered=ordered,
+            concurrency=concurrency,
+            idempotent=idempotent,
+            ack=ack,
+            broadcast=broadcast,
+        )
+
+        def register(func: F) -> F:
+            decorate(func)
+            self._check_capabilities(self._router.subscribers[-1])
+            return func
+
+        return register
+
+    def include_router(self, router: Router) -> None:
+        for subscriber in router.subscribers:
+            self._check_capabilities(subscriber)
+        self._router.include_router(router)
+
+    @property
+    def subscribers(self) -> list[Subscriber]:
+        return list(self._router.subscribers)
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """``async def middleware(message, call_next)``: wraps every handler call (outermost first)."""
+        self.middlewares.append(middleware)
+
+    def _check_capabilities(self, subscriber: Subscriber) -> None:
+        capabilities = self.capabilities
+        scheme = self.url.scheme
+        if subscriber.ordered and not capabilities.ordering:
+            raise UnsupportedFeatureError(
+                f"subscriber {subscriber.handler.name}: ordered=True, but the {scheme}:// backend "
+                "cannot deliver messages of one key in order"
+            )
+        if subscriber.broadcast and not capabilities.broadcast:
+            raise UnsupportedFeatureError(
+                f"subscriber {subscriber.handler.name}: broadcast=True, but the {scheme}:// "
+                "backend has no per-instance subscriptions"
+            )
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect without starting subscribers (enough for a publish-only application)."""
+        if self._connected:
+            return
+        try:
+            await asyncio.wait_for(self.transport.connect(), self.connect_timeout)
+        except asyncio.TimeoutError:
+            await _quietly(self.transport.close())
+            raise BrokerUnreachableError(
+                f"could not connect to {self.url.redacted()} within {self.connect_timeout:g}s "
+                "(connect_timeout); is the broker running and reachable?"
+            ) from None
+        except UnimqError:
+            await _quietly(self.transport.close())
+            raise
+        except Exception as exc:
+            await _quietly(self.transport.close())
+            raise BrokerUnreachableError(
+                f"could not connect to {self.url.redacted()}: {type(exc).__name__}: "
+                f"{_redact_text(str(exc), self.url)}"
+            ) from None
+        self._connected = True
+        logger.info("connected to %s", self.url.redacted())
+
+    async def start(self) -> None:
+        """Connect, declare what the subscribers need, and start consuming."""
+        if self._running:
+            return
+        await self.connect()
+        if any(not s.handler.is_async for s in self._router.subscribers):
+            workers = sum(s.concurrency for s in self._router.subscribers if not s.handler.is_async)
+            self._executor = ThreadPoolExecutor(
+                max_workers=max(1, min(workers, 256)), thread_name_prefix="unimq-handler"
+            )
+        context = PipelineContext(
+            transport=self.transport,
+            publisher=self.publisher,
+            clock=self.clock,
+            executor=self._executor,
+            idempotency_store=self.idempotency_store,
+            idempotency_lease=self.idempotency_lease,
+            middlewares=self.middlewares,
+        )
+        self._running = True
+        try:
+            for subscriber in self._router.subscribers:
+                group = subscriber.group
+                if subscriber.broadcast:
+                    group = f"{group}.{self.instance_id}"
+                runtime = SubscriberRuntime(context, subscriber, group)
+                self._runtimes.append(runtime)
+                await runtime.start()
+                logger.info(
+                    "subscribed %s to %r (group %r, concurrency %d)",
+                    subscriber.handler.name, subscriber.topic, group, subscriber.concurrency,
+                )
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop consuming, let in-flight handlers finish (``graceful_timeout``), disconnect."""
+        timeout = self.graceful_timeout if timeout is None else timeout
+        runtimes, self._runtimes = self._runtimes, []
+        if runtimes:
+            await asyncio.gather(*(runtime.stop(timeout) for runtime in runtimes))
+        self._running = False
+        if self._connected:
+            self._connected = False
+            await self.transport.close()
+            logger.info("disconnected from %s", self.url.redacted())
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    async def __aenter__(self) -> Broker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- publishing -----------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        body: Any,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        delay: timedelta | float | None = None,
+        deliver_at: datetime | None = None,
+        message_id: str | None = None,
+    ) -> PublishReceipt:
+        """Publish ``body`` to ``topic``; returns once the broker holds it durably."""
+        if not self._connected:
+            raise NotConnectedError(
+                "the broker is not connected: publish inside 'async with broker:' "
+                "(or after 'await broker.connect()')"
+            )
+        if not isinstance(topic, str) or not topic:
+            raise ConfigurationError(f"topic must be a non-empty string, got {topic!r}")
+        payload, content_type = encode(body)
+        wire: dict[str, str] = {}
+        if headers:
+            for name, value in headers.items():
+                if not isinstance(name, str) or not name:
+                    raise ConfigurationError(f"header names must be non-empty strings, got {name!r}")
+                if name in h.BOOKKEEPING:
+                    continue  # unimq's own bookkeeping is set below
+                if not isinstance(value, str):
+                    if isinstance(value, (int, float, bool)):
+                        value = str(value)
+                    else:
+                        raise ConfigurationError(
+                            f"header {name!r} must be a string, got {type(value).__name__}"
+                        )
+                wire[name] = value
+        if key is not None and not isinstance(key, str):
+            raise ConfigurationError(f"key must be a string or None, got {type(key).__name__}")
+        if message_id is None:
+            message_id = str(uuid_utils.uuid7())
+        elif not isinstance(message_id, str) or not message_id:
+            raise ConfigurationError(f"message_id must be a non-empty string, got {message_id!r}")
+        wire[h.ID] = message_id
+        wire[h.ATTEMPT] = "1"
+        wire[h.CONTENT_TYPE] = content_type
+        due = self._due(delay, deliver_at)
+        await self.publisher.send(
+            topic, payload, wire, key=key, message_id=message_id, content_type=content_type, due=due
+        )
+        return PublishReceipt(
+            message_id=message_id,
+            topic=topic,
+            deliver_at=datetime.fromtimestamp(due, tz=timezone.utc) if due is not None else None,
+        )
+
+    def _due(self, delay: timedelta | float | None, deliver_at: datetime | None) -> float | None:
+        if delay is not None and deliver_at is not None:
+            raise ConfigurationError("give either delay or deliver_at, not both")
+        if delay is not None:
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+            if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+                raise ConfigurationError(f"delay must be a timedelta or seconds, got {delay!r}")
+            if seconds < 0:
+                raise ConfigurationError(f"delay must not be negative, got {seconds}")
+            return self.clock.now() + seconds if seconds > 0 else None
+        if deliver_at is not None:
+            if not isinstance(deliver_at, datetime):
+                raise ConfigurationError(f"deliver_at must be a datetime, got {deliver_at!r}")
+            if deliver_at.tzinfo is None:
+                raise ConfigurationError(
+                    "deliver_at must be timezone-aware (e.g. datetime.now(timezone.utc) + ...); "
+                    "a naive datetime is ambiguous"
+                )
+            due = deliver_at.timestamp()
+            return due if due > self.clock.now() else None
+        return None
+
+    # -- testing helpers ------------------------------------------------------------------
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Return when no message is in flight or ready (delayed messages not yet due excepted).
+
+        On ``memory://`` this covers every broker sharing the name; on other backends it waits
+        for this broker's own in-flight handlers.
+        """
+
+        async def wait() -> None:
+            transport = self.transport
+            if isinstance(transport, SupportsWaitIdle):
+                await transport.wait_idle()
+            else:
+                while any(runtime.in_flight for runtime in self._runtimes):
+                    await asyncio.sleep(0.005)
+
+        await asyncio.wait_for(wait(), timeout)
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else ("connected" if self._connected else "idle")
+        return f"<Broker {self.url.redacted()} {state} subscribers={len(self._router.subscribers)}>"
+
+
+def _positive(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}") from None
+    if number <= 0:
+        raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+    return number
+
+
+def _redact_text(text: str, url: BrokerURL) -> str:
+    if url.password is not None:
+        secret = url.password.get_secret_value()
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+async def _quietly(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception:  # noqa: S110 - cleanup after a failed connect must not hide its cause
+        pass

@@ -1,0 +1,116 @@
+"""Binding a user's handler function to a message, by annotation.
+
+A parameter annotated :class:`~unimq.Message` receives the message; the one other parameter
+(at most one) receives the body decoded to its annotation. All checks happen when the handler
+is registered, so a mistake fails at import time with the handler's name in the error, not
+on the first message in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from .codec import Decoder, decoder_for
+from .errors import HandlerSignatureError
+from .message import Message
+
+HandlerFunc = Callable[..., Any]
+
+
+def describe(func: Any) -> str:
+    module = getattr(func, "__module__", None) or "?"
+    qualname = getattr(func, "__qualname__", None) or repr(func)
+    return f"{module}.{qualname}"
+
+
+class BoundHandler:
+    """A handler with its parameter plan worked out once."""
+
+    __slots__ = ("_decode", "_kinds", "func", "is_async", "name")
+
+    def __init__(self, func: HandlerFunc) -> None:
+        if not callable(func):
+            raise HandlerSignatureError(f"handler {func!r} is not callable")
+        self.func = func
+        self.name = describe(func)
+        self.is_async = _is_async(func)
+        try:
+            signature = inspect.signature(func)
+        except (TypeError, ValueError) as exc:
+            raise HandlerSignatureError(f"cannot inspect handler {self.name}: {exc}") from None
+        try:
+            hints = typing.get_type_hints(func)
+        except Exception as exc:
+            raise HandlerSignatureError(
+                f"cannot resolve the annotations of handler {self.name}: {exc}"
+            ) from None
+        kinds: list[tuple[bool, str]] = []  # (is_message, name)
+        body: list[str] = []
+        self._decode: Decoder | None = None
+        for name, param in signature.parameters.items():
+            if param.kind is param.POSITIONAL_ONLY:
+                raise HandlerSignatureError(
+                    f"handler {self.name}: positional-only parameter {name!r} cannot be bound by name"
+                )
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise HandlerSignatureError(
+                    f"handler {self.name}: *args/**kwargs parameters cannot be bound; declare the "
+                    "body parameter and/or a parameter annotated Message"
+                )
+            annotation = hints.get(name, inspect.Parameter.empty)
+            if annotation is inspect.Parameter.empty:
+                raise HandlerSignatureError(
+                    f"handler {self.name}: parameter {name!r} has no annotation; annotate the body "
+                    f"parameter with the type to decode it to (e.g. '{name}: OrderCreated', "
+                    f"'{name}: dict', '{name}: bytes') or the message parameter with 'Message'"
+                )
+            if isinstance(annotation, type) and issubclass(annotation, Message):
+                kinds.append((True, name))
+                continue
+            body.append(name)
+            kinds.append((False, name))
+            try:
+                self._decode = decoder_for(annotation)
+            except Exception as exc:
+                raise HandlerSignatureError(
+                    f"handler {self.name}: pydantic cannot decode to the annotation of {name!r} "
+                    f"({annotation!r}): {exc}"
+                ) from None
+        if len(body) > 1:
+            raise HandlerSignatureError(
+                f"handler {self.name} has {len(body)} body parameters ({', '.join(body)}); a "
+                "message has one body: keep one body parameter and annotate any other with Message"
+            )
+        self._kinds = tuple(kinds)
+
+    def arguments(self, message: Message) -> dict[str, Any]:
+        """Decode the body for this handler (raises ``codec.DecodeError`` for a poison body)."""
+        decode = self._decode
+        kwargs: dict[str, Any] = {}
+        for is_message, name in self._kinds:
+            kwargs[name] = message if is_message else decode(message.body)  # type: ignore[misc]
+        return kwargs
+
+    def invoke(self, kwargs: dict[str, Any], executor: Executor | None) -> Awaitable[Any]:
+        if self.is_async:
+            return self.func(**kwargs)  # type: ignore[no-any-return]
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        call = functools.partial(context.run, self.func, **kwargs)
+        return loop.run_in_executor(executor, call)
+
+
+def _is_async(func: Any) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    return call is not None and not inspect.isfunction(func) and inspect.iscoroutinefunction(call)

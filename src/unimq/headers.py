@@ -1,0 +1,27 @@
+"""Reserved header names (DESIGN.md section 3). Everything unimq puts on the wire starts ``unimq-``."""
+
+from __future__ import annotations
+
+PREFIX = "unimq-"
+
+ID = "unimq-id"
+ATTEMPT = "unimq-attempt"
+DELIVER_AT = "unimq-deliver-at"  # epoch milliseconds, UTC
+CONTENT_TYPE = "unimq-content-type"
+# The logical topic of a retry or re-hop copy, which travels on the group's retry topic.
+TOPIC = "unimq-topic"
+
+DLQ_REASON = "unimq-dlq-reason"
+ERROR_TYPE = "unimq-error-type"
+ERROR_MESSAGE = "unimq-error-message"
+ORIGINAL_TOPIC = "unimq-original-topic"
+ORIGINAL_GROUP = "unimq-original-group"
+ATTEMPTS = "unimq-attempts"
+FAILED_AT = "unimq-failed-at"
+
+# Delivery bookkeeping: shown to handlers as Message attributes, not as headers.
+BOOKKEEPING = frozenset({ID, ATTEMPT, DELIVER_AT, CONTENT_TYPE, TOPIC})
+
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+BINARY = "application/octet-stream"

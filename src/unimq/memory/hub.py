@@ -1,0 +1,169 @@
+"""The in-process "broker" behind ``memory://``: topics, group queues, delayed messages.
+
+A topic fans each message out to one queue per consumer group; subscriptions of the same group
+compete for that queue. Delayed messages wait on the hub's clock. Messages published to a
+topic that no group consumes yet are kept (unclaimed) and handed to the first group that
+subscribes, so a dead-letter topic can be read after the fact, as on a real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ..clock import Clock
+
+if TYPE_CHECKING:
+    from .transport import MemorySubscription
+
+
+class StoredMessage:
+    __slots__ = ("body", "headers", "key", "native_id", "topic")
+
+    def __init__(
+        self, topic: str, key: str | None, headers: dict[str, str], body: bytes, native_id: str
+    ) -> None:
+        self.topic = topic
+        self.key = key
+        self.headers = headers
+        self.body = body
+        self.native_id = native_id
+
+
+class GroupQueue:
+    """One consumer group's queue on one topic."""
+
+    __slots__ = ("active", "broadcast", "hub", "items", "name", "ordered", "subscriptions", "topic", "waiters")
+
+    def __init__(self, hub: Hub, topic: str, name: str, *, broadcast: bool, ordered: bool) -> None:
+        self.hub = hub
+        self.topic = topic
+        self.name = name
+        self.broadcast = broadcast
+        self.ordered = ordered
+        self.items: deque[StoredMessage] = deque()
+        self.waiters: deque[asyncio.Future[StoredMessage | None]] = deque()
+        self.subscriptions: list[MemorySubscription] = []
+        # Ordered groups have a single active subscription (like RabbitMQ's single active
+        # consumer), so two processes never handle the same key at once.
+        self.active: MemorySubscription | None = None
+
+    def push(self, message: StoredMessage) -> None:
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self.hub.unsettled += 1  # handed over: in flight from this instant
+                waiter.set_result(message)
+                return
+        self.items.append(message)
+        self.hub.ready += 1
+
+    def push_front(self, message: StoredMessage) -> None:
+        """Give back a delivery that was handed out but not acked (keeps its place in line)."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self.hub.unsettled += 1
+                waiter.set_result(message)
+                return
+        self.items.appendleft(message)
+        self.hub.ready += 1
+
+
+class Topic:
+    __slots__ = ("groups", "unclaimed")
+
+    def __init__(self) -> None:
+        self.groups: dict[str, GroupQueue] = {}
+        self.unclaimed: deque[StoredMessage] = deque()
+
+
+class Hub:
+    def __init__(self, name: str | None, clock: Clock) -> None:
+        self.name = name
+        self.clock = clock
+        self.topics: dict[str, Topic] = {}
+        self.ready = 0
+        self.unsettled = 0
+        self.delayed = 0
+        self._ids = itertools.count(1)
+        register = getattr(clock, "register_idle_probe", None)
+        if register is not None:
+            register(self.wait_idle)
+
+    def next_native_id(self) -> str:
+        return f"mem-{next(self._ids)}"
+
+    def topic(self, name: str) -> Topic:
+        topic = self.topics.get(name)
+        if topic is None:
+            topic = self.topics[name] = Topic()
+        return topic
+
+    def route(self, message: StoredMessage) -> None:
+        topic = self.topic(message.topic)
+        if not topic.groups:
+            topic.unclaimed.append(message)
+            return
+        for queue in topic.groups.values():
+            queue.push(message)
+
+    def schedule(self, message: StoredMessage, when: float) -> None:
+        self.delayed += 1
+
+        def fire() -> None:
+            self.delayed -= 1
+            self.route(message)
+
+        self.clock.call_at(when, fire)
+
+    def group_queue(self, topic_name: str, group: str, *, broadcast: bool, ordered: bool) -> GroupQueue:
+        topic = self.topic(topic_name)
+        queue = topic.groups.get(group)
+        if queue is None:
+            queue = topic.groups[group] = GroupQueue(
+                self, topic_name, group, broadcast=broadcast, ordered=ordered
+            )
+            while topic.unclaimed:
+                queue.push(topic.unclaimed.popleft())
+        return queue
+
+    def drop_group(self, queue: GroupQueue) -> None:
+        topic = self.topics.get(queue.topic)
+        if topic is not None and topic.groups.get(queue.name) is queue:
+            del topic.groups[queue.name]
+            self.ready -= len(queue.items)
+            queue.items.clear()
+
+    def idle(self) -> bool:
+        return self.ready == 0 and self.unsettled <= self.clock.sleeping
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is ready or in flight (deliveries parked on the clock excepted)."""
+        stable = 0
+        while stable < 3:  # idle across a few loop iterations: no hand-over in progress
+            if self.idle():
+                stable += 1
+                await asyncio.sleep(0)
+            else:
+                stable = 0
+                await asyncio.sleep(0.001)
+
+
+_named_hubs: dict[str, Hub] = {}
+
+
+def named_hub(name: str, clock: Clock) -> Hub:
+    hub = _named_hubs.get(name)
+    if hub is None:
+        hub = _named_hubs[name] = Hub(name, clock)
+    return hub
+
+
+def forget(name: str) -> None:
+    """Discard the named hub and everything in it (for tests that reuse a name)."""
+    _named_hubs.pop(name, None)

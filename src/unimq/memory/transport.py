@@ -1,0 +1,197 @@
+"""``memory://[NAME]``: the in-process transport, behind the same SPI as every broker adapter."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from ..clock import Clock
+from ..errors import ConfigurationError, NotConnectedError
+from ..transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
+from ..url import BrokerURL
+from .hub import GroupQueue, Hub, StoredMessage, named_hub
+
+CAPABILITIES = Capabilities(
+    max_delay=None, ordering=True, broadcast=True, durable=False, max_message_size=None
+)
+
+
+class MemoryDelivery:
+    __slots__ = ("_message", "_settled", "_subscription")
+
+    def __init__(self, message: StoredMessage, subscription: MemorySubscription) -> None:
+        self._message = message
+        self._subscription = subscription
+        self._settled = False
+
+    @property
+    def topic(self) -> str:
+        return self._message.topic
+
+    @property
+    def key(self) -> str | None:
+        return self._message.key
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._message.headers
+
+    @property
+    def body(self) -> bytes:
+        return self._message.body
+
+    @property
+    def native_id(self) -> str:
+        return self._message.native_id
+
+    async def ack(self) -> None:
+        if not self._settled:
+            self._settled = True
+            self._subscription.settled(self)
+
+
+class MemorySubscription:
+    def __init__(self, queue: GroupQueue) -> None:
+        self._queue = queue
+        self._hub = queue.hub
+        self._unsettled: set[MemoryDelivery] = set()
+        self._waiting: set[asyncio.Future[StoredMessage | None]] = set()
+        self._stopped = False
+        self._activated = asyncio.Event()
+        queue.subscriptions.append(self)
+        if not queue.ordered or queue.active is None:
+            queue.active = self
+            self._activated.set()
+
+    async def receive(self) -> MemoryDelivery | None:
+        if self._stopped:
+            return None
+        queue = self._queue
+        if not self._activated.is_set():  # ordered group, another subscription is active
+            await self._activated.wait()
+            if self._stopped:
+                return None
+        if queue.items:
+            message = queue.items.popleft()
+            self._hub.ready -= 1
+            self._hub.unsettled += 1
+        else:
+            waiter: asyncio.Future[StoredMessage | None] = asyncio.get_running_loop().create_future()
+            queue.waiters.append(waiter)
+            self._waiting.add(waiter)
+            try:
+                received = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
+                    self._hub.unsettled -= 1  # handed to us as we were cancelled: give it back
+                    queue.push_front(waiter.result())  # type: ignore[arg-type]
+                raise
+            finally:
+                self._waiting.discard(waiter)
+            if received is None:
+                return None
+            message = received
+        delivery = MemoryDelivery(message, self)
+        self._unsettled.add(delivery)
+        return delivery
+
+    def settled(self, delivery: MemoryDelivery) -> None:
+        if delivery in self._unsettled:
+            self._unsettled.discard(delivery)
+            self._hub.unsettled -= 1
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self._activated.set()
+        for waiter in list(self._waiting):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def close(self) -> None:
+        await self.stop()
+        queue = self._queue
+        # Unsettled deliveries go back to the front of the queue, in their original order.
+        for delivery in sorted(self._unsettled, key=_arrival, reverse=True):
+            delivery._settled = True
+            self._hub.unsettled -= 1
+            queue.push_front(delivery._message)
+        self._unsettled.clear()
+        if self in queue.subscriptions:
+            queue.subscriptions.remove(self)
+        if queue.active is self:
+            queue.active = queue.subscriptions[0] if queue.subscriptions else None
+            if queue.active is not None:
+                queue.active._activated.set()
+        if queue.broadcast and not queue.subscriptions:
+            self._hub.drop_group(queue)
+
+
+def _arrival(delivery: MemoryDelivery) -> int:
+    native = delivery.native_id
+    return int(native[4:]) if native.startswith("mem-") and native[4:].isdigit() else 0
+
+
+class MemoryTransport:
+    """Shares a :class:`Hub` with every transport of the same ``memory://NAME`` in the process."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, url: BrokerURL, options: Mapping[str, Any], context: TransportContext) -> None:
+        if options:
+            raise ConfigurationError(
+                f"memory:// takes no transport options, got {', '.join(sorted(options))}"
+            )
+        name = (url.host or "") + (url.path.strip("/") if url.path else "")
+        self.name = name or None
+        self._clock: Clock = context.clock
+        if self.name is None:
+            self.hub = Hub(None, self._clock)
+        else:
+            self.hub = named_hub(self.name, self._clock)
+            if self.hub.clock is not self._clock:
+                raise ConfigurationError(
+                    f"memory://{self.name} already runs on another clock; pass the same clock to "
+                    "every Broker that shares this name"
+                )
+        self._connected = False
+        self._subscriptions: list[MemorySubscription] = []
+
+    async def connect(self) -> None:
+        self._connected = True
+
+    async def close(self) -> None:
+        for subscription in self._subscriptions:
+            await subscription.close()
+        self._subscriptions.clear()
+        self._connected = False
+
+    async def publish(self, message: OutgoingMessage) -> None:
+        if not self._connected:
+            raise NotConnectedError("the memory transport is not connected")
+        hub = self.hub
+        stored = StoredMessage(
+            message.topic,
+            message.key,
+            message.headers,
+            message.body,
+            hub.next_native_id(),
+        )
+        deliver_at = message.deliver_at
+        if deliver_at is not None and deliver_at > self._clock.now():
+            hub.schedule(stored, deliver_at)
+        else:
+            hub.route(stored)
+
+    async def subscribe(self, spec: SubscriptionSpec) -> MemorySubscription:
+        if not self._connected:
+            raise NotConnectedError("the memory transport is not connected")
+        queue = self.hub.group_queue(
+            spec.topic, spec.group, broadcast=spec.broadcast, ordered=spec.ordered
+        )
+        subscription = MemorySubscription(queue)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def wait_idle(self) -> None:
+        await self.hub.wait_idle()

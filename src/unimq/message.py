@@ -1,0 +1,91 @@
+"""What a handler sees: :class:`Message`, one delivery of one published message."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Protocol
+
+
+class Settler(Protocol):
+    """The delivery pipeline's side of a message: how ack/nack/reject are carried out."""
+
+    async def ack(self) -> None: ...
+
+    async def nack(self, delay: float | None) -> None: ...
+
+    async def reject(self, reason: str) -> None: ...
+
+
+class Message:
+    """One delivery of a message.
+
+    ``id`` is stable across redeliveries, retries and the dead-letter copy; ``attempt`` is 1 on
+    the first delivery and grows with every retry. ``headers`` are the publisher's headers (plus
+    the diagnostic headers on a dead-letter copy); unimq's own bookkeeping headers are exposed
+    as attributes instead.
+
+    Settling is at most once: the first of ack/nack/reject wins and later calls do nothing, so a
+    handler that acks early and then returns normally is not acked twice.
+    """
+
+    __slots__ = (
+        "_settler",
+        "attempt",
+        "body",
+        "content_type",
+        "group",
+        "headers",
+        "id",
+        "key",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        topic: str,
+        key: str | None,
+        body: bytes,
+        headers: Mapping[str, str],
+        attempt: int,
+        group: str,
+        content_type: str | None = None,
+        settler: Settler | None = None,
+    ) -> None:
+        self.id = id
+        self.topic = topic
+        self.key = key
+        self.body = body
+        self.headers = headers
+        self.attempt = attempt
+        self.group = group
+        self.content_type = content_type
+        self._settler = settler
+
+    async def ack(self) -> None:
+        """Mark the message handled; it will not be delivered to this group again."""
+        if self._settler is not None:
+            await self._settler.ack()
+
+    async def nack(self, delay: float | timedelta | None = None) -> None:
+        """Retry the message (counts an attempt; after the policy's last attempt: the DLQ).
+
+        ``delay`` overrides the policy's backoff for this retry.
+        """
+        if isinstance(delay, timedelta):
+            delay = delay.total_seconds()
+        if self._settler is not None:
+            await self._settler.nack(delay)
+
+    async def reject(self, reason: str = "") -> None:
+        """Send the message to the dead-letter queue now, without retries."""
+        if self._settler is not None:
+            await self._settler.reject(reason)
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(id={self.id!r}, topic={self.topic!r}, key={self.key!r}, group={self.group!r}, "
+            f"attempt={self.attempt}, body={len(self.body)} bytes)"
+        )

@@ -1,0 +1,133 @@
+"""The plugin manager and the registries that plugins fill in."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import ConfigurationError, UnknownSchemeError
+from .idempotency import IdempotencyStore
+from .transport import TransportFactory
+
+logger = logging.getLogger("unimq.plugins")
+
+
+@dataclass(frozen=True)
+class TransportEntry:
+    scheme: str
+    factory: TransportFactory
+    description: str
+
+
+class TransportRegistry:
+    def __init__(self) -> None:
+        self._entries: dict[str, TransportEntry] = {}
+
+    def add(self, scheme: str, factory: TransportFactory, description: str = "") -> None:
+        scheme = scheme.lower()
+        if scheme in self._entries and self._entries[scheme].factory is not factory:
+            logger.warning("transport scheme %r registered twice; the later one wins", scheme)
+        self._entries[scheme] = TransportEntry(scheme, factory, description)
+
+    def get(self, scheme: str) -> TransportEntry:
+        entry = self._entries.get(scheme.lower())
+        if entry is None:
+            installed = ", ".join(f"{s}://" for s in sorted(self._entries)) or "none"
+            raise UnknownSchemeError(
+                f"no transport is installed for {scheme}:// (installed: {installed}); "
+                "install the adapter, e.g. pip install 'unimq[rabbitmq]' for amqp://, "
+                "'unimq[kafka]' for kafka://, 'unimq[rocketmq]' for rocketmq://"
+            )
+        return entry
+
+    def schemes(self) -> list[str]:
+        return sorted(self._entries)
+
+
+StoreFactory = Callable[[str], IdempotencyStore]
+
+
+class IdempotencyStoreRegistry:
+    def __init__(self) -> None:
+        self._factories: dict[str, StoreFactory] = {}
+
+    def add(self, scheme: str, factory: StoreFactory) -> None:
+        self._factories[scheme.lower()] = factory
+
+    def create(self, url: str) -> IdempotencyStore:
+        scheme = url.split("://", 1)[0].lower() if "://" in url else url.lower()
+        factory = self._factories.get(scheme)
+        if factory is None:
+            known = ", ".join(sorted(self._factories)) or "none"
+            raise ConfigurationError(
+                f"no idempotency store is installed for {scheme!r} (installed: {known})"
+            )
+        return factory(url)
+
+
+class _Plugins:
+    """Loaded once per process, on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._manager: pluggy.PluginManager | None = None
+        self.transports = TransportRegistry()
+        self.stores = IdempotencyStoreRegistry()
+
+    @property
+    def manager(self) -> pluggy.PluginManager:
+        if self._manager is None:
+            with self._lock:
+                if self._manager is None:
+                    self._manager = self._load()
+        return self._manager
+
+    def _load(self) -> pluggy.PluginManager:
+        manager = pluggy.PluginManager(hookspecs.PROJECT)
+        manager.add_hookspecs(hookspecs)
+        manager.load_setuptools_entrypoints(hookspecs.PROJECT)
+        if not any(name == "memory" for name, _ in manager.list_name_plugin()):
+            # Running from a source tree that was never installed: the entry point is missing,
+            # but the core's own backend must always be there.
+            from .memory import plugin as memory_plugin
+
+            if not manager.is_registered(memory_plugin):
+                manager.register(memory_plugin, name="memory")
+        manager.hook.unimq_register_transports(registry=self.transports)
+        manager.hook.unimq_register_idempotency_stores(registry=self.stores)
+        return manager
+
+    def register(self, plugin: Any, name: str | None = None) -> None:
+        """Register a plugin object by hand (tests, applications that embed an adapter)."""
+        manager = self.manager
+        manager.register(plugin, name=name)
+        hooks = manager.hook
+        for impl in hooks.unimq_register_transports.get_hookimpls():
+            if impl.plugin is plugin:
+                impl.function(registry=self.transports)
+        for impl in hooks.unimq_register_idempotency_stores.get_hookimpls():
+            if impl.plugin is plugin:
+                impl.function(registry=self.stores)
+
+
+plugins = _Plugins()
+
+
+def transport_registry() -> TransportRegistry:
+    _ = plugins.manager
+    return plugins.transports
+
+
+def store_registry() -> IdempotencyStoreRegistry:
+    _ = plugins.manager
+    return plugins.stores
+
+
+def register_plugin(plugin: Any, name: str | None = None) -> None:
+    plugins.register(plugin, name)

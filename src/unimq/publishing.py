@@ -1,0 +1,109 @@
+"""Putting a message on the wire: bookkeeping headers, delay capping, size checks.
+
+Shared by ``Broker.publish`` and the delivery pipeline's retry, re-hop and dead-letter copies,
+so every copy of a message is built by the same rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from . import headers as h
+from .clock import Clock
+from .errors import MessageTooLargeError, PublishError, UnimqError, UnsupportedFeatureError
+from .transport import OutgoingMessage, Transport
+
+logger = logging.getLogger("unimq.publish")
+
+
+class Publisher:
+    def __init__(self, transport: Transport, clock: Clock) -> None:
+        self.transport = transport
+        self.clock = clock
+        capabilities = transport.capabilities
+        self._max_delay = capabilities.max_delay
+        self._max_size = capabilities.max_message_size
+
+    async def send(
+        self,
+        topic: str,
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        key: str | None,
+        message_id: str,
+        content_type: str | None,
+        due: float | None = None,
+    ) -> None:
+        """Publish durably. ``headers`` must already hold ``unimq-id``/``-attempt``/``-content-type``.
+
+        ``due`` (epoch seconds) delays delivery. A delay beyond the backend's native maximum is
+        sent with the maximum and re-hopped by the consuming pipeline until it is due.
+        """
+        if self._max_size is not None and len(body) > self._max_size:
+            raise MessageTooLargeError(
+                f"message for {topic!r} is {len(body)} bytes; this backend accepts at most "
+                f"{self._max_size} bytes"
+            )
+        deliver_at: float | None = None
+        if due is not None:
+            headers[h.DELIVER_AT] = str(int(due * 1000))
+            max_delay = self._max_delay
+            if max_delay == 0:
+                raise UnsupportedFeatureError(
+                    "this backend cannot delay messages (no native delay); publish without delay"
+                )
+            deliver_at = due if max_delay is None else min(due, self.clock.now() + max_delay)
+        await self.transport.publish(
+            OutgoingMessage(
+                topic=topic,
+                body=body,
+                headers=headers,
+                key=key,
+                message_id=message_id,
+                content_type=content_type,
+                deliver_at=deliver_at,
+            )
+        )
+
+    async def send_reliably(
+        self,
+        topic: str,
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        key: str | None,
+        message_id: str,
+        content_type: str | None,
+        due: float | None = None,
+        attempts: int = 6,
+    ) -> None:
+        """``send`` with a few retries, for copies whose failure would leave a message unsettled.
+
+        Raises the last error when every try failed: the caller then leaves the original
+        unacked, so the broker redelivers it (at-least-once, never lost).
+        """
+        pause = 0.2
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.send(
+                    topic,
+                    body,
+                    dict(headers),
+                    key=key,
+                    message_id=message_id,
+                    content_type=content_type,
+                    due=due,
+                )
+                return
+            except (MessageTooLargeError, UnsupportedFeatureError):
+                raise
+            except (UnimqError, OSError, asyncio.TimeoutError) as exc:
+                if attempt == attempts:
+                    raise PublishError(f"could not publish to {topic!r}: {exc}") from exc
+                logger.warning(
+                    "publishing to %r failed (try %d of %d): %s", topic, attempt, attempts, exc
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)

@@ -1,0 +1,68 @@
+"""Configuration from the environment: ``UNIMQ_URL`` plus ``UNIMQ_``-prefixed options.
+
+The same application module runs unchanged when only ``UNIMQ_URL`` changes. Options unimq
+knows (``UNIMQ_CONNECT_TIMEOUT``, ``UNIMQ_GRACEFUL_TIMEOUT``, ``UNIMQ_IDEMPOTENCY_STORE``,
+``UNIMQ_IDEMPOTENCY_LEASE``, ``UNIMQ_INSTANCE_ID``) are validated here; every other
+``UNIMQ_<NAME>`` is passed to the transport as option ``<name>`` (lower-case), where the
+adapter validates it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigurationError
+
+PREFIX = "UNIMQ_"
+
+
+class CoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", case_sensitive=False)
+
+    url: SecretStr | None = None
+    connect_timeout: float = Field(10.0, gt=0)
+    graceful_timeout: float = Field(30.0, gt=0)
+    idempotency_store: str | None = None
+    idempotency_lease: float = Field(300.0, gt=0)
+    instance_id: str | None = None
+
+
+_CORE = set(CoreSettings.model_fields)
+
+
+def options_from_env(
+    environ: Mapping[str, str], default_url: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    scoped = {k: v for k, v in environ.items() if k.upper().startswith(PREFIX)}
+    try:
+        settings = CoreSettings.model_validate(
+            {k[len(PREFIX) :].lower(): v for k, v in scoped.items() if k[len(PREFIX) :].lower() in _CORE}
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{PREFIX}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigurationError(f"invalid unimq settings in the environment: {problems}") from None
+    url = settings.url.get_secret_value() if settings.url is not None else default_url
+    if not url:
+        raise ConfigurationError(
+            "UNIMQ_URL is not set; set it (e.g. UNIMQ_URL=memory:// or amqp://user:pass@host/) "
+            "or pass default_url to Broker.from_env()"
+        )
+    options: dict[str, Any] = {}
+    for field in ("connect_timeout", "graceful_timeout", "idempotency_lease"):
+        if f"{PREFIX}{field.upper()}" in {k.upper() for k in scoped}:
+            options[field] = getattr(settings, field)
+    if settings.idempotency_store:
+        options["idempotency_store"] = settings.idempotency_store
+    if settings.instance_id:
+        options["instance_id"] = settings.instance_id
+    for name, value in scoped.items():
+        option = name[len(PREFIX) :].lower()
+        if option and option not in _CORE:
+            options[option] = value
+    return url, options

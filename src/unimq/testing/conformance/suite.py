@@ -1,0 +1,47 @@
+"""``ConformanceSuite``: all case groups plus the fixtures they share."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import pytest_asyncio
+
+from .cases_delivery import DeliveryCases
+from .cases_groups import GroupCases
+from .cases_restart import RestartCases
+from .cases_retry import RetryCases
+from .cases_time import DelayCases, IdempotencyCases, OrderingCases, ShutdownCases
+from .support import Backend, BrokerFactory, Collector, Names
+
+
+@pytest.mark.asyncio
+class ConformanceSuite(
+    DeliveryCases,
+    GroupCases,
+    RetryCases,
+    DelayCases,
+    OrderingCases,
+    IdempotencyCases,
+    ShutdownCases,
+    RestartCases,
+):
+    """Subclass and provide a ``backend`` fixture returning a :class:`Backend`."""
+
+    @pytest.fixture
+    def backend(self) -> Backend:
+        raise NotImplementedError("override the 'backend' fixture to return a Backend")
+
+    @pytest.fixture
+    def names(self) -> Names:
+        return Names()
+
+    @pytest_asyncio.fixture
+    async def brokers(self, backend: Backend, names: Names) -> AsyncIterator[BrokerFactory]:
+        factory = BrokerFactory(backend, backend.url_for(names.id))
+        yield factory
+        await factory.close_all()
+
+    @pytest.fixture
+    def collector(self, backend: Backend) -> Callable[[], Collector]:
+        return lambda: Collector(backend.time_scale)

@@ -1,0 +1,147 @@
+"""The adapter SPI: what a broker adapter implements so that unimq can run on it.
+
+Modelled on httpx's transport interface: a handful of methods that only move bytes. Every
+semantic (retry, dead-lettering, delay re-hops, ordering lanes, idempotency, shutdown) lives
+once in the delivery pipeline above this interface; an adapter states what its broker can do
+natively in :class:`Capabilities` and unimq fills the gaps or refuses clearly.
+
+Consumption is *pull*-based (``Subscription.receive``) rather than callback-based: the core runs
+``concurrency`` workers per subscriber that each pull, handle and settle. Pulling gives natural
+back-pressure (a worker only asks for a message when it is free) and costs no task per message,
+which is what makes the memory backend fast; push-style clients (aio-pika) adapt with a small
+queue bounded by the prefetch count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from .clock import Clock
+from .url import BrokerURL
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend offers natively; the core emulates or refuses the rest.
+
+    - ``max_delay``: longest native delivery delay in seconds (``None`` = unlimited, ``0`` = no
+      native delay). Longer delays are split into hops by the core.
+    - ``ordering``: deliveries of one subscription with the same key arrive in publish order.
+      Without it, ``ordered=True`` is refused at subscribe time.
+    - ``broadcast``: per-instance subscriptions (``broadcast=True``) are possible.
+    - ``durable``: published messages survive a broker restart (the memory backend: no).
+    - ``max_message_size``: largest body in bytes, checked before publishing (``None``: no limit).
+    """
+
+    max_delay: float | None = None
+    ordering: bool = True
+    broadcast: bool = True
+    durable: bool = True
+    max_message_size: int | None = None
+
+
+@dataclass(slots=True)
+class OutgoingMessage:
+    """A message ready for the wire. ``headers`` already carry unimq's bookkeeping headers.
+
+    ``deliver_at`` (epoch seconds) asks the transport to hold the message until then; the core
+    only sets it within ``Capabilities.max_delay`` of now.
+    """
+
+    topic: str
+    body: bytes
+    headers: dict[str, str]
+    key: str | None = None
+    message_id: str | None = None
+    content_type: str | None = None
+    deliver_at: float | None = None
+
+
+@runtime_checkable
+class Delivery(Protocol):
+    """One message as received from the broker, not yet settled.
+
+    ``topic`` is the physical topic it arrived on; ``native_id`` is the broker's own identity of
+    the message (message id, or ``topic/partition/offset``), used as the unimq id for messages
+    published by other clients.
+    """
+
+    topic: str
+    key: str | None
+    headers: Mapping[str, str]
+    body: bytes
+    native_id: str
+
+    async def ack(self) -> None:
+        """Settle the delivery: the broker must not deliver it to this group again."""
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+    """What to consume: ``topic`` for ``group``.
+
+    ``broadcast`` asks for a subscription of this instance alone (removed when it closes);
+    ``ordered`` asks that deliveries with the same key come in publish order; ``prefetch`` is how
+    many unsettled deliveries the core may hold at once.
+    """
+
+    topic: str
+    group: str
+    prefetch: int
+    broadcast: bool = False
+    ordered: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Subscription(Protocol):
+    async def receive(self) -> Delivery | None:
+        """The next delivery, waiting for one; ``None`` once :meth:`stop` was called."""
+
+    async def stop(self) -> None:
+        """Stop handing out deliveries (wakes waiting receivers with ``None``); settling the ones
+        already handed out must keep working until :meth:`close`."""
+
+    async def close(self) -> None:
+        """Release the subscription. Deliveries handed out but not acked go back to the broker."""
+
+
+@runtime_checkable
+class Transport(Protocol):
+    capabilities: Capabilities
+
+    async def connect(self) -> None:
+        """Connect (raising :class:`~unimq.errors.AuthenticationError` for refused credentials,
+        :class:`~unimq.errors.ConnectionFailedError` otherwise). The caller bounds the time."""
+
+    async def close(self) -> None:
+        """Disconnect; idempotent."""
+
+    async def publish(self, message: OutgoingMessage) -> None:
+        """Return only when the broker holds the message durably; raise PublishError otherwise."""
+
+    async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
+        """Declare what the subscription needs (idempotently) and start consuming."""
+
+
+@runtime_checkable
+class SupportsWaitIdle(Protocol):
+    """Optional: a backend that can tell when nothing is ready or unsettled (the memory one).
+
+    ``parked`` is how many unsettled deliveries are only waiting on the clock (an ordered
+    subscriber's in-place backoff); they count as delayed, not in flight.
+    """
+
+    async def wait_idle(self, parked: Callable[[], int]) -> None: ...
+
+
+@dataclass(frozen=True)
+class TransportContext:
+    """What the core hands a transport factory besides the URL and options."""
+
+    clock: Clock
+    instance_id: str
+
+
+TransportFactory = Callable[[BrokerURL, Mapping[str, Any], TransportContext], Transport]
