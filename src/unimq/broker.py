@@ -41,7 +41,14 @@ F = TypeVar("F", bound=HandlerFunc)
 SYSTEM_CLOCK = SystemClock()
 
 _CORE_OPTIONS = frozenset(
-    {"connect_timeout", "graceful_timeout", "clock", "idempotency_store", "idempotency_lease", "instance_id"}
+    {
+        "connect_timeout",
+        "graceful_timeout",
+        "clock",
+        "idempotency_store",
+        "idempotency_lease",
+        "instance_id",
+    }
 )
 
 
@@ -75,14 +82,18 @@ class Broker:
         self.transport_options = {k: v for k, v in options.items() if k not in _CORE_OPTIONS}
         self.connect_timeout = _positive(core.get("connect_timeout", 10.0), "connect_timeout")
         self.graceful_timeout = _positive(core.get("graceful_timeout", 30.0), "graceful_timeout")
-        self.idempotency_lease = _positive(core.get("idempotency_lease", 300.0), "idempotency_lease")
+        self.idempotency_lease = _positive(
+            core.get("idempotency_lease", 300.0), "idempotency_lease"
+        )
         self.clock: Clock = core.get("clock") or SYSTEM_CLOCK
         self.instance_id = str(core.get("instance_id") or uuid_utils.uuid4().hex[:12])
         store = core.get("idempotency_store")
         if isinstance(store, str):
             store = store_registry().create(store)
         if store is not None and not isinstance(store, IdempotencyStore):
-            raise ConfigurationError(f"idempotency_store must be an IdempotencyStore or a URL, got {store!r}")
+            raise ConfigurationError(
+                f"idempotency_store must be an IdempotencyStore or a URL, got {store!r}"
+            )
         self.idempotency_store: IdempotencyStore = store or MemoryIdempotencyStore()
         entry = transport_registry().get(self.url.scheme)
         context = TransportContext(clock=self.clock, instance_id=self.instance_id)
@@ -159,7 +170,7 @@ class Broker:
         return list(self._router.subscribers)
 
     def add_middleware(self, middleware: Middleware) -> None:
-        """``async def middleware(message, call_next)``: wraps every handler call (outermost first)."""
+        """Wrap every handler call: ``async def mw(message, call_next)``, outermost first."""
         self.middlewares.append(middleware)
 
     def _check_capabilities(self, subscriber: Subscriber) -> None:
@@ -232,7 +243,10 @@ class Broker:
                 await runtime.start()
                 logger.info(
                     "subscribed %s to %r (group %r, concurrency %d)",
-                    subscriber.handler.name, subscriber.topic, group, subscriber.concurrency,
+                    subscriber.handler.name,
+                    subscriber.topic,
+                    group,
+                    subscriber.concurrency,
                 )
         except BaseException:
             await self.stop()
@@ -291,7 +305,9 @@ class Broker:
         if headers:
             for name, value in headers.items():
                 if not isinstance(name, str) or not name:
-                    raise ConfigurationError(f"header names must be non-empty strings, got {name!r}")
+                    raise ConfigurationError(
+                        f"header names must be non-empty strings, got {name!r}"
+                    )
                 if name in h.BOOKKEEPING:
                     continue  # unimq's own bookkeeping is set below
                 if not isinstance(value, str):
@@ -357,7 +373,7 @@ class Broker:
             if isinstance(transport, SupportsWaitIdle):
                 await transport.wait_idle()
             else:
-                while any(runtime.in_flight for runtime in self._runtimes):
+                while any(runtime.in_flight for runtime in self._runtimes):  # noqa: ASYNC110
                     await asyncio.sleep(0.005)
 
         await asyncio.wait_for(wait(), timeout)
@@ -388,5 +404,5 @@ def _redact_text(text: str, url: BrokerURL) -> str:
 async def _quietly(awaitable: Any) -> None:
     try:
         await awaitable
-    except Exception:  # noqa: S110 - cleanup after a failed connect must not hide its cause
+    except Exception:
         pass

@@ -17,11 +17,6 @@ class TimerHandle(Protocol):
 
 
 class Clock(Protocol):
-    #: How many ``sleep`` calls are in progress: unimq sleeps on the clock only to hold a
-    #: delivery until it is due (an ordered subscriber's in-place backoff), and such a delivery
-    #: counts as delayed rather than in flight when ``Broker.drain`` decides the backend is idle.
-    sleeping: int
-
     def now(self) -> float:
         """Wall-clock time as epoch seconds (what ``unimq-deliver-at`` is measured in)."""
 
@@ -34,18 +29,11 @@ class Clock(Protocol):
 class SystemClock:
     """The real clock."""
 
-    def __init__(self) -> None:
-        self.sleeping = 0
-
     def now(self) -> float:
         return time.time()
 
     async def sleep(self, seconds: float) -> None:
-        self.sleeping += 1
-        try:
-            await asyncio.sleep(max(0.0, seconds))
-        finally:
-            self.sleeping -= 1
+        await asyncio.sleep(max(0.0, seconds))
 
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
         loop = asyncio.get_running_loop()

@@ -66,7 +66,7 @@ class EncodeError(PublishError):
     """A body cannot be encoded (an object that is neither bytes, str, JSON-able nor a model)."""
 
 
-class DeliveryControl(Exception):  # noqa: N818 - these are signals, not errors
+class DeliveryControl(Exception):
     """Base of the exceptions a handler raises on purpose to steer what happens to its message."""
 
 

@@ -57,7 +57,7 @@ class BoundHandler:
         for name, param in signature.parameters.items():
             if param.kind is param.POSITIONAL_ONLY:
                 raise HandlerSignatureError(
-                    f"handler {self.name}: positional-only parameter {name!r} cannot be bound by name"
+                    f"handler {self.name}: positional-only parameter {name!r} cannot be bound"
                 )
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 raise HandlerSignatureError(

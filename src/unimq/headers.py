@@ -1,4 +1,4 @@
-"""Reserved header names (DESIGN.md section 3). Everything unimq puts on the wire starts ``unimq-``."""
+"""Reserved header names (DESIGN.md section 3): unimq's own headers all start ``unimq-``."""
 
 from __future__ import annotations
 

@@ -86,6 +86,6 @@ class Message:
 
     def __repr__(self) -> str:
         return (
-            f"Message(id={self.id!r}, topic={self.topic!r}, key={self.key!r}, group={self.group!r}, "
-            f"attempt={self.attempt}, body={len(self.body)} bytes)"
+            f"Message(id={self.id!r}, topic={self.topic!r}, key={self.key!r}, "
+            f"group={self.group!r}, attempt={self.attempt}, body={len(self.body)} bytes)"
         )

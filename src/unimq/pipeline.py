@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import headers as h
+from . import parking
 from .clock import Clock
 from .codec import DecodeError
 from .errors import Reject, RetryLater
@@ -142,7 +143,11 @@ class _Settlement:
             return
         logger.info(
             "retrying message %s of %r in %.3gs (attempt %d of %d failed%s)",
-            message.id, message.topic, delay, message.attempt, policy.max_attempts,
+            message.id,
+            message.topic,
+            delay,
+            message.attempt,
+            policy.max_attempts,
             f": {type(error).__name__}: {error}" if error is not None else "",
         )
         await self.delivery.ack()
@@ -158,15 +163,26 @@ class _Settlement:
         subscriber = runtime.subscriber
         delivery = self.delivery
         message = self.message
-        topic = message.topic if message is not None else delivery.headers.get(h.TOPIC, delivery.topic)
-        message_id = message.id if message is not None else (delivery.headers.get(h.ID) or delivery.native_id)
+        topic = (
+            message.topic if message is not None else delivery.headers.get(h.TOPIC, delivery.topic)
+        )
+        message_id = (
+            message.id
+            if message is not None
+            else (delivery.headers.get(h.ID) or delivery.native_id)
+        )
         attempt = message.attempt if message is not None else _attempt_of(delivery.headers)
         target = subscriber.dead_letter_topic
         detail = reason_text or (str(error) if error is not None else "")
         if target is None:
             logger.error(
                 "dropping message %s of %r after %d attempt(s) (%s%s): the subscriber has "
-                "dead_letter=False", message_id, topic, attempt, reason, f": {detail}" if detail else "",
+                "dead_letter=False",
+                message_id,
+                topic,
+                attempt,
+                reason,
+                f": {detail}" if detail else "",
             )
             await delivery.ack()
             return
@@ -182,9 +198,11 @@ class _Settlement:
         copy[h.ORIGINAL_TOPIC] = topic
         copy[h.ORIGINAL_GROUP] = subscriber.group
         copy[h.ATTEMPTS] = str(attempt)
-        copy[h.FAILED_AT] = datetime.fromtimestamp(
-            runtime.context.clock.now(), tz=timezone.utc
-        ).isoformat().replace("+00:00", "Z")
+        copy[h.FAILED_AT] = (
+            datetime.fromtimestamp(runtime.context.clock.now(), tz=timezone.utc)
+            .isoformat()
+            .replace("+00:00", "Z")
+        )
         try:
             await runtime.context.publisher.send_reliably(
                 target,
@@ -199,14 +217,23 @@ class _Settlement:
             return
         logger.warning(
             "message %s of %r dead-lettered to %r after %d attempt(s): %s%s",
-            message_id, topic, target, attempt, reason, f" ({detail})" if detail else "",
+            message_id,
+            topic,
+            target,
+            attempt,
+            reason,
+            f" ({detail})" if detail else "",
         )
         await delivery.ack()
 
 
 def _error_type(error: BaseException) -> str:
     kind = type(error)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
 
 
 def _attempt_of(headers: Any) -> int:
@@ -230,9 +257,17 @@ class SubscriberRuntime:
         self._lanes: dict[str, deque[Delivery]] = {}
         self._stopping = False
         self.in_flight = 0
+        self._parked_keys: set[str] = set()  # ordered keys whose head waits in place
+        self._held = 0  # deliveries held because they arrived a little early
         self._invoke = self._build_invoke()
 
+    def parked_count(self) -> int:
+        """Unsettled deliveries waiting on the clock, not on a handler (see ``parking``)."""
+        lanes = self._lanes
+        return self._held + sum(1 + len(lanes.get(key, ())) for key in self._parked_keys)
+
     async def start(self) -> None:
+        parking.register(self.context.clock, self)
         subscriber = self.subscriber
         transport = self.context.transport
         for topic in (subscriber.topic, self.retry_topic):
@@ -255,12 +290,14 @@ class SubscriberRuntime:
         for subscription in self._subscriptions:
             await subscription.stop()
         if self._workers:
-            done, pending = await asyncio.wait(self._workers, timeout=timeout)
+            _, pending = await asyncio.wait(self._workers, timeout=timeout)
             if pending:
                 logger.warning(
                     "%d handler(s) of %r still running after the %.3gs graceful timeout; "
                     "cancelling them (their messages will be redelivered)",
-                    self.in_flight, self.subscriber.topic, timeout,
+                    self.in_flight,
+                    self.subscriber.topic,
+                    timeout,
                 )
                 for task in pending:
                     task.cancel()
@@ -269,6 +306,7 @@ class SubscriberRuntime:
             await subscription.close()
         self._subscriptions.clear()
         self._workers.clear()
+        parking.unregister(self.context.clock, self)
 
     async def _work(self, subscription: Subscription) -> None:
         ordered = self.subscriber.ordered
@@ -335,7 +373,9 @@ class SubscriberRuntime:
         except asyncio.CancelledError:
             raise
         except Exception:
-            logger.exception("unexpected error in the delivery pipeline of %r", self.subscriber.topic)
+            logger.exception(
+                "unexpected error in the delivery pipeline of %r", self.subscriber.topic
+            )
         finally:
             self.in_flight -= 1
 
@@ -352,7 +392,11 @@ class SubscriberRuntime:
                 await self._rehop(delivery, settlement)
                 return
             if early > 0:
-                await context.clock.sleep(early)
+                self._held += 1
+                try:
+                    await context.clock.sleep(early)
+                finally:
+                    self._held -= 1
 
         attempt = _attempt_of(raw) if h.ATTEMPT in raw else 1
         message = Message(
@@ -405,14 +449,13 @@ class SubscriberRuntime:
                 raise
             except Exception as exc:
                 error = exc
-                if isinstance(exc, policy.retry_on):
-                    outcome = _RETRY
-                else:
-                    outcome = _DEAD
+                outcome = _RETRY if isinstance(exc, policy.retry_on) else _DEAD
                 if settlement.settled and settlement.ordered_retry is None:
                     logger.error(
                         "handler %s raised after settling message %s: %s",
-                        subscriber.handler.name, message.id, "".join(traceback.format_exception_only(exc)).strip(),
+                        subscriber.handler.name,
+                        message.id,
+                        "".join(traceback.format_exception_only(exc)).strip(),
                     )
                     return
             if settlement.ordered_retry is not None:  # ordered + manual nack()
@@ -439,9 +482,24 @@ class SubscriberRuntime:
             pause = policy.delay_for(message.attempt) if delay is None else delay
             logger.info(
                 "retrying ordered message %s of %r in place in %.3gs (attempt %d of %d failed)",
-                message.id, message.topic, pause, message.attempt, policy.max_attempts,
+                message.id,
+                message.topic,
+                pause,
+                message.attempt,
+                policy.max_attempts,
             )
-            await self.context.clock.sleep(pause)
+            key = message.key
+            if key is not None:
+                self._parked_keys.add(key)
+            else:
+                self._held += 1
+            try:
+                await self.context.clock.sleep(pause)
+            finally:
+                if key is not None:
+                    self._parked_keys.discard(key)
+                else:
+                    self._held -= 1
             message.attempt += 1
 
     async def _rehop(self, delivery: Delivery, settlement: _Settlement) -> None:

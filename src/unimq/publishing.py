@@ -36,7 +36,7 @@ class Publisher:
         content_type: str | None,
         due: float | None = None,
     ) -> None:
-        """Publish durably. ``headers`` must already hold ``unimq-id``/``-attempt``/``-content-type``.
+        """Publish durably; ``headers`` already hold ``unimq-id``/``-attempt``/``-content-type``.
 
         ``due`` (epoch seconds) delays delivery. A delay beyond the backend's native maximum is
         sent with the maximum and re-hopped by the consuming pipeline until it is due.

@@ -49,7 +49,9 @@ class ExponentialBackoff:
         if self.factor < 1:
             raise ConfigurationError(f"exponential backoff: factor must be >= 1, got {self.factor}")
         if not 0 <= self.jitter <= 1:
-            raise ConfigurationError(f"exponential backoff: jitter must be in [0, 1], got {self.jitter}")
+            raise ConfigurationError(
+                f"exponential backoff: jitter must be in [0, 1], got {self.jitter}"
+            )
 
     def __call__(self, attempt: int) -> float:
         exponent = max(attempt - 1, 0)
@@ -88,7 +90,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ConfigurationError(f"max_attempts must be an integer >= 1, got {self.max_attempts!r}")
+            raise ConfigurationError(
+                f"max_attempts must be an integer >= 1, got {self.max_attempts!r}"
+            )
         if not callable(self.backoff):
             raise ConfigurationError("backoff must be callable: attempt -> seconds")
         if isinstance(self.retry_on, type):

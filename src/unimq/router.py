@@ -62,7 +62,9 @@ def make_subscriber(
     if group is not None and (not isinstance(group, str) or not group.strip()):
         raise ConfigurationError(f"{where}: group must be a non-empty string, got {group!r}")
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-        raise ConfigurationError(f"{where}: concurrency must be an integer >= 1, got {concurrency!r}")
+        raise ConfigurationError(
+            f"{where}: concurrency must be an integer >= 1, got {concurrency!r}"
+        )
     if ack not in ("auto", "manual"):
         raise ConfigurationError(f"{where}: ack must be 'auto' or 'manual', got {ack!r}")
     if retry is not None and not isinstance(retry, RetryPolicy):
@@ -142,5 +144,3 @@ class Router:
                     f"({existing.handler.name} and {subscriber.handler.name}); give one a "
                     "different group, or merge them"
                 )
-
-

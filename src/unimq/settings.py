@@ -40,11 +40,16 @@ def options_from_env(
     scoped = {k: v for k, v in environ.items() if k.upper().startswith(PREFIX)}
     try:
         settings = CoreSettings.model_validate(
-            {k[len(PREFIX) :].lower(): v for k, v in scoped.items() if k[len(PREFIX) :].lower() in _CORE}
+            {
+                k[len(PREFIX) :].lower(): v
+                for k, v in scoped.items()
+                if k[len(PREFIX) :].lower() in _CORE
+            }
         )
     except ValidationError as exc:
         problems = "; ".join(
-            f"{PREFIX}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+            f"{PREFIX}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
         )
         raise ConfigurationError(f"invalid unimq settings in the environment: {problems}") from None
     url = settings.url.get_secret_value() if settings.url is not None else default_url

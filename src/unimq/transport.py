@@ -68,11 +68,20 @@ class Delivery(Protocol):
     published by other clients.
     """
 
-    topic: str
-    key: str | None
-    headers: Mapping[str, str]
-    body: bytes
-    native_id: str
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def key(self) -> str | None: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def native_id(self) -> str: ...
 
     async def ack(self) -> None:
         """Settle the delivery: the broker must not deliver it to this group again."""
@@ -129,11 +138,11 @@ class Transport(Protocol):
 class SupportsWaitIdle(Protocol):
     """Optional: a backend that can tell when nothing is ready or unsettled (the memory one).
 
-    ``parked`` is how many unsettled deliveries are only waiting on the clock (an ordered
-    subscriber's in-place backoff); they count as delayed, not in flight.
+    Unsettled deliveries that the pipeline parked on the clock (``unimq.parking``) count as
+    delayed, not in flight. ``Broker.drain`` uses this when the transport offers it.
     """
 
-    async def wait_idle(self, parked: Callable[[], int]) -> None: ...
+    async def wait_idle(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,9 @@ class BrokerURL:
     @classmethod
     def parse(cls, url: str) -> BrokerURL:
         if not isinstance(url, str) or not url.strip():
-            raise InvalidURLError("the broker URL is empty; expected e.g. 'memory://' or 'amqp://host'")
+            raise InvalidURLError(
+                "the broker URL is empty; expected e.g. 'memory://' or 'amqp://host'"
+            )
         url = url.strip()
         shown = redact(url)
         if "://" not in url:

@@ -13,6 +13,7 @@ import itertools
 from collections import deque
 from typing import TYPE_CHECKING
 
+from .. import parking
 from ..clock import Clock
 
 if TYPE_CHECKING:
@@ -35,7 +36,17 @@ class StoredMessage:
 class GroupQueue:
     """One consumer group's queue on one topic."""
 
-    __slots__ = ("active", "broadcast", "hub", "items", "name", "ordered", "subscriptions", "topic", "waiters")
+    __slots__ = (
+        "active",
+        "broadcast",
+        "hub",
+        "items",
+        "name",
+        "ordered",
+        "subscriptions",
+        "topic",
+        "waiters",
+    )
 
     def __init__(self, hub: Hub, topic: str, name: str, *, broadcast: bool, ordered: bool) -> None:
         self.hub = hub
@@ -121,7 +132,9 @@ class Hub:
 
         self.clock.call_at(when, fire)
 
-    def group_queue(self, topic_name: str, group: str, *, broadcast: bool, ordered: bool) -> GroupQueue:
+    def group_queue(
+        self, topic_name: str, group: str, *, broadcast: bool, ordered: bool
+    ) -> GroupQueue:
         topic = self.topic(topic_name)
         queue = topic.groups.get(group)
         if queue is None:
@@ -140,7 +153,7 @@ class Hub:
             queue.items.clear()
 
     def idle(self) -> bool:
-        return self.ready == 0 and self.unsettled <= self.clock.sleeping
+        return self.ready == 0 and self.unsettled <= parking.parked(self.clock)
 
     async def wait_idle(self) -> None:
         """Return once nothing is ready or in flight (deliveries parked on the clock excepted)."""

@@ -77,7 +77,9 @@ class MemorySubscription:
             self._hub.ready -= 1
             self._hub.unsettled += 1
         else:
-            waiter: asyncio.Future[StoredMessage | None] = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[StoredMessage | None] = (
+                asyncio.get_running_loop().create_future()
+            )
             queue.waiters.append(waiter)
             self._waiting.add(waiter)
             try:
@@ -137,7 +139,9 @@ class MemoryTransport:
 
     capabilities = CAPABILITIES
 
-    def __init__(self, url: BrokerURL, options: Mapping[str, Any], context: TransportContext) -> None:
+    def __init__(
+        self, url: BrokerURL, options: Mapping[str, Any], context: TransportContext
+    ) -> None:
         if options:
             raise ConfigurationError(
                 f"memory:// takes no transport options, got {', '.join(sorted(options))}"

@@ -34,7 +34,6 @@ class VirtualClock:
         self._timers: list[tuple[float, int, _Timer]] = []
         self._sequence = itertools.count()
         self._idle_probes: list[Callable[[], Awaitable[None]]] = []
-        self.sleeping = 0
 
     def now(self) -> float:
         return self._now
@@ -53,11 +52,9 @@ class VirtualClock:
                 woken.set_result(None)
 
         timer = self.call_at(self._now + max(0.0, seconds), wake)
-        self.sleeping += 1
         try:
             await woken
         finally:
-            self.sleeping -= 1
             timer.cancel()
 
     def register_idle_probe(self, probe: Callable[[], Awaitable[None]]) -> None:

@@ -32,7 +32,9 @@ async def publish_many(broker: Any, topic: str, bodies: list[Any], **kwargs: Any
 
 
 class DeliveryCases:
-    async def test_publish_receipt_id_reaches_the_handler(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_publish_receipt_id_reaches_the_handler(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
@@ -44,9 +46,16 @@ class DeliveryCases:
         receipt = await broker.publish(names.topic(), b"hello")
         assert receipt.message_id
         [(message_id, attempt, topic, group)] = await seen.wait_for(1)
-        assert (message_id, attempt, topic, group) == (receipt.message_id, 1, names.topic(), names.group())
+        assert (message_id, attempt, topic, group) == (
+            receipt.message_id,
+            1,
+            names.topic(),
+            names.group(),
+        )
 
-    async def test_custom_message_id_is_kept(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_custom_message_id_is_kept(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
@@ -59,7 +68,9 @@ class DeliveryCases:
         assert receipt.message_id == "order-42-created"
         assert await seen.wait_for(1) == ["order-42-created"]
 
-    async def test_key_and_headers_round_trip(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_key_and_headers_round_trip(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
@@ -68,13 +79,17 @@ class DeliveryCases:
             seen.add((message.key, dict(message.headers)))
 
         await broker.start()
-        await broker.publish(names.topic(), b"x", key="customer-7", headers={"tenant": "acme", "trace": "t-1"})
+        await broker.publish(
+            names.topic(), b"x", key="customer-7", headers={"tenant": "acme", "trace": "t-1"}
+        )
         [(key, headers)] = await seen.wait_for(1)
         assert key == "customer-7"
         assert headers == {"tenant": "acme", "trace": "t-1"}
         assert not any(name in headers for name in h.BOOKKEEPING)
 
-    async def test_pydantic_model_body(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_pydantic_model_body(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
@@ -88,7 +103,9 @@ class DeliveryCases:
         assert order == Order(order_id="o-1", amount=3)
         assert content_type == "application/json"
 
-    async def test_dict_and_list_bodies(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_dict_and_list_bodies(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         dicts: Collector = collector()
         lists: Collector = collector()
         broker = brokers()
@@ -107,7 +124,9 @@ class DeliveryCases:
         assert await dicts.wait_for(1) == [{"a": 1, "b": 2}]
         assert await lists.wait_for(1) == [[Order(order_id="o-1", amount=1)]]
 
-    async def test_text_and_bytes_bodies(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_text_and_bytes_bodies(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         texts: Collector = collector()
         raw: Collector = collector()
         broker = brokers()
@@ -126,7 +145,9 @@ class DeliveryCases:
         assert await texts.wait_for(1) == ["plain text"]
         assert await raw.wait_for(1) == [bytes(range(256))]
 
-    async def test_non_ascii_body_and_headers(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_non_ascii_body_and_headers(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
@@ -147,7 +168,9 @@ class DeliveryCases:
         assert headers == {"city": "Zürich", "emoji": "📦"}
         assert key == "клиент-7"
 
-    async def test_one_mebibyte_body(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_one_mebibyte_body(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
@@ -161,7 +184,9 @@ class DeliveryCases:
         [got] = await seen.wait_for(1, timeout=20)
         assert len(got) == 1024 * 1024 and got == payload
 
-    async def test_sync_handler_runs_in_a_worker_thread(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_sync_handler_runs_in_a_worker_thread(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
         loop_thread = threading.get_ident()
@@ -175,7 +200,9 @@ class DeliveryCases:
         [(body, thread)] = await seen.wait_for(1)
         assert body == "sync" and thread != loop_thread
 
-    async def test_message_from_another_client_is_consumable(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_message_from_another_client_is_consumable(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
@@ -185,11 +212,15 @@ class DeliveryCases:
 
         await broker.start()
         # Published through the transport with no unimq headers, as a foreign client would.
-        await broker.transport.publish(OutgoingMessage(topic=names.topic(), body=b"foreign", headers={}))
+        await broker.transport.publish(
+            OutgoingMessage(topic=names.topic(), body=b"foreign", headers={})
+        )
         [(body, message_id, attempt)] = await seen.wait_for(1)
         assert body == b"foreign" and message_id and attempt == 1
 
-    async def test_burst_of_10000_nothing_lost_or_duplicated(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_burst_of_10000_nothing_lost_or_duplicated(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
@@ -204,7 +235,9 @@ class DeliveryCases:
         assert len(seen.items) == 10_000, f"{len(seen.items) - 10_000} duplicates"
         assert set(seen.items) == set(ids)
 
-    async def test_concurrency_is_respected(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_concurrency_is_respected(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
         running = 0
@@ -224,7 +257,9 @@ class DeliveryCases:
         await seen.wait_for(40, timeout=30)
         assert peak == 4, f"at most 4 handlers may run at once and 4 should have; peak was {peak}"
 
-    async def test_unsettled_manual_message_is_redelivered(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_unsettled_manual_message_is_redelivered(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         first: Collector = collector()
         second: Collector = collector()
         consumer = brokers()
@@ -248,7 +283,9 @@ class DeliveryCases:
         assert await second.wait_for(1, timeout=30) == [receipt.message_id]
 
     @pytest.mark.parametrize("body", [b"", "", {}])
-    async def test_empty_bodies(self, brokers: BrokerFactory, names: Names, collector: Any, body: Any) -> None:
+    async def test_empty_bodies(
+        self, brokers: BrokerFactory, names: Names, collector: Any, body: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 

@@ -12,7 +12,9 @@ from .support import Backend, BrokerFactory, Collector, Names
 
 
 class GroupCases:
-    async def test_competing_consumers_share_a_group(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_competing_consumers_share_a_group(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         instances = [brokers(), brokers()]
         for index, broker in enumerate(instances):
@@ -23,7 +25,9 @@ class GroupCases:
 
                 return handle
 
-            broker.subscriber(names.topic(), group=names.group("workers"), concurrency=2)(make(index))
+            broker.subscriber(names.topic(), group=names.group("workers"), concurrency=2)(
+                make(index)
+            )
         for broker in instances:
             await broker.start()
         ids = await publish_many(instances[0], names.topic(), [b"x"] * 200)
@@ -32,7 +36,9 @@ class GroupCases:
         got = [message_id for message_id, _ in seen.items]
         assert sorted(got) == sorted(ids), "each message exactly once within the group"
 
-    async def test_every_group_gets_every_message(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_every_group_gets_every_message(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         groups = ["inventory", "billing", "email"]
         seen = {group: collector() for group in groups}
         broker = brokers()
@@ -52,7 +58,9 @@ class GroupCases:
             await seen[group].settle(0.3)
             assert sorted(seen[group].items) == sorted(ids), group
 
-    async def test_broadcast_reaches_every_instance(self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_broadcast_reaches_every_instance(
+        self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         if not backend.broadcast:
             broker = brokers()
             with pytest.raises(UnsupportedFeatureError):
@@ -63,7 +71,7 @@ class GroupCases:
             return
         seen = [collector(), collector()]
         instances = [brokers(), brokers()]
-        for broker, sink in zip(instances, seen):
+        for broker, sink in zip(instances, seen, strict=True):
 
             def make(sink: Collector) -> Any:
                 async def invalidate(message: Message) -> None:

@@ -1,4 +1,4 @@
-"""Durability across a broker restart (skipped, with the reason, where the backend cannot restart)."""
+"""Durability across a broker restart (skipped, with the reason, where there is no restart)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ def needs_restart(backend: Backend) -> None:
     if backend.restart is None:
         pytest.skip(
             f"{backend.name or backend.url}: the backend cannot be restarted in this run "
-            "(the memory backend keeps nothing across a restart by design)"
+            "(no restart hook given; the memory backend keeps nothing across a restart by design)"
         )
 
 
 @pytest.mark.requires_restart
 class RestartCases:
-    async def test_published_message_survives_restart(self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_published_message_survives_restart(
+        self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         needs_restart(backend)
         assert backend.restart is not None
         seen: Collector = collector()
@@ -49,7 +51,9 @@ class RestartCases:
         await consumer.start()
         assert receipt.message_id in await seen.wait_for(1, timeout=60)
 
-    async def test_delayed_message_survives_restart(self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_delayed_message_survives_restart(
+        self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         needs_restart(backend)
         assert backend.restart is not None
         seen: Collector = collector()
@@ -72,7 +76,9 @@ class RestartCases:
         await successor.start()
         assert receipt.message_id in await seen.wait_for(1, timeout=90)
 
-    async def test_in_flight_messages_survive_restart(self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_in_flight_messages_survive_restart(
+        self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         needs_restart(backend)
         assert backend.restart is not None
         seen: Collector = collector()

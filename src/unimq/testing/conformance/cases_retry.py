@@ -8,13 +8,19 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ... import Message, Reject, RetryLater, RetryPolicy, fixed
+from ... import Broker, Message, Reject, RetryLater, RetryPolicy, fixed
 from ... import headers as h
 from .support import BrokerFactory, Collector, Names
 
 QUICK = RetryPolicy(max_attempts=3, backoff=fixed(0.2))
 DLQ_HEADERS = {
-    h.DLQ_REASON, h.ERROR_TYPE, h.ERROR_MESSAGE, h.ORIGINAL_TOPIC, h.ORIGINAL_GROUP, h.ATTEMPTS, h.FAILED_AT,
+    h.DLQ_REASON,
+    h.ERROR_TYPE,
+    h.ERROR_MESSAGE,
+    h.ORIGINAL_TOPIC,
+    h.ORIGINAL_GROUP,
+    h.ATTEMPTS,
+    h.FAILED_AT,
 }
 
 
@@ -23,18 +29,24 @@ class Strict(BaseModel):
     amount: int
 
 
-def dlq_reader(broker: Any, topic: str, group: str, sink: Collector) -> None:
+def dlq_reader(broker: Broker, topic: str, group: str, sink: Collector) -> None:
     @broker.subscriber(topic, group=group)
     async def read_dead_letters(message: Message) -> None:
         sink.add(message)
 
 
 class RetryCases:
-    async def test_retry_until_success_keeps_id_and_counts_attempts(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_retry_until_success_keeps_id_and_counts_attempts(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
-        @broker.subscriber(names.topic(), group=names.group(), retry=RetryPolicy(max_attempts=5, backoff=fixed(0.1)))
+        @broker.subscriber(
+            names.topic(),
+            group=names.group(),
+            retry=RetryPolicy(max_attempts=5, backoff=fixed(0.1)),
+        )
         async def flaky(message: Message) -> None:
             seen.add((message.id, message.attempt, message.topic, dict(message.headers)))
             if message.attempt < 3:
@@ -49,11 +61,15 @@ class RetryCases:
         ]
         assert all(headers == {"tenant": "acme"} for *_, headers in seen.items)
 
-    async def test_retry_later_sets_the_delay(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_retry_later_sets_the_delay(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
-        @broker.subscriber(names.topic(), group=names.group(), retry=RetryPolicy(max_attempts=3, backoff=fixed(0)))
+        @broker.subscriber(
+            names.topic(), group=names.group(), retry=RetryPolicy(max_attempts=3, backoff=fixed(0))
+        )
         async def later(message: Message) -> None:
             seen.add(message.attempt)
             if message.attempt == 1:
@@ -66,11 +82,17 @@ class RetryCases:
         waited = seen.times[1] - seen.times[0]
         assert waited >= 0.95, f"retried after {waited:.2f}s, RetryLater asked for 1s"
 
-    async def test_retry_backoff_is_waited(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_retry_backoff_is_waited(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
-        @broker.subscriber(names.topic(), group=names.group(), retry=RetryPolicy(max_attempts=2, backoff=fixed(1.0)))
+        @broker.subscriber(
+            names.topic(),
+            group=names.group(),
+            retry=RetryPolicy(max_attempts=2, backoff=fixed(1.0)),
+        )
         async def failing_once(message: Message) -> None:
             seen.add(message.attempt)
             if message.attempt == 1:
@@ -82,11 +104,18 @@ class RetryCases:
         waited = seen.times[1] - seen.times[0]
         assert 0.95 <= waited <= 4.0, f"backoff of 1s took {waited:.2f}s"
 
-    async def test_retry_does_not_block_other_messages(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_retry_does_not_block_other_messages(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
-        @broker.subscriber(names.topic(), group=names.group(), concurrency=1, retry=RetryPolicy(max_attempts=2, backoff=fixed(2.0)))
+        @broker.subscriber(
+            names.topic(),
+            group=names.group(),
+            concurrency=1,
+            retry=RetryPolicy(max_attempts=2, backoff=fixed(2.0)),
+        )
         async def handle(body: str) -> None:
             seen.add(body)
             if body == "poison-ish":
@@ -101,7 +130,9 @@ class RetryCases:
         await seen.wait_for(3, timeout=15)
         assert seen.items[2] == "poison-ish"
 
-    async def test_exception_outside_retry_on_goes_to_dlq(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_exception_outside_retry_on_goes_to_dlq(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         calls: Collector = collector()
         dead: Collector = collector()
         broker = brokers()
@@ -120,7 +151,9 @@ class RetryCases:
         assert letter.headers[h.DLQ_REASON] == "non-retryable"
         assert letter.headers[h.ERROR_TYPE] == "ValueError"
 
-    async def test_exhausted_retries_dead_letter_with_diagnostics(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_exhausted_retries_dead_letter_with_diagnostics(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         calls: Collector = collector()
         dead: Collector = collector()
         broker = brokers()
@@ -133,13 +166,15 @@ class RetryCases:
         dlq_reader(broker, f"{names.topic()}.{names.group()}.dlq", names.group("ops"), dead)
         await broker.start()
         before = time.time()
-        receipt = await broker.publish(names.topic(), b"original", key="k-1", headers={"tenant": "acme"})
+        receipt = await broker.publish(
+            names.topic(), b"original", key="k-1", headers={"tenant": "acme"}
+        )
         [letter] = await dead.wait_for(1, timeout=15)
         assert calls.items == [1, 2, 3]
         assert letter.id == receipt.message_id
         assert letter.body == b"original" and letter.key == "k-1"
         assert letter.headers["tenant"] == "acme"
-        assert DLQ_HEADERS <= set(letter.headers)
+        assert set(letter.headers) >= DLQ_HEADERS
         assert letter.headers[h.DLQ_REASON] == "max-attempts"
         assert letter.headers[h.ERROR_TYPE] == "RuntimeError"
         assert letter.headers[h.ERROR_MESSAGE] == "payment gateway down"
@@ -149,7 +184,9 @@ class RetryCases:
         failed_at = datetime.fromisoformat(letter.headers[h.FAILED_AT].replace("Z", "+00:00"))
         assert failed_at.utcoffset() is not None and failed_at.timestamp() >= before - 1
 
-    async def test_reject_dead_letters_immediately(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_reject_dead_letters_immediately(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         calls: Collector = collector()
         dead: Collector = collector()
         broker = brokers()
@@ -168,7 +205,9 @@ class RetryCases:
         assert letter.headers[h.DLQ_REASON] == "rejected"
         assert letter.headers[h.ERROR_MESSAGE] == "unknown customer"
 
-    async def test_undecodable_body_dead_letters_without_retry(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_undecodable_body_dead_letters_without_retry(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         calls: Collector = collector()
         dead: Collector = collector()
         broker = brokers()
@@ -186,11 +225,18 @@ class RetryCases:
         assert letter.headers[h.DLQ_REASON] == "decode-error"
         assert letter.headers[h.ATTEMPTS] == "1"
 
-    async def test_custom_dead_letter_topic(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_custom_dead_letter_topic(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         dead: Collector = collector()
         broker = brokers()
 
-        @broker.subscriber(names.topic(), group=names.group(), retry=RetryPolicy(max_attempts=1), dead_letter=names.topic("parking-lot"))
+        @broker.subscriber(
+            names.topic(),
+            group=names.group(),
+            retry=RetryPolicy(max_attempts=1),
+            dead_letter=names.topic("parking-lot"),
+        )
         async def handle(message: Message) -> None:
             raise RuntimeError("no")
 
@@ -200,12 +246,19 @@ class RetryCases:
         [letter] = await dead.wait_for(1)
         assert letter.id == receipt.message_id
 
-    async def test_dead_letter_false_drops_after_the_last_attempt(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_dead_letter_false_drops_after_the_last_attempt(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         calls: Collector = collector()
         dead: Collector = collector()
         broker = brokers()
 
-        @broker.subscriber(names.topic(), group=names.group(), retry=RetryPolicy(max_attempts=2, backoff=fixed(0.1)), dead_letter=False)
+        @broker.subscriber(
+            names.topic(),
+            group=names.group(),
+            retry=RetryPolicy(max_attempts=2, backoff=fixed(0.1)),
+            dead_letter=False,
+        )
         async def handle(message: Message) -> None:
             calls.add(message.attempt)
             raise RuntimeError("no")
@@ -218,7 +271,9 @@ class RetryCases:
         assert calls.items == [1, 2]
         assert dead.items == []
 
-    async def test_dead_letter_can_be_replayed(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_dead_letter_can_be_replayed(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         dead: Collector = collector()
         handled: Collector = collector()
         broker = brokers()
@@ -236,10 +291,18 @@ class RetryCases:
         [letter] = await dead.wait_for(1)
         healthy = True
         original = {k: v for k, v in letter.headers.items() if not k.startswith("unimq-")}
-        await broker.publish(letter.headers[h.ORIGINAL_TOPIC], letter.body, key=letter.key, headers=original, message_id=letter.id)
+        await broker.publish(
+            letter.headers[h.ORIGINAL_TOPIC],
+            letter.body,
+            key=letter.key,
+            headers=original,
+            message_id=letter.id,
+        )
         assert await handled.wait_for(1) == [(receipt.message_id, 1)]
 
-    async def test_manual_ack_nack_and_reject(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_manual_ack_nack_and_reject(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         calls: Collector = collector()
         dead: Collector = collector()
         broker = brokers()

@@ -19,7 +19,9 @@ LATENESS = 1.5
 
 
 class DelayCases:
-    async def test_delay_is_honoured(self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_delay_is_honoured(
+        self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
@@ -32,10 +34,14 @@ class DelayCases:
         receipt = await broker.publish(names.topic(), b"x", delay=timedelta(seconds=2))
         assert receipt.deliver_at is not None
         [arrived] = await seen.wait_for(1, timeout=10)
-        assert arrived - published >= 2.0 - 0.05, f"arrived {arrived - published:.2f}s after a 2s delay"
+        assert arrived - published >= 2.0 - 0.05, (
+            f"arrived {arrived - published:.2f}s after a 2s delay"
+        )
         assert arrived - published <= 2.0 + LATENESS * backend.time_scale
 
-    async def test_deliver_at_is_honoured(self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_deliver_at_is_honoured(
+        self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
@@ -50,7 +56,9 @@ class DelayCases:
         assert arrived >= due.timestamp() - 0.05
         assert arrived <= due.timestamp() + LATENESS * backend.time_scale
 
-    async def test_delayed_message_does_not_block_others(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_delayed_message_does_not_block_others(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
@@ -63,7 +71,9 @@ class DelayCases:
         await broker.publish(names.topic(), "now")
         assert await seen.wait_for(2, timeout=10) == ["now", "later"]
 
-    async def test_float_seconds_delay_and_bad_delays(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_float_seconds_delay_and_bad_delays(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
@@ -85,7 +95,9 @@ class DelayCases:
 
 
 class OrderingCases:
-    async def test_same_key_in_order_different_keys_concurrently(self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_same_key_in_order_different_keys_concurrently(
+        self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         broker = brokers()
         if not backend.ordering:
             with pytest.raises(UnsupportedFeatureError):
@@ -122,13 +134,20 @@ class OrderingCases:
             assert [n for k, n in seen.items if k == key] == list(range(30)), key
         assert keys_at_once > 1, "different keys should run concurrently"
 
-    async def test_ordered_retry_in_place_keeps_order(self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_ordered_retry_in_place_keeps_order(
+        self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         if not backend.ordering:
             pytest.skip("backend declares no ordering (refusal checked in the ordering case)")
         seen: Collector = collector()
         broker = brokers()
 
-        @broker.subscriber(names.topic(), group=names.group(), ordered=True, retry=RetryPolicy(max_attempts=3, backoff=fixed(0.2)))
+        @broker.subscriber(
+            names.topic(),
+            group=names.group(),
+            ordered=True,
+            retry=RetryPolicy(max_attempts=3, backoff=fixed(0.2)),
+        )
         async def handle(body: dict[str, int], message: Message) -> None:
             seen.add((body["n"], message.attempt))
             if body["n"] == 1 and message.attempt < 3:
@@ -142,7 +161,9 @@ class OrderingCases:
 
 
 class IdempotencyCases:
-    async def test_duplicate_id_is_handled_once(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_duplicate_id_is_handled_once(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
@@ -158,7 +179,9 @@ class IdempotencyCases:
         await seen.settle(0.5)
         assert sorted(seen.items) == ["dup-1", "other"]
 
-    async def test_concurrent_duplicates_run_once(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_concurrent_duplicates_run_once(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
@@ -168,16 +191,25 @@ class IdempotencyCases:
             await asyncio.sleep(0.3)
 
         await broker.start()
-        await asyncio.gather(*(broker.publish(names.topic(), b"x", message_id="same") for _ in range(5)))
+        await asyncio.gather(
+            *(broker.publish(names.topic(), b"x", message_id="same") for _ in range(5))
+        )
         await seen.wait_for(1)
         await seen.settle(1.0)
         assert seen.items == ["same"]
 
-    async def test_failed_run_leaves_no_mark(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_failed_run_leaves_no_mark(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         seen: Collector = collector()
         broker = brokers()
 
-        @broker.subscriber(names.topic(), group=names.group(), idempotent=True, retry=RetryPolicy(max_attempts=3, backoff=fixed(0.1)))
+        @broker.subscriber(
+            names.topic(),
+            group=names.group(),
+            idempotent=True,
+            retry=RetryPolicy(max_attempts=3, backoff=fixed(0.1)),
+        )
         async def handle(message: Message) -> None:
             seen.add(message.attempt)
             if message.attempt == 1:
@@ -192,7 +224,9 @@ class IdempotencyCases:
 
 
 class ShutdownCases:
-    async def test_shutdown_lets_in_flight_handlers_finish(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_shutdown_lets_in_flight_handlers_finish(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         started: Collector = collector()
         finished: Collector = collector()
         again: Collector = collector()
@@ -208,7 +242,9 @@ class ShutdownCases:
         ids = await publish_many(broker, names.topic(), [b"x"] * 4)
         await started.wait_for(4)
         await broker.stop()
-        assert sorted(finished.items) == sorted(ids), "stop() returned before in-flight handlers finished"
+        assert sorted(finished.items) == sorted(ids), (
+            "stop() returned before in-flight handlers finished"
+        )
 
         successor = brokers()
 
@@ -220,7 +256,9 @@ class ShutdownCases:
         await again.settle(1.0)
         assert again.items == [], "messages finished during shutdown were delivered again"
 
-    async def test_graceful_timeout_bounds_shutdown(self, brokers: BrokerFactory, names: Names, collector: Any) -> None:
+    async def test_graceful_timeout_bounds_shutdown(
+        self, brokers: BrokerFactory, names: Names, collector: Any
+    ) -> None:
         started: Collector = collector()
         redelivered: Collector = collector()
         broker = brokers(graceful_timeout=0.5)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...broker import Broker
+from ...url import redact
 
 
 @dataclass
@@ -36,6 +37,9 @@ class Backend:
     broadcast: bool = True
     time_scale: float = 1.0
     name: str = ""
+
+    def __repr__(self) -> str:  # the URL may hold a password: never show it
+        return f"Backend({redact(self.url)!r}, name={self.name!r})"
 
     def url_for(self, test_id: str) -> str:
         if self.url.rstrip("/") == "memory:":
@@ -125,5 +129,5 @@ class BrokerFactory:
         for broker in reversed(self.created):
             try:
                 await broker.stop(timeout=5)
-            except Exception:  # noqa: S110 - teardown must reach every broker
+            except Exception:
                 pass

@@ -1,0 +1,279 @@
+"""The ``unimq`` command: run a service's subscribers, publish a message, test an adapter."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .broker import Broker
+from .errors import UnimqError
+from .plugins import transport_registry
+from .url import redact
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+
+class UsageError(Exception):
+    """A command-line mistake: printed with the usage hint, exit status 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    try:
+        result: int = args.func(args)
+        return result
+    except UsageError as exc:
+        parser.exit(EXIT_USAGE, f"unimq {args.command}: error: {exc}\n")
+    except UnimqError as exc:
+        print(f"unimq {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_ERROR  # pragma: no cover - parser.exit does not return
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unimq",
+        description="Run unimq services, publish messages and test broker adapters.",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run a broker's subscribers until SIGINT/SIGTERM",
+        description="Import MODULE:ATTR (a Broker, or a function returning one), start its "
+        "subscribers, and run until SIGINT or SIGTERM; then stop taking messages, let in-flight "
+        "handlers finish (the broker's graceful_timeout) and disconnect.",
+    )
+    run.add_argument("target", metavar="MODULE:ATTR", help="e.g. myservice.app:broker")
+    run.set_defaults(func=_run)
+
+    publish = commands.add_parser(
+        "publish",
+        help="publish one message",
+        description="Publish one message durably and print its id. The broker URL comes from "
+        "--url or UNIMQ_URL.",
+    )
+    publish.add_argument("topic")
+    publish.add_argument("body", nargs="?", help="the body (text); omit to read standard input")
+    publish.add_argument("--url", help="broker URL (default: $UNIMQ_URL)")
+    publish.add_argument(
+        "--json", action="store_true", help="parse the body as JSON and send it as JSON"
+    )
+    publish.add_argument("--key", help="ordering / partition key")
+    publish.add_argument("--header", action="append", default=[], metavar="NAME=VALUE")
+    publish.add_argument(
+        "--delay", type=float, metavar="SECONDS", help="deliver after this many seconds"
+    )
+    publish.add_argument("--id", dest="message_id", help="message id (default: a new UUIDv7)")
+    publish.set_defaults(func=_publish)
+
+    schemes = commands.add_parser("schemes", help="list the installed transports")
+    schemes.set_defaults(func=_schemes)
+
+    conformance = commands.add_parser(
+        "conformance",
+        help="run the conformance suite against a broker URL",
+        description="Run unimq's conformance suite (needs pytest and pytest-asyncio: "
+        "pip install 'unimq[testing]') against URL. Restart cases are skipped here; run them "
+        "from a test module with a Backend(restart=...) fixture.",
+    )
+    conformance.add_argument("url")
+    conformance.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments")
+    conformance.set_defaults(func=_conformance)
+    return parser
+
+
+# -- run ----------------------------------------------------------------------------------
+
+
+def load_broker(target: str) -> Broker:
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise UsageError(f"expected MODULE:ATTR (e.g. myservice.app:broker), got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise UsageError(f"cannot import module {module_name!r}: {exc}") from None
+        raise
+    try:
+        obj: Any = module
+        for part in attribute.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if callable(obj) and not isinstance(obj, Broker):
+        obj = obj()
+    if not isinstance(obj, Broker):
+        raise UsageError(f"{target} is a {type(obj).__name__}, not a unimq Broker")
+    return obj
+
+
+def _run(args: argparse.Namespace) -> int:
+    broker = load_broker(args.target)
+    return asyncio.run(_serve(broker))
+
+
+async def _serve(broker: Broker) -> int:
+    log = logging.getLogger("unimq.cli")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info(
+                "received %s: finishing in-flight messages (up to %gs); send again to force exit",
+                signal.Signals(signum).name,
+                broker.graceful_timeout,
+            )
+            stop.set()
+        else:
+            log.warning("received %s again: exiting now", signal.Signals(signum).name)
+            os._exit(130)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    async with broker:
+        log.info(
+            "running %d subscriber(s) on %s; press Ctrl+C to stop",
+            len(broker.subscribers),
+            broker.url.redacted(),
+        )
+        await stop.wait()
+    log.info("stopped cleanly")
+    return 0
+
+
+# -- publish ------------------------------------------------------------------------------
+
+
+def _publish(args: argparse.Namespace) -> int:
+    url = args.url or os.environ.get("UNIMQ_URL")
+    if not url:
+        raise UsageError("no broker URL: pass --url or set UNIMQ_URL")
+    text = args.body if args.body is not None else sys.stdin.read()
+    body: Any = text
+    if args.json:
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--json: the body is not valid JSON: {exc}") from None
+    headers: dict[str, str] = {}
+    for item in args.header:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--header expects NAME=VALUE, got {item!r}")
+        headers[name] = value
+    if args.delay is not None and args.delay < 0:
+        raise UsageError("--delay must not be negative")
+    broker = Broker(url)
+
+    async def send() -> str:
+        await broker.connect()
+        try:
+            receipt = await broker.publish(
+                args.topic,
+                body,
+                key=args.key,
+                headers=headers,
+                delay=args.delay,
+                message_id=args.message_id,
+            )
+        finally:
+            await broker.stop()
+        return receipt.message_id
+
+    message_id = asyncio.run(send())
+    print(message_id)
+    logging.getLogger("unimq.cli").info(
+        "published %s to %r on %s", message_id, args.topic, redact(url)
+    )
+    return 0
+
+
+# -- schemes ------------------------------------------------------------------------------
+
+
+def _schemes(args: argparse.Namespace) -> int:
+    registry = transport_registry()
+    for scheme in registry.schemes():
+        entry = registry.get(scheme)
+        print(f"{scheme}://\t{entry.description}")
+    return 0
+
+
+# -- conformance --------------------------------------------------------------------------
+
+
+def _conformance(args: argparse.Namespace) -> int:
+    try:
+        import pytest
+    except ImportError:
+        raise UsageError(
+            "the conformance suite needs pytest: pip install 'unimq[testing]'"
+        ) from None
+    scheme = args.url.split("://", 1)[0].lower() if "://" in args.url else ""
+    if scheme not in transport_registry().schemes():
+        raise UsageError(f"no transport installed for {redact(args.url)!r}; see 'unimq schemes'")
+    source = textwrap.dedent(
+        f"""
+        import pytest
+        from unimq.testing.conformance import Backend, ConformanceSuite
+
+        class TestConformance(ConformanceSuite):
+            @pytest.fixture
+            def backend(self):
+                return Backend(url={args.url!r})
+        """
+    )
+    with tempfile.TemporaryDirectory(prefix="unimq-conformance-") as folder:
+        path = Path(folder) / "test_unimq_conformance.py"
+        path.write_text(source)
+        extra = [a for a in args.pytest_args if a != "--"]
+        code = pytest.main(
+            [
+                str(path),
+                "-p",
+                "no:cacheprovider",
+                "-o",
+                "asyncio_mode=auto",
+                "--rootdir",
+                folder,
+                *extra,
+            ]
+        )
+    return int(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
