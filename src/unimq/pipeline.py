@@ -29,7 +29,13 @@ from .message import Message
 from .naming import retry_topic
 from .publishing import Publisher
 from .router import Subscriber
-from .transport import Delivery, Subscription, SubscriptionSpec, Transport
+from .transport import (
+    Delivery,
+    Subscription,
+    SubscriptionSpec,
+    SupportsDeclareTopic,
+    Transport,
+)
 
 logger = logging.getLogger("unimq.pipeline")
 
@@ -270,6 +276,9 @@ class SubscriberRuntime:
         parking.register(self.context.clock, self)
         subscriber = self.subscriber
         transport = self.context.transport
+        dead_letter_topic = subscriber.dead_letter_topic
+        if dead_letter_topic is not None and isinstance(transport, SupportsDeclareTopic):
+            await transport.declare_topic(dead_letter_topic)
         for topic in (subscriber.topic, self.retry_topic):
             spec = SubscriptionSpec(
                 topic=topic,

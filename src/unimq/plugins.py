@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from importlib.metadata import entry_points
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,7 @@ class _Plugins:
         self._manager: pluggy.PluginManager | None = None
         self.transports = TransportRegistry()
         self.stores = IdempotencyStoreRegistry()
+        self.broken: dict[str, str] = {}  # plugin name -> why it failed to load
 
     @property
     def manager(self) -> pluggy.PluginManager:
@@ -91,7 +93,7 @@ class _Plugins:
     def _load(self) -> pluggy.PluginManager:
         manager = pluggy.PluginManager(hookspecs.PROJECT)
         manager.add_hookspecs(hookspecs)
-        manager.load_setuptools_entrypoints(hookspecs.PROJECT)
+        self._load_entry_points(manager)
         if not any(name == "memory" for name, _ in manager.list_name_plugin()):
             # Running from a source tree that was never installed: the entry point is missing,
             # but the core's own backend must always be there.
@@ -102,6 +104,21 @@ class _Plugins:
         manager.hook.unimq_register_transports(registry=self.transports)
         manager.hook.unimq_register_idempotency_stores(registry=self.stores)
         return manager
+
+    def _load_entry_points(self, manager: pluggy.PluginManager) -> None:
+        """Load each plugin on its own: one broken plugin must not take the others down."""
+        for entry in entry_points(group=hookspecs.PROJECT):
+            if manager.get_plugin(entry.name) is not None:
+                continue
+            try:
+                plugin = entry.load()
+            except Exception as exc:
+                self.broken[entry.name] = f"{type(exc).__name__}: {exc}"
+                logger.warning(
+                    "unimq plugin %r (%s) failed to load: %s", entry.name, entry.value, exc
+                )
+                continue
+            manager.register(plugin, name=entry.name)
 
     def register(self, plugin: Any, name: str | None = None) -> None:
         """Register a plugin object by hand (tests, applications that embed an adapter)."""

@@ -135,6 +135,18 @@ class Transport(Protocol):
 
 
 @runtime_checkable
+class SupportsDeclareTopic(Protocol):
+    """Optional: keep messages of a topic that no group consumes yet.
+
+    The core calls it for every dead-letter topic when a subscriber starts, so a dead letter
+    is never unroutable and waits for whoever inspects the DLQ (RabbitMQ: a holding queue
+    named after the topic; Kafka/RocketMQ: create the topic).
+    """
+
+    async def declare_topic(self, topic: str) -> None: ...
+
+
+@runtime_checkable
 class SupportsWaitIdle(Protocol):
     """Optional: a backend that can tell when nothing is ready or unsettled (the memory one).
 
