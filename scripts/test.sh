@@ -10,6 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
 echo "==> installing unimq and test dependencies into .venv"
-python -m pip install --quiet --disable-pip-version-check -e ".[dev,testing,realbrokers]" ./tests/toy_transport
+python -m pip install --quiet --disable-pip-version-check -e ".[dev,testing,realbrokers]"
+# A separate step: it depends on unimq, which must already be installed from this checkout.
+python -m pip install --quiet --disable-pip-version-check ./tests/toy_transport
 echo "==> pytest"
 python -m pytest "$@"

@@ -1,0 +1,1 @@
+"""unimq adapter for kafka (see docs/backends/kafka.md)."""

@@ -1,0 +1,1 @@
+"""unimq adapter for rabbitmq (see docs/backends/rabbitmq.md)."""

@@ -1,0 +1,1 @@
+"""unimq adapter for rocketmq (see docs/backends/rocketmq.md)."""
