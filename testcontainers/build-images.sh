@@ -226,9 +226,9 @@ tmp="$ENV_OUT.tmp.$$"
   echo "# Written by testcontainers/build-images.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ); do not edit."
   [ -f "$ENV_OUT" ] && grep -E '^export UNIMQ_[A-Z]+_IMAGE=' "$ENV_OUT" \
       | grep -v -E "UNIMQ_($(IFS='|'; echo "${WANT[*]}" | tr 'a-z' 'A-Z'))_IMAGE=" || true
-  want rabbitmq && echo "export UNIMQ_RABBITMQ_IMAGE=$RABBITMQ_TAG"
-  want kafka && echo "export UNIMQ_KAFKA_IMAGE=$KAFKA_TAG"
-  want rocketmq && echo "export UNIMQ_ROCKETMQ_IMAGE=$ROCKETMQ_TAG"
+  want rabbitmq && echo "export UNIMQ_TEST_RABBITMQ_IMAGE=$RABBITMQ_TAG"
+  want kafka && echo "export UNIMQ_TEST_KAFKA_IMAGE=$KAFKA_TAG"
+  want rocketmq && echo "export UNIMQ_TEST_ROCKETMQ_IMAGE=$ROCKETMQ_TAG"
 } >"$tmp"
 mv "$tmp" "$ENV_OUT"
 log "wrote $ENV_OUT:"

@@ -121,3 +121,17 @@ def test_run_until_signal_then_stop_gracefully(target: str, signum: int) -> None
             process.kill()
     assert process.returncode == 0, rest
     assert "finishing in-flight messages" in rest and "stopped cleanly" in rest
+
+
+def test_conformance_command_takes_flags_from_the_capabilities() -> None:
+    result = unimq(
+        "conformance",
+        "toy://cli-conformance",
+        "--",
+        "-q",
+        "-k",
+        "ordered or broadcast",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "passed" in result.stdout

@@ -33,11 +33,25 @@ def test_from_env_reads_url_and_options(monkeypatch: pytest.MonkeyPatch) -> None
     assert str(broker.url) == "memory://from-env" and broker.graceful_timeout == 7.0
 
 
-def test_from_env_passes_unknown_options_to_the_transport() -> None:
-    url, options = options_from_env(
-        {"UNIMQ_URL": "amqp://h", "UNIMQ_HEARTBEAT": "30", "OTHER": "x"}
-    )
+def test_from_env_passes_the_adapters_own_options_to_the_transport() -> None:
+    environ = {
+        "UNIMQ_URL": "amqp://h",
+        "UNIMQ_RABBITMQ_HEARTBEAT": "30",
+        "UNIMQ_KAFKA_CLIENT_ID": "not-for-rabbitmq",
+        "UNIMQ_TEST_BROKERS": "external",
+        "OTHER": "x",
+    }
+    url, options = options_from_env(environ)
     assert url == "amqp://h" and options == {"heartbeat": "30"}
+
+
+def test_unrelated_unimq_variables_do_not_reach_the_memory_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("UNIMQ_URL", "memory://")
+    monkeypatch.setenv("UNIMQ_TEST_RABBITMQ_IMAGE", "unimq-test/rabbitmq:x")
+    monkeypatch.setenv("UNIMQ_KAFKA_CLIENT_ID", "orders")
+    assert Broker.from_env().transport_options == {}
 
 
 def test_from_env_without_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 @hookimpl
 def unimq_register_transports(registry: TransportRegistry) -> None:
-    registry.add("kafka", create_transport, "Apache Kafka (confluent-kafka)")
+    registry.add("kafka", create_transport, "Apache Kafka (confluent-kafka)", name="kafka")
 
 
 def create_transport(

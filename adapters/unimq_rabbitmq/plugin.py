@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 @hookimpl
 def unimq_register_transports(registry: TransportRegistry) -> None:
-    registry.add("amqp", create_transport, "RabbitMQ (aio-pika)")
-    registry.add("amqps", create_transport, "RabbitMQ (aio-pika)")
+    registry.add("amqp", create_transport, "RabbitMQ (aio-pika)", name="rabbitmq")
+    registry.add("amqps", create_transport, "RabbitMQ (aio-pika)", name="rabbitmq")
 
 
 def create_transport(

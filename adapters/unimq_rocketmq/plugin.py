@@ -21,7 +21,12 @@ if TYPE_CHECKING:
 
 @hookimpl
 def unimq_register_transports(registry: TransportRegistry) -> None:
-    registry.add("rocketmq", create_transport, "Apache RocketMQ 5 (rocketmq-python-client, gRPC proxy)")
+    registry.add(
+        "rocketmq",
+        create_transport,
+        "Apache RocketMQ 5 (rocketmq-python-client, gRPC proxy)",
+        name="rocketmq",
+    )
 
 
 def create_transport(
@@ -31,7 +36,7 @@ def create_transport(
         import rocketmq  # noqa: F401
     except ImportError:
         raise MissingDependencyError(
-            f"{url.scheme}:// needs the rocketmq-python-client client: pip install 'unimq[rocketmq]'"
+            f"{url.scheme}:// needs rocketmq-python-client: pip install 'unimq[rocketmq]'"
         ) from None
     from .transport import RocketMQTransport
 

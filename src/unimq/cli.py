@@ -245,17 +245,24 @@ def _conformance(args: argparse.Namespace) -> int:
     scheme = args.url.split("://", 1)[0].lower() if "://" in args.url else ""
     if scheme not in transport_registry().schemes():
         raise UsageError(f"no transport installed for {redact(args.url)!r}; see 'unimq schemes'")
+    capabilities = Broker(args.url).capabilities  # feature flags come from the backend itself
     source = textwrap.dedent(
         f"""
+        import os
         import pytest
         from unimq.testing.conformance import Backend, ConformanceSuite
 
         class TestConformance(ConformanceSuite):
             @pytest.fixture
             def backend(self):
-                return Backend(url={args.url!r})
+                return Backend(
+                    url=os.environ["UNIMQ_CONFORMANCE_URL"],
+                    ordering={capabilities.ordering!r},
+                    broadcast={capabilities.broadcast!r},
+                )
         """
     )
+    os.environ["UNIMQ_CONFORMANCE_URL"] = args.url  # not written to disk: it may hold a password
     with tempfile.TemporaryDirectory(prefix="unimq-conformance-") as folder:
         path = Path(folder) / "test_unimq_conformance.py"
         path.write_text(source)

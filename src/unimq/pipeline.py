@@ -106,7 +106,7 @@ class _Settlement:
     async def nack(self, delay: float | None) -> None:
         if self.settled:
             return
-        if self.runtime.subscriber.ordered:
+        if self.runtime._retry_in_place:
             self.ordered_retry = delay if delay is not None else -1.0
             self.settled = True
             return
@@ -266,6 +266,8 @@ class SubscriberRuntime:
         self._parked_keys: set[str] = set()  # ordered keys whose head waits in place
         self._held = 0  # deliveries held because they arrived a little early
         self._invoke = self._build_invoke()
+        # Without native delay a retry copy cannot wait on the broker: retry in place instead.
+        self._retry_in_place = subscriber.ordered or context.transport.capabilities.max_delay == 0
 
     def parked_count(self) -> int:
         """Unsettled deliveries waiting on the clock, not on a handler (see ``parking``)."""
@@ -360,19 +362,17 @@ class SubscriberRuntime:
         handler = self.subscriber.handler
         context = self.context
 
-        def base(message: Message, kwargs: dict[str, Any]) -> Awaitable[Any]:
-            return handler.invoke(kwargs, context.executor)
+        middlewares = context.middlewares  # the broker's list: later additions apply too
 
-        if not context.middlewares:
-            return base
-
-        def with_middleware(message: Message, kwargs: dict[str, Any]) -> Awaitable[Any]:
-            call: Next = lambda: base(message, kwargs)  # noqa: E731
-            for middleware in reversed(context.middlewares):
+        def invoke(message: Message, kwargs: dict[str, Any]) -> Awaitable[Any]:
+            if not middlewares:
+                return handler.invoke(kwargs, context.executor)
+            call: Next = lambda: handler.invoke(kwargs, context.executor)  # noqa: E731
+            for middleware in reversed(middlewares):
                 call = _bind(middleware, message, call)
             return call()
 
-        return with_middleware
+        return invoke
 
     async def handle(self, delivery: Delivery) -> None:
         """Run the whole pipeline for one delivery; never raises (except cancellation)."""
@@ -484,10 +484,11 @@ class SubscriberRuntime:
             if message.attempt >= policy.max_attempts:
                 await settlement.dead_letter("max-attempts", error)
                 return
-            if not subscriber.ordered:
+            if not self._retry_in_place:
                 await settlement.retry(delay, error)
                 return
-            # Ordered: retry in place so later messages of the key wait for this one.
+            # Ordered (or no native delay): retry in place, so later messages of the key wait
+            # for this one.
             pause = policy.delay_for(message.attempt) if delay is None else delay
             logger.info(
                 "retrying ordered message %s of %r in place in %.3gs (attempt %d of %d failed)",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from importlib.metadata import entry_points
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
@@ -24,17 +24,29 @@ class TransportEntry:
     scheme: str
     factory: TransportFactory
     description: str
+    #: Adapter name: ``UNIMQ_<NAME>_<OPTION>`` environment variables become its options.
+    name: str
 
 
 class TransportRegistry:
     def __init__(self) -> None:
         self._entries: dict[str, TransportEntry] = {}
 
-    def add(self, scheme: str, factory: TransportFactory, description: str = "") -> None:
+    def add(
+        self, scheme: str, factory: TransportFactory, description: str = "", name: str = ""
+    ) -> None:
+        """Register ``factory`` for ``scheme://`` URLs.
+
+        ``name`` (default: the scheme) names the adapter; ``Broker.from_env()`` passes
+        ``UNIMQ_<NAME>_<OPTION>`` variables to it as option ``<option>``. Schemes of one
+        adapter (``amqp``/``amqps``) share a name.
+        """
         scheme = scheme.lower()
         if scheme in self._entries and self._entries[scheme].factory is not factory:
             logger.warning("transport scheme %r registered twice; the later one wins", scheme)
-        self._entries[scheme] = TransportEntry(scheme, factory, description)
+        self._entries[scheme] = TransportEntry(
+            scheme, factory, description, (name or scheme).lower()
+        )
 
     def get(self, scheme: str) -> TransportEntry:
         entry = self._entries.get(scheme.lower())

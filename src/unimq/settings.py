@@ -2,9 +2,11 @@
 
 The same application module runs unchanged when only ``UNIMQ_URL`` changes. Options unimq
 knows (``UNIMQ_CONNECT_TIMEOUT``, ``UNIMQ_GRACEFUL_TIMEOUT``, ``UNIMQ_IDEMPOTENCY_STORE``,
-``UNIMQ_IDEMPOTENCY_LEASE``, ``UNIMQ_INSTANCE_ID``) are validated here; every other
-``UNIMQ_<NAME>`` is passed to the transport as option ``<name>`` (lower-case), where the
-adapter validates it.
+``UNIMQ_IDEMPOTENCY_LEASE``, ``UNIMQ_INSTANCE_ID``) are validated here. Transport options are
+scoped by adapter: ``UNIMQ_<ADAPTER>_<OPTION>`` (``UNIMQ_RABBITMQ_HEARTBEAT=30``,
+``UNIMQ_KAFKA_CLIENT_ID=orders``) reaches the transport as option ``<option>`` (lower-case)
+only when ``UNIMQ_URL`` selects that adapter, so one environment can carry the settings of
+several backends. Other ``UNIMQ_*`` variables are ignored.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ _CORE = set(CoreSettings.model_fields)
 
 
 def options_from_env(
-    environ: Mapping[str, str], default_url: str | None = None
+    environ: Mapping[str, str], default_url: str | None = None, adapter: str | None = None
 ) -> tuple[str, dict[str, Any]]:
+    """``(url, options)`` for ``Broker``; ``adapter`` names the transport whose
+    ``UNIMQ_<ADAPTER>_*`` variables become options (default: the registered adapter of the
+    URL's scheme)."""
     scoped = {k: v for k, v in environ.items() if k.upper().startswith(PREFIX)}
     try:
         settings = CoreSettings.model_validate(
@@ -66,8 +71,22 @@ def options_from_env(
         options["idempotency_store"] = settings.idempotency_store
     if settings.instance_id:
         options["instance_id"] = settings.instance_id
-    for name, value in scoped.items():
-        option = name[len(PREFIX) :].lower()
-        if option and option not in _CORE:
-            options[option] = value
+    if adapter is None:
+        adapter = _adapter_of(url)
+    if adapter:
+        own = f"{PREFIX}{adapter.upper()}_"
+        for name, value in scoped.items():
+            if name.upper().startswith(own) and len(name) > len(own):
+                options[name[len(own) :].lower()] = value
     return url, options
+
+
+def _adapter_of(url: str) -> str | None:
+    from .errors import UnknownSchemeError
+    from .plugins import transport_registry
+
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    try:
+        return transport_registry().get(scheme).name if scheme else None
+    except UnknownSchemeError:
+        return None  # Broker() reports it, with the installed schemes

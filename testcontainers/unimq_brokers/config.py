@@ -2,7 +2,7 @@
 
 Environment variables (all optional):
 
-``UNIMQ_RABBITMQ_IMAGE`` / ``UNIMQ_KAFKA_IMAGE`` / ``UNIMQ_ROCKETMQ_IMAGE``
+``UNIMQ_TEST_RABBITMQ_IMAGE`` / ``UNIMQ_TEST_KAFKA_IMAGE`` / ``UNIMQ_TEST_ROCKETMQ_IMAGE``
     Image to start. Unset: the value from ``testcontainers/.images.env``
     (written by ``build-images.sh``) if that file exists, else the official
     Docker Hub image (``DEFAULT_IMAGES``).
@@ -42,9 +42,9 @@ DEFAULT_IMAGES = {
 }
 
 IMAGE_ENV_VARS = {
-    "rabbitmq": "UNIMQ_RABBITMQ_IMAGE",
-    "kafka": "UNIMQ_KAFKA_IMAGE",
-    "rocketmq": "UNIMQ_ROCKETMQ_IMAGE",
+    "rabbitmq": "UNIMQ_TEST_RABBITMQ_IMAGE",
+    "kafka": "UNIMQ_TEST_KAFKA_IMAGE",
+    "rocketmq": "UNIMQ_TEST_ROCKETMQ_IMAGE",
 }
 
 URL_ENV_VARS = {

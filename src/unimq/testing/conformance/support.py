@@ -26,8 +26,6 @@ class Backend:
       offer them; the cases that need them check that ``ordered=True`` / ``broadcast=True`` is
       refused clearly instead.
     - ``time_scale``: multiplies every wait deadline (slow CI machines, remote brokers).
-    - ``prepare``: ``async`` callable ``(topics, groups)`` run before a test's brokers start,
-      for backends whose topics must be provisioned (RocketMQ).
     """
 
     url: str
