@@ -7,10 +7,9 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import uuid_utils
 
@@ -52,9 +51,11 @@ _CORE_OPTIONS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class PublishReceipt:
-    """What ``publish`` returns once the broker holds the message durably."""
+class PublishReceipt(NamedTuple):
+    """What ``publish`` returns once the broker holds the message durably.
+
+    (A named tuple: one is built per publish, and it is the cheapest immutable record.)
+    """
 
     message_id: str
     topic: str
@@ -327,6 +328,9 @@ class Broker:
         wire[h.ID] = message_id
         wire[h.ATTEMPT] = "1"
         wire[h.CONTENT_TYPE] = content_type
+        if delay is None and deliver_at is None:
+            await self.publisher.send_now(topic, payload, wire, key, message_id, content_type)
+            return PublishReceipt(message_id, topic)
         due = self._due(delay, deliver_at)
         await self.publisher.send(
             topic, payload, wire, key=key, message_id=message_id, content_type=content_type, due=due

@@ -29,6 +29,7 @@ from .message import Message
 from .naming import retry_topic
 from .publishing import Publisher
 from .router import Subscriber
+from .slots import Slots
 from .transport import (
     Delivery,
     Subscription,
@@ -259,7 +260,9 @@ class SubscriberRuntime:
         self.retry_topic = retry_topic(subscriber.topic, group)
         self._subscriptions: list[Subscription] = []
         self._workers: list[asyncio.Task[None]] = []
-        self._slots = asyncio.Semaphore(subscriber.concurrency)
+        # Shared by the workers of the topic and of the retry topic: never more than
+        # ``concurrency`` handlers in flight for the subscriber.
+        self._slots = Slots(subscriber.concurrency)
         self._lanes: dict[str, deque[Delivery]] = {}
         self._stopping = False
         self.in_flight = 0
@@ -268,6 +271,9 @@ class SubscriberRuntime:
         self._invoke = self._build_invoke()
         # Without native delay a retry copy cannot wait on the broker: retry in place instead.
         self._retry_in_place = subscriber.ordered or context.transport.capabilities.max_delay == 0
+        self._simple = (
+            subscriber.ack == "auto" and not subscriber.idempotent and not self._retry_in_place
+        )
 
     def parked_count(self) -> int:
         """Unsettled deliveries waiting on the clock, not on a handler (see ``parking``)."""
@@ -336,8 +342,12 @@ class SubscriberRuntime:
             if ordered and delivery.key is not None:
                 await self._run_lane(delivery)
                 continue
-            async with slots:
+            if not slots.take_now():
+                await slots.take()
+            try:
                 await self.handle(delivery)
+            finally:
+                slots.give()
 
     async def _run_lane(self, delivery: Delivery) -> None:
         """Per-key lanes: a key's deliveries run one at a time, in the order they arrived."""
@@ -348,12 +358,19 @@ class SubscriberRuntime:
             lane.append(delivery)  # the worker running this key will get to it
             return
         lane = self._lanes[key] = deque()
+        slots = self._slots
         try:
-            async with self._slots:
+            await slots.take()
+            try:
                 await self.handle(delivery)
+            finally:
+                slots.give()
             while lane and not self._stopping:
-                async with self._slots:
+                await slots.take()
+                try:
                     await self.handle(lane.popleft())
+                finally:
+                    slots.give()
         finally:
             del self._lanes[key]
             # Whatever is left stays unacked and goes back to the broker on close.
@@ -389,6 +406,8 @@ class SubscriberRuntime:
             self.in_flight -= 1
 
     async def _handle(self, delivery: Delivery) -> None:
+        # One flat function on purpose: this runs once per message, and on the memory backend
+        # nothing in it waits, so every extra coroutine layer is measurable overhead.
         context = self.context
         subscriber = self.subscriber
         raw = delivery.headers
@@ -407,7 +426,8 @@ class SubscriberRuntime:
                 finally:
                     self._held -= 1
 
-        attempt = _attempt_of(raw) if h.ATTEMPT in raw else 1
+        attempt_text = raw.get(h.ATTEMPT)
+        attempt = 1 if attempt_text is None or attempt_text == "1" else _attempt_of(raw)
         message = Message(
             id=raw.get(h.ID) or delivery.native_id,
             topic=raw.get(h.TOPIC) or delivery.topic,
@@ -424,6 +444,22 @@ class SubscriberRuntime:
             kwargs = subscriber.handler.arguments(message)
         except DecodeError as error:
             await settlement.dead_letter("decode-error", error)
+            return
+
+        if self._simple:  # auto ack, not idempotent, retries via the retry topic
+            try:
+                await self._invoke(message, kwargs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if settlement.settled:
+                    _log_after_settle(subscriber.handler.name, message.id, exc)
+                    return
+                await self._failed(settlement, message, exc)
+                return
+            if not settlement.settled:
+                settlement.settled = True
+                await delivery.ack()
             return
 
         holds_lease = False
@@ -460,12 +496,7 @@ class SubscriberRuntime:
                 error = exc
                 outcome = _RETRY if isinstance(exc, policy.retry_on) else _DEAD
                 if settlement.settled and settlement.ordered_retry is None:
-                    logger.error(
-                        "handler %s raised after settling message %s: %s",
-                        subscriber.handler.name,
-                        message.id,
-                        "".join(traceback.format_exception_only(exc)).strip(),
-                    )
+                    _log_after_settle(subscriber.handler.name, message.id, exc)
                     return
             if settlement.ordered_retry is not None:  # ordered + manual nack()
                 delay = None if settlement.ordered_retry < 0 else settlement.ordered_retry
@@ -512,6 +543,17 @@ class SubscriberRuntime:
                     self._held -= 1
             message.attempt += 1
 
+    async def _failed(self, settlement: _Settlement, message: Message, exc: Exception) -> None:
+        """The handler raised, on a subscriber that retries through its retry topic."""
+        if isinstance(exc, Reject):
+            await settlement.dead_letter("rejected", exc, reason_text=exc.reason)
+        elif isinstance(exc, RetryLater):
+            await settlement.retry(exc.delay, exc)  # dead-letters after the last attempt
+        elif isinstance(exc, self.subscriber.retry.retry_on):
+            await settlement.retry(None, exc)
+        else:
+            await settlement.dead_letter("non-retryable", exc)
+
     async def _rehop(self, delivery: Delivery, settlement: _Settlement) -> None:
         """Arrived before its time (a delay longer than the broker's native maximum): send it
         on to this group's retry topic for the next hop, then ack."""
@@ -534,6 +576,11 @@ class SubscriberRuntime:
             return
         settlement.settled = True
         await delivery.ack()
+
+
+def _log_after_settle(handler: str, message_id: str, error: BaseException) -> None:
+    detail = "".join(traceback.format_exception_only(error)).strip()
+    logger.error("handler %s raised after settling message %s: %s", handler, message_id, detail)
 
 
 def _seconds_early(due_text: str, now: float) -> float:

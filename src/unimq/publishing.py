@@ -67,6 +67,25 @@ class Publisher:
             )
         )
 
+    async def send_now(
+        self,
+        topic: str,
+        body: bytes,
+        headers: dict[str, str],
+        key: str | None,
+        message_id: str,
+        content_type: str | None,
+    ) -> None:
+        """``send`` without a delay: the path of nearly every publish, kept short."""
+        if self._max_size is not None and len(body) > self._max_size:
+            raise MessageTooLargeError(
+                f"message for {topic!r} is {len(body)} bytes; this backend accepts at most "
+                f"{self._max_size} bytes"
+            )
+        await self.transport.publish(
+            OutgoingMessage(topic, body, headers, key, message_id, content_type)
+        )
+
     async def send_reliably(
         self,
         topic: str,

@@ -21,16 +21,20 @@ if TYPE_CHECKING:
 
 
 class StoredMessage:
-    __slots__ = ("body", "headers", "key", "native_id", "topic")
+    __slots__ = ("body", "headers", "key", "sequence", "topic")
 
     def __init__(
-        self, topic: str, key: str | None, headers: dict[str, str], body: bytes, native_id: str
+        self, topic: str, key: str | None, headers: dict[str, str], body: bytes, sequence: int
     ) -> None:
         self.topic = topic
         self.key = key
         self.headers = headers
         self.body = body
-        self.native_id = native_id
+        self.sequence = sequence  # publish order in the hub; also the broker's own id
+
+    @property
+    def native_id(self) -> str:
+        return f"mem-{self.sequence}"
 
 
 class GroupQueue:
@@ -106,8 +110,8 @@ class Hub:
         if register is not None:
             register(self.wait_idle)
 
-    def next_native_id(self) -> str:
-        return f"mem-{next(self._ids)}"
+    def next_sequence(self) -> int:
+        return next(self._ids)
 
     def topic(self, name: str) -> Topic:
         topic = self.topics.get(name)

@@ -114,7 +114,7 @@ class MemorySubscription:
         await self.stop()
         queue = self._queue
         # Unsettled deliveries go back to the front of the queue, in their original order.
-        for delivery in sorted(self._unsettled, key=_arrival, reverse=True):
+        for delivery in sorted(self._unsettled, key=_arrival, reverse=True):  # newest first
             delivery._settled = True
             self._hub.unsettled -= 1
             queue.push_front(delivery._message)
@@ -130,8 +130,7 @@ class MemorySubscription:
 
 
 def _arrival(delivery: MemoryDelivery) -> int:
-    native = delivery.native_id
-    return int(native[4:]) if native.startswith("mem-") and native[4:].isdigit() else 0
+    return delivery._message.sequence
 
 
 class MemoryTransport:
@@ -179,7 +178,7 @@ class MemoryTransport:
             message.key,
             message.headers,
             message.body,
-            hub.next_native_id(),
+            hub.next_sequence(),
         )
         deliver_at = message.deliver_at
         if deliver_at is not None and deliver_at > self._clock.now():

@@ -93,5 +93,4 @@ class RestartCases:
         ids = await publish_many(broker, names.topic(), [b"x"] * 500)
         await seen.wait_for(50, timeout=60)
         await backend.restart()
-        await seen.wait_for(500, timeout=180)
-        assert set(ids) <= set(seen.items), "messages were lost across the restart"
+        await seen.wait_for_all(set(ids), timeout=180)  # redeliveries may duplicate, never lose

@@ -92,6 +92,24 @@ class Collector:
                 pass
         return self.items
 
+    async def wait_for_all(self, expected: set[Any], timeout: float = 10.0) -> list[Any]:
+        """Wait until every item of ``expected`` arrived (duplicates do not count twice)."""
+        deadline = time.monotonic() + timeout * self._scale
+        while not expected <= set(self.items):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                missing = expected - set(self.items)
+                raise AssertionError(
+                    f"{len(missing)} of {len(expected)} expected deliveries missing after "
+                    f"{timeout * self._scale:.1f}s (e.g. {sorted(missing)[:3]!r})"
+                )
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        return self.items
+
     async def settle(self, quiet: float = 0.5, limit: float = 15.0) -> list[Any]:
         """Wait until nothing new arrived for ``quiet`` seconds (to catch extra deliveries).
 

@@ -1,0 +1,132 @@
+"""RabbitMQ topology: what unimq declares, and the names it uses.
+
+- ``unimq`` (direct exchange, durable): every topic; routing key = the topic name.
+- ``<topic>::<group>`` (queue): one per consumer group, bound to ``unimq`` with the topic as
+  key. Durable; ``x-single-active-consumer`` for ordered subscribers; for broadcast
+  subscribers (group names carry the instance id) exclusive and auto-deleted.
+- ``<topic>`` (queue): a holding queue for dead-letter topics, so dead letters wait for
+  whoever inspects them even when no group consumes the DLQ topic.
+- The delay ladder, for delays with no broker plugin (Debian's RabbitMQ has none), after the
+  binary scheme NServiceBus uses: ``LEVELS`` topic exchanges ``unimq.delay.L<k>`` and queues
+  ``unimq.delay.L<k>`` with a fixed TTL of ``2**k`` seconds. A delayed message's routing key is
+  its delay in seconds as ``LEVELS`` binary digits, most significant first, followed by the
+  topic. Level ``k`` sends a message whose bit ``k`` is 1 through its queue (waits ``2**k`` s,
+  then dead-letters to level ``k-1``) and one whose bit is 0 straight to level ``k-1``. Level 0
+  hands over to ``unimq.delay.deliver``, where every group queue is bound with ``LEVELS``
+  wildcard words plus its topic. Each queue holds messages of one TTL only, so they expire in
+  order, and any delay up to ``2**LEVELS - 1`` seconds (48 days) costs at most ``LEVELS`` hops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+from unimq.errors import ConfigurationError
+
+MAIN_EXCHANGE = "unimq"
+DELIVER_EXCHANGE = "unimq.delay.deliver"
+LEVELS = 22
+MAX_DELAY_SECONDS = 2**LEVELS - 1
+_FORBIDDEN = set("*# \t\r\n")
+
+
+def level_name(level: int) -> str:
+    return f"unimq.delay.L{level}"
+
+
+def group_queue(topic: str, group: str) -> str:
+    return f"{topic}::{group}"
+
+
+def check_name(kind: str, name: str) -> None:
+    if any(ch in _FORBIDDEN for ch in name) or "::" in name:
+        raise ConfigurationError(
+            f"{kind} {name!r} cannot be used on RabbitMQ: names must not contain '*', '#', "
+            "'::' or whitespace"
+        )
+    if len(name.encode()) > 200:
+        raise ConfigurationError(f"{kind} {name!r} is too long for RabbitMQ (200 bytes at most)")
+
+
+def delay_routing_key(seconds: int, topic: str) -> str:
+    """The ladder's routing key: ``seconds`` in ``LEVELS`` binary words, then the topic."""
+    bits = format(seconds, f"0{LEVELS}b")
+    return ".".join(bits) + "." + topic
+
+
+def deliver_binding(topic: str) -> str:
+    return "*." * LEVELS + topic
+
+
+async def declare_exchanges(channel: AbstractChannel) -> AbstractExchange:
+    """Declare the main exchange and the delay ladder (idempotent). Returns the main exchange."""
+    main = await channel.declare_exchange(MAIN_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+    deliver = await channel.declare_exchange(
+        DELIVER_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    levels = await asyncio.gather(
+        *(
+            channel.declare_exchange(level_name(k), aio_pika.ExchangeType.TOPIC, durable=True)
+            for k in range(LEVELS)
+        )
+    )
+    await asyncio.gather(*(_declare_level(channel, k, levels, deliver) for k in range(LEVELS)))
+    return main
+
+
+async def _declare_level(
+    channel: AbstractChannel,
+    level: int,
+    levels: list[AbstractExchange],
+    deliver: AbstractExchange,
+) -> None:
+    exchange = levels[level]
+    downstream = levels[level - 1] if level > 0 else deliver
+    prefix = "*." * (LEVELS - 1 - level)
+    queue = await channel.declare_queue(
+        level_name(level),
+        durable=True,
+        arguments={
+            "x-message-ttl": (2**level) * 1000,
+            "x-dead-letter-exchange": downstream.name,
+        },
+    )
+    await queue.bind(exchange, routing_key=f"{prefix}1.#")
+    await downstream.bind(exchange, routing_key=f"{prefix}0.#")
+
+
+async def declare_group_queue(
+    channel: AbstractChannel,
+    topic: str,
+    group: str,
+    *,
+    ordered: bool,
+    broadcast: bool,
+) -> AbstractQueue:
+    arguments: dict[str, Any] = {}
+    if ordered:
+        arguments["x-single-active-consumer"] = True
+    queue = await channel.declare_queue(
+        group_queue(topic, group),
+        durable=not broadcast,
+        exclusive=broadcast,
+        auto_delete=broadcast,
+        arguments=arguments,
+    )
+    await bind_topic(channel, queue, topic)
+    return queue
+
+
+async def declare_holding_queue(channel: AbstractChannel, topic: str) -> AbstractQueue:
+    queue = await channel.declare_queue(topic, durable=True)
+    await bind_topic(channel, queue, topic)
+    return queue
+
+
+async def bind_topic(channel: AbstractChannel, queue: AbstractQueue, topic: str) -> None:
+    await queue.bind(MAIN_EXCHANGE, routing_key=topic)
+    await queue.bind(DELIVER_EXCHANGE, routing_key=deliver_binding(topic))

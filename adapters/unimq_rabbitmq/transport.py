@@ -1,0 +1,285 @@
+"""``amqp://`` / ``amqps://``: unimq's transport on RabbitMQ, through aio-pika.
+
+One robust connection per broker (aio-pika reconnects and restores channels, queues and
+consumers by itself). Publishing uses one channel with publisher confirms and ``mandatory``:
+``publish`` returns when RabbitMQ confirmed the message, and an unroutable message (no queue
+bound to the topic) is an error, not a silent loss. Many publishes may wait for their confirms
+at once (``publish_window``), so concurrent publishers are pipelined. Each subscription has its
+own channel with ``prefetch`` = the subscriber's prefetch, so RabbitMQ never pushes more than
+the core can hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from pamqp.commands import Basic
+
+from unimq import headers as h
+from unimq.errors import (
+    AuthenticationError,
+    ConnectionFailedError,
+    NotConnectedError,
+    PublishError,
+)
+from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
+from unimq.url import BrokerURL
+
+from . import topology
+from .options import DEFAULT_PORT, RabbitMQOptions
+
+logger = logging.getLogger("unimq.rabbitmq")
+
+#: Carries the message key: AMQP has no key field. Internal to this adapter.
+KEY_HEADER = "unimq-key"
+
+CAPABILITIES = Capabilities(
+    max_delay=float(topology.MAX_DELAY_SECONDS),
+    ordering=True,
+    broadcast=True,
+    durable=True,
+    max_message_size=128 * 1024 * 1024,
+)
+
+
+class RabbitMQDelivery:
+    __slots__ = ("_message", "body", "headers", "key", "native_id", "topic")
+
+    def __init__(self, message: AbstractIncomingMessage, topic: str) -> None:
+        self._message = message
+        self.topic = topic
+        self.body = message.body
+        raw = message.headers or {}
+        headers: dict[str, str] = {}
+        key: str | None = None
+        for name, value in raw.items():
+            if name == KEY_HEADER:
+                key = _text(value)
+            elif not name.startswith("x-"):  # x-death & co. are RabbitMQ's dead-letter records
+                headers[name] = _text(value)
+        if message.content_type and h.CONTENT_TYPE not in headers:
+            headers[h.CONTENT_TYPE] = message.content_type
+        self.headers: Mapping[str, str] = headers
+        self.key = key
+        self.native_id = message.message_id or _fingerprint(message)
+
+    async def ack(self) -> None:
+        try:
+            await self._message.ack()
+        except Exception as exc:  # channel gone (reconnect): RabbitMQ redelivers the message
+            logger.warning("ack of %s failed (%s); RabbitMQ will redeliver it", self.native_id, exc)
+
+
+class RabbitMQSubscription:
+    def __init__(self, channel: AbstractChannel, queue: AbstractQueue, topic: str) -> None:
+        self._channel = channel
+        self._queue = queue
+        self._topic = topic
+        self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self._consumer_tag: str | None = None
+        self._stopped = False
+
+    async def start(self) -> None:
+        self._consumer_tag = await self._queue.consume(self._inbox.put, no_ack=False)
+
+    async def receive(self) -> RabbitMQDelivery | None:
+        if self._stopped:
+            return None
+        message = await self._inbox.get()
+        if message is None:
+            self._inbox.put_nowait(None)  # wake the next waiting worker too
+            return None
+        return RabbitMQDelivery(message, self._topic)
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._consumer_tag is not None:
+            try:
+                await self._queue.cancel(self._consumer_tag)
+            except Exception as exc:
+                logger.debug("cancelling consumer on %s: %s", self._queue.name, exc)
+        self._inbox.put_nowait(None)
+
+    async def close(self) -> None:
+        await self.stop()
+        # Closing the channel returns every unacked delivery (prefetched or in a handler that
+        # outlived the graceful timeout) to the queue.
+        try:
+            await self._channel.close()
+        except Exception as exc:
+            logger.debug("closing channel of %s: %s", self._queue.name, exc)
+
+
+class RabbitMQTransport:
+    capabilities = CAPABILITIES
+
+    def __init__(
+        self, url: BrokerURL, options: Mapping[str, Any], context: TransportContext
+    ) -> None:
+        self.url = url
+        self.options = RabbitMQOptions.parse(url, options)
+        self._clock = context.clock
+        self._connection_name = self.options.connection_name or f"unimq-{context.instance_id}"
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._levels: dict[int, AbstractExchange] = {}
+        self._window = asyncio.Semaphore(self.options.publish_window)
+        self._subscriptions: list[RabbitMQSubscription] = []
+        self._declared: set[str] = set()
+
+    async def connect(self) -> None:
+        url = self.url
+        host = url.host or "localhost"
+        port = url.port or DEFAULT_PORT.get(url.scheme, 5672)
+        vhost = url.path[1:] if url.path.startswith("/") and len(url.path) > 1 else "/"
+        kwargs: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "login": url.username or "guest",
+            "password": url.password.get_secret_value() if url.password else "guest",
+            "virtualhost": vhost,
+            "client_properties": {"connection_name": self._connection_name},
+            "reconnect_interval": self.options.reconnect_interval,
+        }
+        if self.options.heartbeat is not None:
+            kwargs["heartbeat"] = self.options.heartbeat
+        if url.scheme == "amqps":
+            kwargs["ssl"] = True
+            kwargs["ssl_context"] = self.options.ssl_context()
+        try:
+            self._connection = await aio_pika.connect_robust(**kwargs)
+        except aiormq.exceptions.ProbableAuthenticationError:
+            raise AuthenticationError(
+                f"RabbitMQ refused the credentials for {url.redacted()} (user {url.username!r})"
+            ) from None
+        except (aiormq.exceptions.AMQPError, OSError) as exc:
+            raise ConnectionFailedError(
+                f"cannot connect to RabbitMQ at {url.redacted()}: {_safe(exc, url)}"
+            ) from None
+        self._publish_channel = await self._connection.channel(publisher_confirms=True)
+        self._exchange = await topology.declare_exchanges(self._publish_channel)
+        for level in range(topology.LEVELS):
+            self._levels[level] = await self._publish_channel.get_exchange(
+                topology.level_name(level), ensure=False
+            )
+
+    async def close(self) -> None:
+        for subscription in self._subscriptions:
+            await subscription.close()
+        self._subscriptions.clear()
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            try:
+                await connection.close()
+            except Exception as exc:
+                logger.debug("closing the RabbitMQ connection: %s", exc)
+
+    async def publish(self, message: OutgoingMessage) -> None:
+        exchange = self._exchange
+        if exchange is None:
+            raise NotConnectedError("the RabbitMQ transport is not connected")
+        topology.check_name("topic", message.topic)
+        headers: dict[str, Any] = dict(message.headers)
+        content_type = headers.pop(h.CONTENT_TYPE, None) or message.content_type
+        if message.key is not None:
+            headers[KEY_HEADER] = message.key
+        amqp_message = aio_pika.Message(
+            message.body,
+            headers=headers,
+            message_id=message.message_id,
+            content_type=content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        routing_key = message.topic
+        delay = 0
+        if message.deliver_at is not None:
+            # Whole seconds, rounded down: the core holds a delivery that is under 2 s early
+            # until it is due, so rounding down is never late and never early.
+            delay = min(
+                math.floor(message.deliver_at - self._clock.now()), topology.MAX_DELAY_SECONDS
+            )
+        if delay >= 1:
+            exchange = self._levels[topology.LEVELS - 1]
+            routing_key = topology.delay_routing_key(delay, message.topic)
+        async with self._window:
+            try:
+                confirmation = await exchange.publish(amqp_message, routing_key, mandatory=True)
+            except Exception as exc:
+                reason = _safe(exc, self.url)
+                raise PublishError(
+                    f"RabbitMQ did not take the message for {message.topic!r}: {reason}"
+                ) from None
+        if not isinstance(confirmation, Basic.Ack):
+            if isinstance(confirmation, Basic.Nack):
+                raise PublishError(f"RabbitMQ rejected the message for {message.topic!r} (nack)")
+            raise PublishError(
+                f"no queue is bound to topic {message.topic!r} on RabbitMQ, so the message was "
+                "returned unroutable; start a subscriber for it first (subscribers declare their "
+                "queues)"
+            )
+
+    async def subscribe(self, spec: SubscriptionSpec) -> RabbitMQSubscription:
+        connection = self._connection
+        if connection is None:
+            raise NotConnectedError("the RabbitMQ transport is not connected")
+        topology.check_name("topic", spec.topic)
+        topology.check_name("group", spec.group)
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=spec.prefetch)
+        queue = await topology.declare_group_queue(
+            channel, spec.topic, spec.group, ordered=spec.ordered, broadcast=spec.broadcast
+        )
+        subscription = RabbitMQSubscription(channel, queue, spec.topic)
+        await subscription.start()
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def declare_topic(self, topic: str) -> None:
+        channel = self._publish_channel
+        if channel is None:
+            raise NotConnectedError("the RabbitMQ transport is not connected")
+        if topic in self._declared:
+            return
+        topology.check_name("topic", topic)
+        await topology.declare_holding_queue(channel, topic)
+        self._declared.add(topic)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _fingerprint(message: AbstractIncomingMessage) -> str:
+    """An id for messages published without one (other clients): stable across redeliveries."""
+    digest = hashlib.sha256(message.body)
+    digest.update(repr(sorted((message.headers or {}).items())).encode())
+    digest.update(str(message.timestamp).encode())
+    return f"amqp-{digest.hexdigest()[:32]}"
+
+
+def _safe(error: BaseException, url: BrokerURL) -> str:
+    text = f"{type(error).__name__}: {error}"
+    if url.password is not None:
+        secret = url.password.get_secret_value()
+        if secret:
+            text = text.replace(secret, "***")
+    return text
