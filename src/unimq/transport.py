@@ -84,7 +84,12 @@ class Delivery(Protocol):
     def native_id(self) -> str: ...
 
     async def ack(self) -> None:
-        """Settle the delivery: the broker must not deliver it to this group again."""
+        """Settle the delivery: the broker must not deliver it to this group again.
+
+        If the ack cannot reach the broker (the connection dropped), log it and return: the
+        broker redelivers the message, which is the at-least-once contract (idempotent
+        subscribers then skip it). Raising is reserved for programming errors.
+        """
 
 
 @dataclass(frozen=True)
