@@ -23,6 +23,7 @@ class RabbitMQOptions(BaseModel):
     - ``verify_tls``: verify the server certificate (default true).
     - ``publish_window``: publisher confirms in flight per connection (pipelined publishing).
     - ``reconnect_interval``: seconds between reconnect attempts after a connection loss.
+    - ``publish_timeout``: how long a publish waits for a lost connection to come back.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -35,6 +36,7 @@ class RabbitMQOptions(BaseModel):
     verify_tls: bool = True
     publish_window: int = Field(256, ge=1)
     reconnect_interval: float = Field(2.0, gt=0)
+    publish_timeout: float = Field(30.0, gt=0)
 
     @classmethod
     def parse(cls, url: BrokerURL, options: Mapping[str, Any]) -> RabbitMQOptions:

@@ -36,6 +36,7 @@ from unimq.errors import (
     NotConnectedError,
     PublishError,
 )
+from unimq.slots import Slots
 from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
 from unimq.url import BrokerURL
 
@@ -73,9 +74,11 @@ class RabbitMQDelivery:
                 headers[name] = _text(value)
         if message.content_type and h.CONTENT_TYPE not in headers:
             headers[h.CONTENT_TYPE] = message.content_type
+        self.native_id = message.message_id or _fingerprint(message)
+        if h.ID not in headers and message.message_id:
+            headers[h.ID] = message.message_id  # unimq's id travels as the AMQP message_id
         self.headers: Mapping[str, str] = headers
         self.key = key
-        self.native_id = message.message_id or _fingerprint(message)
 
     async def ack(self) -> None:
         try:
@@ -139,8 +142,8 @@ class RabbitMQTransport:
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
-        self._levels: dict[int, AbstractExchange] = {}
-        self._window = asyncio.Semaphore(self.options.publish_window)
+        self._window = Slots(self.options.publish_window)
+        self._underlay: aiormq.abc.AbstractChannel | None = None
         self._subscriptions: list[RabbitMQSubscription] = []
         self._declared: set[str] = set()
 
@@ -175,10 +178,7 @@ class RabbitMQTransport:
             ) from None
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         self._exchange = await topology.declare_exchanges(self._publish_channel)
-        for level in range(topology.LEVELS):
-            self._levels[level] = await self._publish_channel.get_exchange(
-                topology.level_name(level), ensure=False
-            )
+        self._underlay = await self._publish_channel.get_underlay_channel()
 
     async def close(self) -> None:
         for subscription in self._subscriptions:
@@ -196,17 +196,27 @@ class RabbitMQTransport:
         if exchange is None:
             raise NotConnectedError("the RabbitMQ transport is not connected")
         topology.check_name("topic", message.topic)
-        headers: dict[str, Any] = dict(message.headers)
-        content_type = headers.pop(h.CONTENT_TYPE, None) or message.content_type
+        # AMQP properties carry what they can (id, content type); only the rest becomes a
+        # header table, which is the costly part of encoding a message.
+        headers: dict[str, Any] = {}
+        message_id = message.message_id
+        content_type = message.content_type
+        for name, value in message.headers.items():
+            if name == h.CONTENT_TYPE:
+                content_type = value
+            elif (name == h.ID and value == message_id) or (name == h.ATTEMPT and value == "1"):
+                continue
+            else:
+                headers[name] = value
         if message.key is not None:
             headers[KEY_HEADER] = message.key
-        amqp_message = aio_pika.Message(
-            message.body,
-            headers=headers,
-            message_id=message.message_id,
+        properties = Basic.Properties(
+            delivery_mode=2,  # persistent
+            message_id=message_id,
             content_type=content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=headers or None,
         )
+        exchange_name = topology.MAIN_EXCHANGE
         routing_key = message.topic
         delay = 0
         if message.deliver_at is not None:
@@ -216,16 +226,33 @@ class RabbitMQTransport:
                 math.floor(message.deliver_at - self._clock.now()), topology.MAX_DELAY_SECONDS
             )
         if delay >= 1:
-            exchange = self._levels[topology.LEVELS - 1]
+            exchange_name = topology.level_name(topology.LEVELS - 1)
             routing_key = topology.delay_routing_key(delay, message.topic)
-        async with self._window:
-            try:
-                confirmation = await exchange.publish(amqp_message, routing_key, mandatory=True)
-            except Exception as exc:
-                reason = _safe(exc, self.url)
-                raise PublishError(
-                    f"RabbitMQ did not take the message for {message.topic!r}: {reason}"
-                ) from None
+        window = self._window
+        if not window.take_now():
+            await window.take()
+        try:
+            channel = self._underlay
+            if channel is None or channel.is_closed:
+                channel = await self._reacquire_channel()
+            # aiormq's basic_publish directly (the layer aio-pika's Exchange.publish wraps):
+            # the same frames, without building an aio-pika Message per publish.
+            confirmation = await channel.basic_publish(
+                message.body,
+                exchange=exchange_name,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=True,
+            )
+        except PublishError:
+            raise
+        except Exception as exc:
+            reason = _safe(exc, self.url)
+            raise PublishError(
+                f"RabbitMQ did not take the message for {message.topic!r}: {reason}"
+            ) from None
+        finally:
+            window.give()
         if not isinstance(confirmation, Basic.Ack):
             if isinstance(confirmation, Basic.Nack):
                 raise PublishError(f"RabbitMQ rejected the message for {message.topic!r} (nack)")
@@ -234,6 +261,22 @@ class RabbitMQTransport:
                 "returned unroutable; start a subscriber for it first (subscribers declare their "
                 "queues)"
             )
+
+    async def _reacquire_channel(self) -> aiormq.abc.AbstractChannel:
+        """The publish channel's current AMQP channel, waiting (bounded) for a reconnect."""
+        robust = self._publish_channel
+        if robust is None:
+            raise NotConnectedError("the RabbitMQ transport is not connected")
+        try:
+            self._underlay = await asyncio.wait_for(
+                robust.get_underlay_channel(), self.options.publish_timeout
+            )
+        except asyncio.TimeoutError:
+            raise PublishError(
+                f"RabbitMQ at {self.url.redacted()} is unreachable: no connection within "
+                f"{self.options.publish_timeout:g}s (publish_timeout)"
+            ) from None
+        return self._underlay
 
     async def subscribe(self, spec: SubscriptionSpec) -> RabbitMQSubscription:
         connection = self._connection
