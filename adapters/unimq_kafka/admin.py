@@ -1,0 +1,205 @@
+"""Topics on demand: connectivity check, idempotent creation, per-instance clean-up.
+
+Kafka would auto-create a topic on first use with the broker's defaults (often 1 partition),
+or refuse it when ``auto.create.topics.enable`` is off. unimq instead creates every topic it
+touches explicitly, with ``num_partitions``/``replication_factor`` from the options, and waits
+until the metadata shows it, so the first publish or subscribe never races the creation. All
+AdminClient calls block, so they run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from unimq.errors import (
+    AuthenticationError,
+    BrokerUnreachableError,
+    ConnectionFailedError,
+    UnimqError,
+)
+
+from .names import check_topic
+
+logger = logging.getLogger("unimq.kafka")
+
+_AUTH_CODES = frozenset(
+    {
+        KafkaError._AUTHENTICATION,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    }
+)
+#: Each connectivity probe waits this long; the core's connect_timeout bounds the whole.
+_PROBE_SECONDS = 2.0
+_CONNECT_LIMIT = 60.0
+
+
+class ErrorLog:
+    """librdkafka's ``error_cb``: remembers an authentication failure for the caller to raise."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.auth_error: str | None = None
+
+    def __call__(self, error: Any) -> None:
+        code = error.code()
+        if code in _AUTH_CODES:
+            self.auth_error = error.str()
+            logger.error("kafka %s: authentication failed: %s", self.role, error.str())
+        elif error.fatal():
+            logger.error("kafka %s: fatal error: %s", self.role, error.str())
+        else:  # disconnects during a broker restart: librdkafka reconnects by itself
+            logger.debug("kafka %s: %s", self.role, error.str())
+
+
+class LibrdkafkaLog:
+    """librdkafka's own log lines, demoted to DEBUG on ``unimq.kafka.<role>``.
+
+    What needs attention reaches :class:`ErrorLog` (authentication, fatal errors) or raises;
+    left at their own level, a broker restart would print pages of "connection refused".
+    """
+
+    def __init__(self, role: str) -> None:
+        self._logger = logging.getLogger(f"unimq.kafka.{role}")
+
+    def log(self, level: int, message: str, *args: Any) -> None:
+        self._logger.debug(message, *args)
+
+
+class TopicAdmin:
+    """Creates topics once per transport; concurrent callers share one creation."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        url: str,
+        num_partitions: int,
+        replication_factor: int,
+        topic_config: Mapping[str, str],
+    ) -> None:
+        self._errors = ErrorLog("admin")
+        client_config: dict[str, Any] = {
+            **config,
+            "error_cb": self._errors,
+            "logger": LibrdkafkaLog("admin"),
+        }
+        self._client = AdminClient(client_config)
+        self._url = url
+        self._partitions = num_partitions
+        self._replication = replication_factor
+        self._topic_config = dict(topic_config)
+        self._known: set[str] = set()
+        self._creating: dict[str, asyncio.Future[None]] = {}
+        self._lock = threading.Lock()
+
+    def known(self, topic: str) -> bool:
+        return topic in self._known
+
+    async def check_connection(self) -> None:
+        """Ask for the cluster metadata until it answers (the core bounds the wait)."""
+        deadline = time.monotonic() + _CONNECT_LIMIT
+        while True:
+            try:
+                await asyncio.to_thread(self._client.list_topics, timeout=_PROBE_SECONDS)
+                return
+            except KafkaException as exc:
+                await asyncio.to_thread(self._client.poll, 0)
+                if self._errors.auth_error is not None:
+                    raise AuthenticationError(
+                        f"kafka broker {self._url} refused the credentials: "
+                        f"{self._errors.auth_error}"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise BrokerUnreachableError(
+                        f"could not reach the kafka broker at {self._url}: {_describe(exc)}"
+                    ) from None
+
+    async def ensure(self, topic: str, *, config: Mapping[str, str] | None = None) -> None:
+        """Make sure ``topic`` exists (creating it if needed); cheap once it is known."""
+        if topic in self._known:
+            return
+        check_topic(topic)
+        pending = self._creating.get(topic)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._creating[topic] = pending
+            try:
+                await asyncio.to_thread(self._create, topic, config or {})
+                self._known.add(topic)
+                pending.set_result(None)
+            except BaseException as exc:
+                pending.set_exception(exc)
+                pending.exception()  # retrieved: waiters (if any) re-raise it themselves
+                raise
+            finally:
+                del self._creating[topic]
+        else:
+            await asyncio.shield(pending)
+
+    def _create(self, topic: str, config: Mapping[str, str]) -> None:
+        if self._exists(topic):
+            return
+        new = NewTopic(
+            topic,
+            num_partitions=self._partitions,
+            replication_factor=self._replication,
+            config={**self._topic_config, **config},
+        )
+        future = self._client.create_topics([new], operation_timeout=30, request_timeout=30)[topic]
+        try:
+            future.result(timeout=60)
+            logger.info("created kafka topic %r (%d partitions)", topic, self._partitions)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if error is None or error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise _translate(exc, f"could not create kafka topic {topic!r}") from None
+        deadline = time.monotonic() + 30
+        while not self._exists(topic):
+            if time.monotonic() > deadline:
+                raise ConnectionFailedError(
+                    f"kafka topic {topic!r} was created but its metadata did not show up in 30s"
+                )
+            time.sleep(0.05)
+
+    def _exists(self, topic: str) -> bool:
+        try:
+            # Not list_topics(topic=...): a metadata request naming a missing topic makes a
+            # broker with auto.create.topics.enable create it, with the broker's defaults.
+            metadata = self._client.list_topics(timeout=10)
+        except KafkaException as exc:
+            raise _translate(exc, f"could not read the metadata of kafka topic {topic!r}") from None
+        info = metadata.topics.get(topic)
+        return bool(info is not None and info.error is None and info.partitions)
+
+    async def delete(self, topic: str) -> None:
+        """Best effort: remove a per-instance topic (broadcast retry topics)."""
+        self._known.discard(topic)
+        try:
+            future = self._client.delete_topics([topic], operation_timeout=10)[topic]
+            await asyncio.to_thread(future.result, 15)
+        except Exception as exc:
+            logger.warning("could not delete kafka topic %r: %s", topic, exc)
+
+
+def _describe(exc: KafkaException) -> str:
+    error: Any = exc.args[0] if exc.args else None
+    return str(error.str()) if isinstance(error, KafkaError) else str(exc)
+
+
+def _translate(exc: KafkaException, what: str) -> UnimqError:
+    error: Any = exc.args[0] if exc.args else None
+    code = error.code() if isinstance(error, KafkaError) else None
+    if code in _AUTH_CODES:
+        return AuthenticationError(f"{what}: {_describe(exc)}")
+    return ConnectionFailedError(f"{what}: {_describe(exc)}")

@@ -1,0 +1,361 @@
+"""The consumer thread: one librdkafka consumer, polled by one dedicated thread.
+
+librdkafka's ``consume()`` blocks, and its rebalance callbacks run inside it, so the consumer
+lives on its own thread and talks to the event loop in two directions only:
+
+- messages go to the loop in batches (``handoff``), never more than ``space()`` of them
+  ahead of the workers, so a slow handler back-pressures fetching instead of filling memory
+  (a backlog that lasts pauses the partitions, so the thread keeps polling for rebalances and
+  ``max.poll.interval.ms`` without buffering more);
+- acknowledgements come back through the :class:`~.offsets.OffsetTracker`; the thread commits
+  the contiguous prefix every few tens of milliseconds, asynchronously.
+
+On a revocation it stops handing out the partitions, waits (bounded) for the deliveries
+workers already hold, commits, and only then lets librdkafka give the partitions away, so
+the next owner starts exactly after what was handled here.
+
+A *gate* (used by the delay scheduler) can hold a partition's head back until it is due: the
+partition is paused meanwhile, so the thread reads nothing behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from .admin import ErrorLog, LibrdkafkaLog
+from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
+
+logger = logging.getLogger("unimq.kafka")
+
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    # Incremental rebalancing: a joining or leaving member moves only the partitions that
+    # change owner, so the others keep consuming (and the delay scheduler keeps its timing).
+    "partition.assignment.strategy": "cooperative-sticky",
+    "session.timeout.ms": 10_000,
+    "heartbeat.interval.ms": 1000,
+    "fetch.wait.max.ms": 100,
+    "enable.partition.eof": False,
+}
+
+Handoff = Callable[[list[tuple[Any, PartitionOffsets]]], None]
+Gate = Callable[[Any], float]
+
+_COMMIT_EVERY = 0.05
+_BACKLOG_PAUSE_AFTER = 1.0
+_MAX_BATCH = 1000
+
+
+class ConsumerThread:
+    """Runs one consumer; created and set up by :meth:`open`, driven by :meth:`run`."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        topics: list[str],
+        *,
+        tracker: OffsetTracker,
+        handoff: Handoff,
+        space: Callable[[], int],
+        name: str,
+        revoke_timeout: float,
+        manual_latest: bool = False,
+        gate: Gate | None = None,
+    ) -> None:
+        self._errors = ErrorLog("consumer")
+        self._config = {
+            **config,
+            "error_cb": self._errors,
+            "on_commit": self._on_commit,
+            "logger": LibrdkafkaLog("consumer"),
+        }
+        self._topics = topics
+        self._tracker = tracker
+        self._handoff = handoff
+        self._space = space
+        self._name = name
+        self._revoke_timeout = revoke_timeout
+        self._manual = manual_latest
+        self._commits = not manual_latest
+        self._gate = gate
+        self._consumer: Any = None
+        self._thread: threading.Thread | None = None
+        self.wake = threading.Event()
+        self.wants_wake = False
+        self.done = threading.Event()
+        self._stopping = False
+        self._closing = False
+        # Thread-only state below.
+        self._assigned: set[TopicPartition] = set()
+        self._ready: deque[Any] = deque()
+        self._held: dict[TopicPartition, deque[Any]] = {}
+        self._held_until: dict[TopicPartition, float] = {}
+        self._paused: set[TopicPartition] = set()
+        self._backlog_since: float | None = None
+        self._backlog_paused = False
+        self._last_commit = 0.0
+
+    # -- set-up (blocking: call from a worker thread) --------------------------------------
+
+    def open(self) -> None:
+        """Create the consumer and join (or, for broadcast, assign at the log end)."""
+        consumer = self._consumer = Consumer(self._config)
+        if not self._manual:
+            consumer.subscribe(
+                self._topics,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            return
+        # A per-instance subscription starts at the current end of the log, resolved *now*:
+        # a lazily resolved OFFSET_END would skip what is published before the first fetch.
+        assignment = []
+        for topic in self._topics:
+            metadata = consumer.list_topics(topic=topic, timeout=10)
+            for partition in sorted(metadata.topics[topic].partitions):
+                _, high = consumer.get_watermark_offsets(
+                    KafkaTopicPartition(topic, partition), timeout=10
+                )
+                assignment.append(KafkaTopicPartition(topic, partition, high))
+        consumer.assign(assignment)
+        tps = [(tp.topic, tp.partition) for tp in assignment]
+        self._tracker.assign(tps)
+        self._assigned.update(tps)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name=self._name, daemon=True)
+        self._thread.start()
+
+    # -- control from the event loop -------------------------------------------------------
+
+    def stop(self) -> None:
+        """Hand out nothing more (acknowledgements and commits go on)."""
+        self._stopping = True
+        self.wake.set()
+
+    def close(self) -> None:
+        """Ask the thread to commit, leave the group and exit; ``done`` is set when it has."""
+        self._stopping = self._closing = True
+        self.wake.set()
+        if self._thread is None:  # never started (set-up failed)
+            self._shutdown()
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while not self._closing:
+                try:
+                    self._step()
+                except Exception:
+                    logger.exception("kafka consumer %s: unexpected error; continuing", self._name)
+                    time.sleep(0.5)
+        finally:
+            self._shutdown()
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        if self._commits and now - self._last_commit >= _COMMIT_EVERY:
+            self._last_commit = now
+            self._commit(self._tracker.due(), asynchronous=True)
+        if self._stopping:
+            self._sync_pause()
+            self._poll(0, 0.1)  # rebalance callbacks and heartbeats; nothing is handed out
+            return
+        if self._held:
+            self._release_gated(now)
+        self.wake.clear()
+        self._hand_off()
+        if self._ready:  # the workers are busy: wait for room
+            if self._backlog_since is None:
+                self._backlog_since = now
+            elif not self._backlog_paused and now - self._backlog_since > _BACKLOG_PAUSE_AFTER:
+                self._backlog_paused = True
+                self._sync_pause()
+            if self._backlog_paused:
+                self._poll(0, 0)  # keep the group membership alive; paused: returns nothing
+            self.wants_wake = True
+            self._hand_off()  # room freed before the flag was seen
+            if self._ready:
+                self.wake.wait(0.1)
+            self.wants_wake = False
+            return
+        if self._backlog_since is not None:
+            self._backlog_since = None
+            if self._backlog_paused:
+                self._backlog_paused = False
+                self._sync_pause()
+        wanted = max(1, min(self._space(), _MAX_BATCH))
+        timeout = 0.1
+        if self._held_until:
+            timeout = max(0.0, min(timeout, min(self._held_until.values()) - now))
+        self._poll(wanted, timeout)
+        self._hand_off()
+
+    def _poll(self, wanted: int, timeout: float) -> None:
+        messages = self._consumer.consume(num_messages=max(1, wanted), timeout=timeout)
+        for message in messages:
+            error = message.error()
+            if error is None:
+                self._accept(message)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                level = logging.ERROR if error.fatal() else logging.DEBUG
+                logger.log(level, "kafka consumer %s: %s", self._name, error.str())
+
+    def _accept(self, message: Any) -> None:
+        tp = (message.topic(), message.partition())
+        if tp not in self._assigned:
+            return
+        held = self._held.get(tp)
+        if held is not None:
+            held.append(message)
+            return
+        gate = self._gate
+        if gate is not None:
+            wait = gate(message)
+            if wait > 0:
+                self._held[tp] = deque([message])
+                self._held_until[tp] = time.monotonic() + wait
+                self._sync_pause()
+                return
+        self._ready.append(message)
+
+    def _release_gated(self, now: float) -> None:
+        gate = self._gate
+        assert gate is not None
+        changed = False
+        for tp in [tp for tp, until in self._held_until.items() if until <= now]:
+            held = self._held[tp]
+            while held:
+                wait = gate(held[0])
+                if wait > 0:
+                    self._held_until[tp] = now + wait
+                    break
+                self._ready.append(held.popleft())
+            if not held:
+                del self._held[tp], self._held_until[tp]
+                changed = True
+        if changed:
+            self._sync_pause()
+
+    def _hand_off(self) -> None:
+        ready = self._ready
+        room = self._space()
+        if room <= 0 or not ready:
+            return
+        batch: list[tuple[Any, PartitionOffsets]] = []
+        tracker = self._tracker
+        while ready and len(batch) < room:
+            message = ready.popleft()
+            state = tracker.handed((message.topic(), message.partition()), message.offset())
+            if state is not None:
+                batch.append((message, state))
+        if batch:
+            self._handoff(batch)
+
+    def _sync_pause(self) -> None:
+        if self._stopping or self._backlog_paused:
+            wanted = set(self._assigned)
+        else:
+            wanted = set(self._held) & self._assigned
+        pause = wanted - self._paused
+        resume = (self._paused - wanted) & self._assigned
+        try:
+            if pause:
+                self._consumer.pause([KafkaTopicPartition(t, p) for t, p in pause])
+            if resume:
+                self._consumer.resume([KafkaTopicPartition(t, p) for t, p in resume])
+        except KafkaException as exc:
+            logger.debug("kafka consumer %s: pause/resume: %s", self._name, exc)
+        self._paused = wanted
+
+    def _commit(self, commits: list[tuple[TopicPartition, int]], *, asynchronous: bool) -> None:
+        if not commits:
+            return
+        offsets = [KafkaTopicPartition(t, p, offset) for (t, p), offset in commits]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except KafkaException as exc:
+            logger.warning("kafka consumer %s: commit failed: %s", self._name, exc)
+            for tp, offset in commits:
+                self._tracker.commit_failed(tp, offset)
+
+    def _on_commit(self, error: Any, partitions: list[Any]) -> None:
+        for partition in partitions:
+            failed = error is not None or partition.error is not None
+            if failed and partition.offset != OFFSET_INVALID:
+                self._tracker.commit_failed(
+                    (partition.topic, partition.partition), partition.offset
+                )
+        if error is not None and error.code() != KafkaError._NO_OFFSET:
+            logger.debug("kafka consumer %s: commit failed: %s", self._name, error.str())
+
+    # -- rebalance callbacks (run inside consume(), on this thread) -------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._tracker.assign(tps)
+        self._assigned.update(tps)
+        logger.debug("kafka consumer %s: assigned %s", self._name, tps)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._forget(tps)
+        states = self._tracker.begin_revoke(tps)
+        deadline = time.monotonic() + self._revoke_timeout
+        while not self._closing and self._tracker.in_flight(states) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        left = self._tracker.in_flight(states)
+        if left and not self._closing:
+            logger.warning(
+                "kafka consumer %s: %d delivery(ies) still running after %.3gs at a rebalance; "
+                "their partitions move on (they will be redelivered)",
+                self._name,
+                left,
+                self._revoke_timeout,
+            )
+        commits = self._tracker.release(tps)
+        if self._commits:
+            self._commit(commits, asynchronous=False)
+        logger.debug("kafka consumer %s: revoked %s", self._name, tps)
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._forget(tps)
+        self._tracker.begin_revoke(tps)
+        self._tracker.release(tps)
+        logger.warning("kafka consumer %s: lost partitions %s", self._name, tps)
+
+    def _forget(self, tps: list[TopicPartition]) -> None:
+        gone = set(tps)
+        self._assigned -= gone
+        self._paused -= gone
+        for tp in gone:
+            self._held.pop(tp, None)
+            self._held_until.pop(tp, None)
+        if self._ready:
+            self._ready = deque(m for m in self._ready if (m.topic(), m.partition()) not in gone)
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        consumer = self._consumer
+        try:
+            if consumer is not None:
+                final = self._tracker.release(self._tracker.assigned())
+                if self._commits:
+                    self._commit(final, asynchronous=False)
+                consumer.close()
+        except Exception as exc:
+            logger.warning("kafka consumer %s: close: %s", self._name, exc)
+        finally:
+            self._consumer = None
+            self.done.set()

@@ -1,0 +1,135 @@
+"""Which offsets may be committed: only past the highest *contiguous* acknowledged one.
+
+Kafka's consumer position is one number per partition, but unimq handles up to
+``concurrency`` messages of a partition at once and they finish in any order. Committing the
+offset of whatever finished last would skip messages still running (lost if the process
+dies). So each partition remembers the offsets it handed out, in order, and the acknowledged
+ones; the commit point advances only across a prefix that is fully acknowledged.
+
+The consumer thread hands out and commits; the event loop takes and acknowledges. One lock
+guards both sides; every operation under it is O(1) (amortised).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+TopicPartition = tuple[str, int]
+
+
+class PartitionOffsets:
+    """Book-keeping of one assigned partition; replaced by a fresh object on re-assignment."""
+
+    __slots__ = (
+        "acked",
+        "commit_point",
+        "committed",
+        "handed",
+        "in_flight",
+        "released",
+        "revoked",
+        "tp",
+    )
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.tp = tp
+        self.handed: deque[int] = deque()  # handed out, not yet part of the committed prefix
+        self.acked: set[int] = set()
+        self.in_flight = 0  # taken by a worker, not yet acknowledged
+        self.commit_point: int | None = None  # next offset to commit (last done + 1)
+        self.committed: int | None = None  # what was last sent to the broker
+        self.revoked = False  # no longer handed to workers
+        self.released = False  # forgotten: late acknowledgements are ignored
+
+
+class OffsetTracker:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._parts: dict[TopicPartition, PartitionOffsets] = {}
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        with self.lock:
+            for tp in tps:
+                old = self._parts.get(tp)
+                if old is not None:
+                    old.revoked = old.released = True
+                self._parts[tp] = PartitionOffsets(tp)
+
+    def handed(self, tp: TopicPartition, offset: int) -> PartitionOffsets | None:
+        """The consumer thread hands ``offset`` out (in offset order within a partition)."""
+        with self.lock:
+            state = self._parts.get(tp)
+            if state is not None:
+                state.handed.append(offset)
+            return state
+
+    def take(self, state: PartitionOffsets) -> bool:
+        """A worker takes a delivery; False if its partition was revoked meanwhile (drop it)."""
+        with self.lock:
+            if state.revoked:
+                return False
+            state.in_flight += 1
+            return True
+
+    def ack(self, state: PartitionOffsets, offset: int) -> None:
+        with self.lock:
+            state.in_flight -= 1
+            if state.released:
+                return  # released already: the new owner redelivers it (at-least-once)
+            acked = state.acked
+            acked.add(offset)
+            handed = state.handed
+            last: int | None = None
+            while handed and handed[0] in acked:
+                last = handed.popleft()
+                acked.discard(last)
+            if last is not None:
+                state.commit_point = last + 1
+
+    def begin_revoke(self, tps: list[TopicPartition]) -> list[PartitionOffsets]:
+        """Stop handing out ``tps``; returns their states to wait on (``in_flight`` → 0)."""
+        with self.lock:
+            states = [self._parts[tp] for tp in tps if tp in self._parts]
+            for state in states:
+                state.revoked = True
+            return states
+
+    def in_flight(self, states: list[PartitionOffsets]) -> int:
+        with self.lock:
+            return sum(state.in_flight for state in states)
+
+    def release(self, tps: list[TopicPartition]) -> list[tuple[TopicPartition, int]]:
+        """Forget ``tps``; returns their final commit points not yet committed."""
+        with self.lock:
+            commits: list[tuple[TopicPartition, int]] = []
+            for tp in tps:
+                state = self._parts.pop(tp, None)
+                if state is None:
+                    continue
+                state.revoked = state.released = True
+                point = state.commit_point
+                if point is not None and point != state.committed:
+                    commits.append((tp, point))
+            return commits
+
+    def due(self) -> list[tuple[TopicPartition, int]]:
+        """Commit points that moved since the last commit (marked as sent)."""
+        with self.lock:
+            commits: list[tuple[TopicPartition, int]] = []
+            for tp, state in self._parts.items():
+                point = state.commit_point
+                if point is not None and point != state.committed:
+                    state.committed = point
+                    commits.append((tp, point))
+            return commits
+
+    def commit_failed(self, tp: TopicPartition, offset: int) -> None:
+        with self.lock:
+            state = self._parts.get(tp)
+            if state is not None and state.committed == offset:
+                state.committed = None  # send it again with the next batch
+
+    def assigned(self) -> list[TopicPartition]:
+        with self.lock:
+            return list(self._parts)

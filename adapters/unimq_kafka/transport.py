@@ -1,0 +1,195 @@
+"""``kafka://host:port[,host:port]``: the Kafka transport (confluent-kafka / librdkafka).
+
+Ties the pieces together: one idempotent producer per transport (producer.py), one consumer
+thread per subscription (consumer.py, subscription.py) committing only contiguous
+acknowledged offsets (offsets.py), topics created on demand (admin.py) and delays through
+tier topics and a scheduler (delay.py). See docs/backends/kafka.md for the semantics table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from unimq.errors import NotConnectedError
+from unimq.transport import (
+    Capabilities,
+    OutgoingMessage,
+    SubscriptionSpec,
+    TransportContext,
+)
+from unimq.url import BrokerURL
+
+from .admin import TopicAdmin
+from .consumer import CONSUMER_DEFAULTS
+from .delay import TIER_RETENTION_MS, DelayRouter, DelayScheduler, delay_headers
+from .names import check_topic
+from .options import MAX_MESSAGE_SIZE, MAX_RECORD_BYTES, KafkaSettings, parse_settings
+from .producer import KafkaProducer
+from .subscription import KafkaSubscription
+
+logger = logging.getLogger("unimq.kafka")
+
+CAPABILITIES = Capabilities(
+    max_delay=None,  # any delay, through the tier topics (multi-hop)
+    ordering=True,
+    broadcast=True,
+    durable=True,
+    max_message_size=MAX_MESSAGE_SIZE,
+)
+
+#: A message due this close to now is published straight to its topic (the core holds it).
+_DIRECT_WITHIN = 0.005
+
+
+class KafkaTransport:
+    capabilities = CAPABILITIES
+
+    def __init__(
+        self, url: BrokerURL, options: Mapping[str, Any], context: TransportContext
+    ) -> None:
+        self.settings: KafkaSettings = parse_settings(url, options)
+        self._context = context
+        self._admin: TopicAdmin | None = None
+        self._producer: KafkaProducer | None = None
+        self._subscriptions: list[tuple[KafkaSubscription, SubscriptionSpec]] = []
+        self._router = DelayRouter(self.settings.delay_tiers)
+        self._scheduler: DelayScheduler | None = None
+        self._scheduler_lock = asyncio.Lock()
+        self._connected = False
+
+    def __repr__(self) -> str:
+        return f"<KafkaTransport {self.settings.url}>"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        if self._connected:
+            return
+        settings = self.settings
+        admin = TopicAdmin(
+            settings.admin_config(),
+            url=settings.url,
+            num_partitions=settings.num_partitions,
+            replication_factor=settings.replication_factor,
+            topic_config={"max.message.bytes": str(MAX_RECORD_BYTES)},
+        )
+        await admin.check_connection()
+        producer = KafkaProducer(settings.producer_config(), MAX_RECORD_BYTES)
+        producer.start(asyncio.get_running_loop())
+        self._admin, self._producer = admin, producer
+        self._connected = True
+
+    async def close(self) -> None:
+        self._connected = False
+        subscriptions, self._subscriptions = self._subscriptions, []
+        if subscriptions:
+            await asyncio.gather(*(sub.close() for sub, _ in subscriptions))
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            await scheduler.close()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.close()
+        admin = self._admin
+        if admin is not None:
+            for _, spec in subscriptions:
+                if spec.broadcast and spec.topic.endswith(f".{spec.group}.retry"):
+                    await admin.delete(spec.topic)  # this instance's own retry topic
+        self._admin = None
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def publish(self, message: OutgoingMessage) -> None:
+        admin, producer = self._admin, self._producer
+        if admin is None or producer is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        topic = message.topic
+        if not admin.known(topic):
+            await admin.ensure(topic)
+        key = message.key.encode() if message.key is not None else None
+        deliver_at = message.deliver_at
+        if deliver_at is not None:
+            now = time.time()
+            if deliver_at - now > _DIRECT_WITHIN:
+                tier, release = self._router.route(deliver_at, now)
+                await self._ensure_scheduler()
+                headers = delay_headers(message.headers, topic, deliver_at, release)
+                await producer.send(tier, message.body, key, headers)
+                return
+        headers = [(name, value.encode()) for name, value in message.headers.items()]
+        await producer.send(topic, message.body, key, headers)
+
+    async def _send(
+        self, topic: str, body: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """The scheduler's way out: to a destination or the next tier."""
+        admin, producer = self._admin, self._producer
+        if admin is None or producer is None:
+            raise NotConnectedError("the kafka transport is not connected")
+        await admin.ensure(topic)
+        await producer.send(topic, body, key, headers)
+
+    async def _ensure_scheduler(self) -> None:
+        if self._scheduler is not None:
+            return
+        async with self._scheduler_lock:
+            if self._scheduler is not None or self._admin is None:
+                return
+            admin = self._admin
+            await asyncio.gather(
+                *(
+                    admin.ensure(topic, config={"retention.ms": str(TIER_RETENTION_MS)})
+                    for topic in self._router.topics.values()
+                )
+            )
+            scheduler = DelayScheduler(
+                self._router, self._send, self._consumer_config(), self.settings.revoke_timeout
+            )
+            await scheduler.start()
+            self._scheduler = scheduler
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    async def declare_topic(self, topic: str) -> None:
+        admin = self._admin
+        if admin is None:
+            raise NotConnectedError("the kafka transport is not connected")
+        await admin.ensure(check_topic(topic))
+
+    async def subscribe(self, spec: SubscriptionSpec) -> KafkaSubscription:
+        admin = self._admin
+        if admin is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        check_topic(spec.topic)
+        await admin.ensure(spec.topic)
+        await self._ensure_scheduler()  # retry backoffs and delayed publishes need it
+        config = {
+            **self._consumer_config(),
+            "group.id": spec.group,
+            # New groups read what was published before they first joined (at-least-once);
+            # a broadcast subscription is this instance's alone and starts at the log end.
+            "auto.offset.reset": "latest" if spec.broadcast else "earliest",
+        }
+        subscription = KafkaSubscription(
+            config,
+            [spec.topic],
+            prefetch=spec.prefetch,
+            name=f"unimq-kafka:{spec.topic}:{spec.group}",
+            revoke_timeout=self.settings.revoke_timeout,
+            manual_latest=spec.broadcast,
+        )
+        await subscription.start()
+        self._subscriptions.append((subscription, spec))
+        return subscription
+
+    def _consumer_config(self) -> dict[str, Any]:
+        return {
+            **CONSUMER_DEFAULTS,
+            **self.settings.consumer_config(),
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+        }

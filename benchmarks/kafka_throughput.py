@@ -1,0 +1,421 @@
+"""Kafka throughput: unimq vs raw confluent-kafka vs FastStream, on the same broker, in one run.
+
+Two measurements, each the median of ``--repeat`` runs, printed as ratios to raw
+confluent-kafka:
+
+- **produce** (durable): N messages of 100 bytes, ``--window`` publishes in flight at a time
+  (unimq and FastStream: ``asyncio.gather`` over a window of ``publish`` calls; raw: ``produce``
+  a window, then ``flush``). Every client uses ``acks=all``, idempotence and ``linger.ms=5``.
+- **consume** (end to end): N messages pre-loaded into a fresh topic; the clock runs from the
+  first message a handler sees to the N-th (the consumer-group join is not timed). Handlers
+  only count; offsets are committed (raw: an async commit per polled batch; unimq: its
+  contiguous-offset commits; FastStream: ``AckPolicy.ACK``, a commit after each message).
+
+Broker: ``--bootstrap host:port``, or a container started through the real-broker fixtures
+(``testcontainers/unimq_brokers``). FastStream (``pip install "faststream[kafka,confluent]"``)
+is skipped if missing. Figures are reported, never asserted.
+
+Run:  python benchmarks/kafka_throughput.py [--messages 20000] [--repeat 3] [--window 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from unimq import Broker, Message
+
+FIXTURES = Path(__file__).resolve().parents[1] / "testcontainers"
+PAYLOAD = bytes(range(100))
+PARTITIONS = 3
+LINGER_MS = 5
+CONCURRENCY = 64  # unimq subscriber concurrency for the consume run
+
+Runner = Callable[[str, int, int], Awaitable[float]]  # bootstrap, n, window -> seconds
+
+
+def new_topic(bootstrap: str, kind: str) -> str:
+    name = f"bench.{kind}.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])[
+        name
+    ].result(30)
+    time.sleep(0.3)
+    return name
+
+
+def preload(bootstrap: str, topic: str, n: int) -> None:
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": LINGER_MS,
+        }
+    )
+    for i in range(n):
+        while True:
+            try:
+                producer.produce(topic, PAYLOAD, key=str(i % 100).encode())
+                break
+            except BufferError:
+                producer.poll(0.01)
+    producer.flush(60)
+
+
+# -- produce --------------------------------------------------------------------------------
+
+
+async def produce_raw(bootstrap: str, n: int, window: int) -> float:
+    topic = new_topic(bootstrap, "raw")
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": LINGER_MS,
+        }
+    )
+    producer.produce(topic, PAYLOAD)  # warm-up: metadata, producer id
+    producer.flush(30)
+    errors: list[Any] = []
+
+    def report(error: Any, _message: Any) -> None:
+        if error is not None:
+            errors.append(error)
+
+    start = time.perf_counter()
+    for base in range(0, n, window):
+        for _ in range(min(window, n - base)):
+            producer.produce(topic, PAYLOAD, on_delivery=report)
+        producer.flush(60)
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"raw produce: {len(errors)} errors")
+    return elapsed
+
+
+async def produce_raw_asyncio(bootstrap: str, n: int, window: int) -> float:
+    """The raw client as an asyncio application would use it: a future per message resolved
+    from the delivery report (poll thread + call_soon_threadsafe), windows of gather()."""
+    topic = new_topic(bootstrap, "raw-aio")
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": LINGER_MS,
+        }
+    )
+    loop = asyncio.get_running_loop()
+    running = True
+
+    def poll() -> None:
+        while running:
+            producer.poll(0.05)
+
+    poller = loop.run_in_executor(None, poll)
+
+    async def send() -> None:
+        future = loop.create_future()
+
+        def report(error: Any, _message: Any) -> None:
+            loop.call_soon_threadsafe(
+                future.set_exception if error else future.set_result,
+                RuntimeError(str(error)) if error else None,
+            )
+
+        producer.produce(topic, PAYLOAD, on_delivery=report)
+        await future
+
+    try:
+        await send()
+        start = time.perf_counter()
+        for base in range(0, n, window):
+            await asyncio.gather(*(send() for _ in range(min(window, n - base))))
+        return time.perf_counter() - start
+    finally:
+        running = False
+        await poller
+        producer.flush(10)
+
+
+async def produce_unimq(bootstrap: str, n: int, window: int) -> float:
+    topic = new_topic(bootstrap, "unimq")
+    broker = Broker(f"kafka://{bootstrap}", librdkafka_linger_ms=LINGER_MS)
+    await broker.connect()
+    try:
+        await broker.publish(topic, PAYLOAD)  # warm-up
+        start = time.perf_counter()
+        for base in range(0, n, window):
+            await asyncio.gather(
+                *(broker.publish(topic, PAYLOAD) for _ in range(min(window, n - base)))
+            )
+        return time.perf_counter() - start
+    finally:
+        await broker.stop()
+
+
+def faststream_producer(module: str) -> Runner:
+    async def run(bootstrap: str, n: int, window: int) -> float:
+        kafka = __import__(f"faststream.{module}", fromlist=["KafkaBroker"])
+        topic = new_topic(bootstrap, f"fs-{module}")
+        broker = kafka.KafkaBroker(
+            bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=LINGER_MS,
+            log_level=logging.WARNING,
+        )
+        await broker.start()
+        try:
+            await broker.publish(PAYLOAD, topic)
+            start = time.perf_counter()
+            for base in range(0, n, window):
+                await asyncio.gather(
+                    *(broker.publish(PAYLOAD, topic) for _ in range(min(window, n - base)))
+                )
+            return time.perf_counter() - start
+        finally:
+            await broker.stop()
+
+    return run
+
+
+# -- consume --------------------------------------------------------------------------------
+
+
+async def consume_raw(bootstrap: str, n: int, window: int) -> float:
+    topic = new_topic(bootstrap, "raw-c")
+    await asyncio.to_thread(preload, bootstrap, topic, n)
+
+    def run() -> float:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.subscribe([topic])
+        seen = 0
+        start = 0.0
+        try:
+            while seen < n:
+                batch = consumer.consume(num_messages=500, timeout=1.0)
+                handled = [m for m in batch if m.error() is None]
+                if handled and not start:
+                    start = time.perf_counter()
+                seen += len(handled)
+                if handled:
+                    consumer.commit(asynchronous=True)
+            return time.perf_counter() - start
+        finally:
+            consumer.close()
+
+    return await asyncio.to_thread(run)
+
+
+async def consume_raw_asyncio(bootstrap: str, n: int, window: int) -> float:
+    """Raw consumer in a thread, each message passed to an ``async def`` handler on the loop,
+    an async commit per batch: the least an asyncio application does per message."""
+    topic = new_topic(bootstrap, "raw-aio-c")
+    await asyncio.to_thread(preload, bootstrap, topic, n)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    seen = 0
+    start = 0.0
+
+    async def handler(message: Any) -> None:
+        nonlocal seen
+        seen += 1
+
+    try:
+        while seen < n:
+            batch = await asyncio.to_thread(consumer.consume, 500, 1.0)
+            handled = [m for m in batch if m.error() is None]
+            if handled and not start:
+                start = time.perf_counter()
+            for message in handled:
+                await handler(message)
+            if handled:
+                consumer.commit(asynchronous=True)
+        return time.perf_counter() - start
+    finally:
+        await asyncio.to_thread(consumer.close)
+
+
+async def consume_unimq(bootstrap: str, n: int, window: int) -> float:
+    topic = new_topic(bootstrap, "unimq-c")
+    await asyncio.to_thread(preload, bootstrap, topic, n)
+    broker = Broker(f"kafka://{bootstrap}")
+    done = asyncio.Event()
+    seen = 0
+    start = 0.0
+
+    @broker.subscriber(topic, group=f"bench-{uuid.uuid4().hex[:8]}", concurrency=CONCURRENCY)
+    async def handle(message: Message) -> None:
+        nonlocal seen, start
+        if not seen:
+            start = time.perf_counter()
+        seen += 1
+        if seen == n:
+            done.set()
+
+    async with broker:
+        await asyncio.wait_for(done.wait(), 300)
+        return time.perf_counter() - start
+
+
+def faststream_consumer(module: str, cap: int) -> Runner:
+    async def run(bootstrap: str, n: int, window: int) -> float:
+        n = min(n, cap)  # a commit per message: slow; the rate (msg/s) is what is compared
+        kafka = __import__(f"faststream.{module}", fromlist=["KafkaBroker"])
+        from faststream import AckPolicy
+
+        topic = new_topic(bootstrap, f"fs-{module}-c")
+        await asyncio.to_thread(preload, bootstrap, topic, n)
+        broker = kafka.KafkaBroker(bootstrap, logger=None)
+        done = asyncio.Event()
+        state = {"seen": 0, "start": 0.0}
+
+        @broker.subscriber(  # type: ignore[misc]
+            topic,
+            group_id=f"bench-{uuid.uuid4().hex[:8]}",
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.ACK,
+        )
+        async def handle(body: bytes) -> None:
+            if not state["seen"]:
+                state["start"] = time.perf_counter()
+            state["seen"] += 1
+            if state["seen"] == n:
+                done.set()
+
+        await broker.start()
+        try:
+            await asyncio.wait_for(done.wait(), 300)
+            return time.perf_counter() - state["start"]
+        finally:
+            await broker.stop()
+
+    return run
+
+
+# -- driver ---------------------------------------------------------------------------------
+
+
+def available_faststream() -> list[str]:
+    found = []
+    for module in ("confluent", "kafka"):
+        try:
+            __import__(f"faststream.{module}")
+            found.append(module)
+        except ImportError as exc:
+            print(f"  (FastStream {module} skipped: {exc})", file=sys.stderr)
+    return found
+
+
+async def measure(
+    label: str,
+    runners: dict[str, Runner],
+    bootstrap: str,
+    n: int,
+    window: int,
+    repeat: int,
+    caps: dict[str, int],
+) -> dict[str, float]:
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for round_ in range(repeat):
+        for name, runner in runners.items():
+            seconds = await runner(bootstrap, n, window)
+            count = min(n, caps.get(name, n))
+            rates[name].append(count / seconds)
+            print(
+                f"  {label} round {round_ + 1} {name:22s} {count / seconds:10.0f} msg/s", flush=True
+            )
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def report(label: str, medians: dict[str, float]) -> None:
+    raw = medians["raw confluent-kafka"]
+    aio = next((v for k, v in medians.items() if k.startswith("raw (")), raw)
+    print(f"\n{label}: median msg/s, ratio to raw confluent-kafka / to raw used from asyncio")
+    for name, rate in medians.items():
+        print(f"  {name:24s} {rate:10.0f}   {rate / raw:5.2f}x   {rate / aio:5.2f}x")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap", help="host:port of a running broker")
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--window", type=int, default=1000)
+    parser.add_argument(
+        "--faststream-consume-messages",
+        type=int,
+        default=2000,
+        help="FastStream commits after every message: consume fewer (the rate is compared)",
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    handle = None
+    bootstrap = args.bootstrap
+    if bootstrap is None:
+        sys.path.insert(0, str(FIXTURES))
+        from unimq_brokers import get_broker
+
+        handle = get_broker("kafka")
+        bootstrap = handle.bootstrap_servers
+    try:
+        faststream = available_faststream()
+        producers: dict[str, Runner] = {
+            "raw confluent-kafka": produce_raw,
+            "raw (asyncio futures)": produce_raw_asyncio,
+            "unimq": produce_unimq,
+        }
+        consumers: dict[str, Runner] = {
+            "raw confluent-kafka": consume_raw,
+            "raw (async handler)": consume_raw_asyncio,
+            "unimq": consume_unimq,
+        }
+        names = {"confluent": "FastStream confluent", "kafka": "FastStream aiokafka"}
+        cap = args.faststream_consume_messages
+        caps: dict[str, int] = {}
+        for module in faststream:
+            producers[names[module]] = faststream_producer(module)
+            consumers[names[module]] = faststream_consumer(module, cap)
+            caps[names[module]] = cap
+        n, window, repeat = args.messages, args.window, args.repeat
+        print(f"{n} messages x {repeat} rounds, window {window}, broker {bootstrap}")
+        produce = await measure("produce", producers, bootstrap, n, window, repeat, {})
+        consume = await measure("consume", consumers, bootstrap, n, window, repeat, caps)
+        report("durable produce", produce)
+        report("end-to-end consume (handler + commit)", consume)
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
