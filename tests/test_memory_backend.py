@@ -139,3 +139,52 @@ async def test_exponential_backoff_values() -> None:
     assert unimq.RetryPolicy().max_attempts == 3
     default = unimq.RetryPolicy().backoff
     assert [default(n) for n in (1, 2, 7, 8)] == [1, 2, 60, 60]
+
+
+async def test_an_early_delivery_is_held_without_blocking_the_subscriber() -> None:
+    """A delivery a little before its due time waits without taking the only slot."""
+    from unimq import headers as h
+    from unimq.transport import OutgoingMessage
+
+    clock = VirtualClock()
+    seen: list[str] = []
+    broker = Broker("memory://", clock=clock)
+
+    @broker.subscriber("t", group="g", concurrency=1)
+    async def handle(body: str) -> None:
+        seen.append(body)
+
+    async with broker:
+        due = clock.now() + 1.5  # as a broker whose native delay is coarse would deliver it
+        early = {h.ID: "early", h.ATTEMPT: "1", h.DELIVER_AT: str(int(due * 1000))}
+        await broker.transport.publish(OutgoingMessage("t", b"early", early))
+        await broker.publish("t", "now")
+        await broker.drain(timeout=5)
+        assert seen == ["now"]
+        await clock.advance(1.5)
+        assert seen == ["now", "early"]
+
+
+async def test_lanes_of_a_hot_key_are_bounded() -> None:
+    """ordered=True: deliveries queued behind a busy key stay bounded (not all 50)."""
+    broker = Broker("memory://")
+    release = asyncio.Event()
+    seen: list[int] = []
+
+    @broker.subscriber("t", group="g", ordered=True, concurrency=4)
+    async def handle(body: dict[str, int]) -> None:
+        await release.wait()
+        seen.append(body["n"])
+
+    async with broker:
+        for n in range(50):
+            await broker.publish("t", {"n": n}, key="hot")
+        await asyncio.sleep(0.1)
+        runtime = broker._runtimes[0]
+        queued = sum(len(lane) for lane in runtime._lanes.values())
+        # concurrency room tokens, plus one delivery per worker (2 x concurrency workers:
+        # topic and retry topic) that appended and waits for a token
+        assert queued <= 4 + 8, f"{queued} deliveries queued in lanes with concurrency=4"
+        release.set()
+        await broker.drain(timeout=10)
+    assert seen == list(range(50))

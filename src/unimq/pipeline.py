@@ -264,6 +264,11 @@ class SubscriberRuntime:
         # ``concurrency`` handlers in flight for the subscriber.
         self._slots = Slots(subscriber.concurrency)
         self._lanes: dict[str, deque[Delivery]] = {}
+        # Deliveries waiting in lanes behind a busy key: about ``concurrency`` of them (plus at
+        # most one per worker that is waiting for room).
+        self._lane_room = Slots(subscriber.concurrency)
+        self._holds: set[asyncio.Task[None]] = set()
+        self._sleeping_holds: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self.in_flight = 0
         self._parked_keys: set[str] = set()  # ordered keys whose head waits in place
@@ -301,13 +306,43 @@ class SubscriberRuntime:
                 name = f"unimq:{subscriber.topic}:{self.group}:{index}"
                 self._workers.append(asyncio.create_task(self._work(subscription), name=name))
 
+    def _hold(self, delivery: Delivery, early: float) -> None:
+        """Hold a delivery that arrived up to ``HOLD_IN_PLACE`` s early until it is due."""
+        task = asyncio.create_task(self._release_when_due(delivery, early))
+        self._holds.add(task)
+        task.add_done_callback(self._holds.discard)
+
+    async def _release_when_due(self, delivery: Delivery, early: float) -> None:
+        self._held += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._sleeping_holds.add(task)
+        try:
+            await self.context.clock.sleep(early)
+        except asyncio.CancelledError:
+            return  # stopping: it stays unacked and the broker redelivers it
+        finally:
+            self._held -= 1
+            self._sleeping_holds.discard(task)
+        if self._stopping:
+            return  # stays unacked: the broker redelivers it
+        slots = self._slots
+        await slots.take()
+        try:
+            await self.handle(delivery)
+        finally:
+            slots.give()
+
     async def stop(self, timeout: float) -> None:
         """Stop taking messages, let in-flight handlers finish (up to ``timeout``), release."""
         self._stopping = True
         for subscription in self._subscriptions:
             await subscription.stop()
-        if self._workers:
-            _, pending = await asyncio.wait(self._workers, timeout=timeout)
+        for task in self._sleeping_holds:
+            task.cancel()  # not yet due: nothing runs, the broker keeps the message
+        waiting = [*self._workers, *self._holds]
+        if waiting:
+            _, pending = await asyncio.wait(waiting, timeout=timeout)
             if pending:
                 logger.warning(
                     "%d handler(s) of %r still running after the %.3gs graceful timeout; "
@@ -342,6 +377,12 @@ class SubscriberRuntime:
             if ordered and delivery.key is not None:
                 await self._run_lane(delivery)
                 continue
+            due_text = delivery.headers.get(h.DELIVER_AT)
+            if due_text is not None:
+                early = _seconds_early(due_text, self.context.clock.now())
+                if 0 < early <= HOLD_IN_PLACE:
+                    self._hold(delivery, early)  # without a slot or this worker: others go on
+                    continue
             if not slots.take_now():
                 await slots.take()
             try:
@@ -355,7 +396,12 @@ class SubscriberRuntime:
         assert key is not None
         lane = self._lanes.get(key)
         if lane is not None:
-            lane.append(delivery)  # the worker running this key will get to it
+            # The worker running this key will get to it. Append first (no await between
+            # receive and here, so a key's deliveries enter its lane in arrival order), then
+            # take a room token before this worker receives again: while the lanes are full,
+            # workers stop receiving, so a hot key cannot pile up deliveries (back-pressure).
+            lane.append(delivery)
+            await self._lane_room.take()
             return
         lane = self._lanes[key] = deque()
         slots = self._slots
@@ -366,14 +412,17 @@ class SubscriberRuntime:
             finally:
                 slots.give()
             while lane and not self._stopping:
+                queued = lane.popleft()
+                self._lane_room.give()
                 await slots.take()
                 try:
-                    await self.handle(lane.popleft())
+                    await self.handle(queued)
                 finally:
                     slots.give()
         finally:
             del self._lanes[key]
-            # Whatever is left stays unacked and goes back to the broker on close.
+            for _ in lane:  # left unacked: they go back to the broker on close
+                self._lane_room.give()
 
     def _build_invoke(self) -> Callable[[Message, dict[str, Any]], Awaitable[Any]]:
         handler = self.subscriber.handler
