@@ -320,9 +320,4 @@ def _fingerprint(message: AbstractIncomingMessage) -> str:
 
 
 def _safe(error: BaseException, url: BrokerURL) -> str:
-    text = f"{type(error).__name__}: {error}"
-    if url.password is not None:
-        secret = url.password.get_secret_value()
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    return url.mask(f"{type(error).__name__}: {error}")

@@ -105,7 +105,7 @@ class Broker:
         except Exception as exc:  # a third-party factory's own error: wrap, mask the URL
             raise ConfigurationError(
                 f"cannot create the {self.url.scheme}:// transport for {self.url.redacted()}: "
-                f"{type(exc).__name__}: {_redact_text(str(exc), self.url)}"
+                f"{type(exc).__name__}: {self.url.mask(str(exc))}"
             ) from None
         self.capabilities = self.transport.capabilities
         self.publisher = Publisher(self.transport, self.clock)
@@ -209,7 +209,7 @@ class Broker:
             await _quietly(self.transport.close())
             raise BrokerUnreachableError(
                 f"could not connect to {self.url.redacted()}: {type(exc).__name__}: "
-                f"{_redact_text(str(exc), self.url)}"
+                f"{self.url.mask(str(exc))}"
             ) from None
         self._connected = True
         logger.info("connected to %s", self.url.redacted())
@@ -395,14 +395,6 @@ def _positive(value: Any, name: str) -> float:
     if number <= 0:
         raise ConfigurationError(f"{name} must be > 0, got {value!r}")
     return number
-
-
-def _redact_text(text: str, url: BrokerURL) -> str:
-    if url.password is not None:
-        secret = url.password.get_secret_value()
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 async def _quietly(awaitable: Any) -> None:

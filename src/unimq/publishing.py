@@ -42,10 +42,7 @@ class Publisher:
         sent with the maximum and re-hopped by the consuming pipeline until it is due.
         """
         if self._max_size is not None and len(body) > self._max_size:
-            raise MessageTooLargeError(
-                f"message for {topic!r} is {len(body)} bytes; this backend accepts at most "
-                f"{self._max_size} bytes"
-            )
+            self._too_large(topic, body)
         deliver_at: float | None = None
         if due is not None:
             headers[h.DELIVER_AT] = str(int(due * 1000))
@@ -78,12 +75,15 @@ class Publisher:
     ) -> None:
         """``send`` without a delay: the path of nearly every publish, kept short."""
         if self._max_size is not None and len(body) > self._max_size:
-            raise MessageTooLargeError(
-                f"message for {topic!r} is {len(body)} bytes; this backend accepts at most "
-                f"{self._max_size} bytes"
-            )
+            self._too_large(topic, body)
         await self.transport.publish(
             OutgoingMessage(topic, body, headers, key, message_id, content_type)
+        )
+
+    def _too_large(self, topic: str, body: bytes) -> None:
+        raise MessageTooLargeError(
+            f"message for {topic!r} is {len(body)} bytes; this backend accepts at most "
+            f"{self._max_size} bytes"
         )
 
     async def send_reliably(

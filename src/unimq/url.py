@@ -96,6 +96,14 @@ class BrokerURL:
     def redacted(self) -> str:
         return redact(self.raw)
 
+    def mask(self, text: str) -> str:
+        """``text`` (a client library's error message, say) with this URL's password masked."""
+        if self.password is not None:
+            secret = self.password.get_secret_value()
+            if secret:
+                text = text.replace(secret, _MASK)
+        return redact(text)
+
     def __str__(self) -> str:
         return self.redacted()
 

@@ -77,38 +77,43 @@ class Collector:
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[Any]:
         """Wait until at least ``count`` items arrived; fail the test with what did arrive."""
-        deadline = time.monotonic() + timeout * self._scale
-        while len(self.items) < count:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"expected {count} deliveries within {timeout * self._scale:.1f}s, got "
-                    f"{len(self.items)}: {self.items[:10]!r}"
-                )
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
+        await self._wait_until(
+            lambda: len(self.items) >= count,
+            timeout,
+            lambda limit: (
+                f"expected {count} deliveries within {limit:.1f}s, got "
+                f"{len(self.items)}: {self.items[:10]!r}"
+            ),
+        )
         return self.items
 
     async def wait_for_all(self, expected: set[Any], timeout: float = 10.0) -> list[Any]:
         """Wait until every item of ``expected`` arrived (duplicates do not count twice)."""
-        deadline = time.monotonic() + timeout * self._scale
-        while not expected <= set(self.items):
+        await self._wait_until(
+            lambda: expected <= set(self.items),
+            timeout,
+            lambda limit: (
+                f"{len(expected - set(self.items))} of {len(expected)} expected "
+                f"deliveries missing after {limit:.1f}s "
+                f"(e.g. {sorted(expected - set(self.items))[:3]!r})"
+            ),
+        )
+        return self.items
+
+    async def _wait_until(
+        self, done: Callable[[], bool], timeout: float, failure: Callable[[float], str]
+    ) -> None:
+        limit = timeout * self._scale
+        deadline = time.monotonic() + limit
+        while not done():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                missing = expected - set(self.items)
-                raise AssertionError(
-                    f"{len(missing)} of {len(expected)} expected deliveries missing after "
-                    f"{timeout * self._scale:.1f}s (e.g. {sorted(missing)[:3]!r})"
-                )
+                raise AssertionError(failure(limit))
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
-        return self.items
 
     async def settle(self, quiet: float = 0.5, limit: float = 15.0) -> list[Any]:
         """Wait until nothing new arrived for ``quiet`` seconds (to catch extra deliveries).
