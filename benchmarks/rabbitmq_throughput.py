@@ -280,8 +280,11 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, dict[str, flo
         except ImportError as exc:
             print(f"skipping {name}: {exc} (pip install 'unimq[benchmarks]')", file=sys.stderr)
             results.pop(name)
+    names = list(results)
     for round_ in range(args.repeat):
-        for name in list(results):
+        # Rotate who goes first: the broker's state after one library's run (a queue being
+        # deleted, messages being flushed to disk) must not always favour the same library.
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             publish, consume = LIBRARIES[name]
             results[name]["publish"].append(
                 await publish(url, args.messages, args.size, args.in_flight, args.prefetch)
