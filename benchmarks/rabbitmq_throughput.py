@@ -50,16 +50,24 @@ def _names(label: str) -> tuple[str, str]:
 # -- raw aio-pika -------------------------------------------------------------------------
 
 
+async def _raw_queue(
+    connection: aio_pika.abc.AbstractConnection, topic: str
+) -> tuple[aio_pika.abc.AbstractExchange, aio_pika.abc.AbstractQueue]:
+    """A confirming channel's exchange and a durable queue bound to it with key ``topic``."""
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.declare_exchange(
+        "bench.raw", aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    queue = await channel.declare_queue(topic, durable=True)
+    await queue.bind(exchange, topic)
+    return exchange, queue
+
+
 async def raw_publish(url: str, count: int, size: int, in_flight: int, prefetch: int) -> float:
     topic, _ = _names("raw")
     connection = await aio_pika.connect(url)
     async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.declare_exchange(
-            "bench.raw", aio_pika.ExchangeType.DIRECT, durable=True
-        )
-        queue = await channel.declare_queue(topic, durable=True)
-        await queue.bind(exchange, topic)
+        exchange, queue = await _raw_queue(connection, topic)
         body = b"x" * size
 
         async def send() -> None:
@@ -77,12 +85,7 @@ async def raw_consume(url: str, count: int, size: int, in_flight: int, prefetch:
     topic, _ = _names("rawc")
     connection = await aio_pika.connect(url)
     async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.declare_exchange(
-            "bench.raw", aio_pika.ExchangeType.DIRECT, durable=True
-        )
-        queue = await channel.declare_queue(topic, durable=True)
-        await queue.bind(exchange, topic)
+        exchange, queue = await _raw_queue(connection, topic)
         body = b"x" * size
         await _windowed(
             count,

@@ -210,14 +210,7 @@ class RocketMQSubscription:
         entry.message_id = message.message_id
         entry.receipt_handle = message.receipt_handle
         request.entries.append(entry)
-        future = consumer.rpc_client.ack_message_async(
-            message.endpoints,
-            request,
-            metadata=consumer.sign(),
-            timeout=consumer.client_configuration.request_timeout,
-        )
-        response = await asyncio.wrap_future(future)
-        _check(response.status)
+        await self._rpc(consumer.rpc_client.ack_message_async, message, request)
 
     async def change_invisible(self, message: Any, seconds: int) -> None:
         from rocketmq.grpc_protocol import ChangeInvisibleDurationRequest
@@ -232,7 +225,14 @@ class RocketMQSubscription:
         request.receipt_handle = message.receipt_handle
         request.invisible_duration.seconds = seconds
         request.message_id = message.message_id
-        future = consumer.rpc_client.change_invisible_duration_async(
+        rpc = consumer.rpc_client.change_invisible_duration_async
+        response = await self._rpc(rpc, message, request)
+        message.receipt_handle = response.receipt_handle
+
+    async def _rpc(self, call: Any, message: Any, request: Any) -> Any:
+        """Send a request built here through the client's RPC stub, without blocking the loop."""
+        consumer = self.consumer
+        future = call(
             message.endpoints,
             request,
             metadata=consumer.sign(),
@@ -240,7 +240,7 @@ class RocketMQSubscription:
         )
         response = await asyncio.wrap_future(future)
         _check(response.status)
-        message.receipt_handle = response.receipt_handle
+        return response
 
     async def stop(self) -> None:
         self._stopped = True

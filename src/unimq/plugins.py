@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -12,9 +13,10 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import ConfigurationError, UnknownSchemeError
+from .errors import ConfigurationError, MissingDependencyError, UnknownSchemeError
 from .idempotency import IdempotencyStore
-from .transport import TransportFactory
+from .transport import Transport, TransportContext, TransportFactory
+from .url import BrokerURL
 
 logger = logging.getLogger("unimq.plugins")
 
@@ -146,6 +148,28 @@ class _Plugins:
 
 
 plugins = _Plugins()
+
+
+def lazy_transport(client_module: str, client: str, extra: str, transport: str) -> TransportFactory:
+    """A transport factory that imports its broker client only when a transport is created.
+
+    An application that never uses the scheme does not need the client installed; one that
+    does gets a :class:`MissingDependencyError` naming the pip extra. ``transport`` is
+    ``"package.module:ClassName"``.
+    """
+    module_name, _, class_name = transport.partition(":")
+
+    def create(url: BrokerURL, options: Mapping[str, Any], context: TransportContext) -> Transport:
+        try:
+            importlib.import_module(client_module)
+        except ImportError:
+            raise MissingDependencyError(
+                f"{url.scheme}:// needs {client}: pip install 'unimq[{extra}]'"
+            ) from None
+        factory: TransportFactory = getattr(importlib.import_module(module_name), class_name)
+        return factory(url, options, context)
+
+    return create
 
 
 def transport_registry() -> TransportRegistry:

@@ -41,17 +41,18 @@ class Publisher:
         ``due`` (epoch seconds) delays delivery. A delay beyond the backend's native maximum is
         sent with the maximum and re-hopped by the consuming pipeline until it is due.
         """
+        if due is None:
+            await self.send_now(topic, body, headers, key, message_id, content_type)
+            return
         if self._max_size is not None and len(body) > self._max_size:
             self._too_large(topic, body)
-        deliver_at: float | None = None
-        if due is not None:
-            headers[h.DELIVER_AT] = str(int(due * 1000))
-            max_delay = self._max_delay
-            if max_delay == 0:
-                raise UnsupportedFeatureError(
-                    "this backend cannot delay messages (no native delay); publish without delay"
-                )
-            deliver_at = due if max_delay is None else min(due, self.clock.now() + max_delay)
+        headers[h.DELIVER_AT] = str(int(due * 1000))
+        max_delay = self._max_delay
+        if max_delay == 0:
+            raise UnsupportedFeatureError(
+                "this backend cannot delay messages (no native delay); publish without delay"
+            )
+        deliver_at = due if max_delay is None else min(due, self.clock.now() + max_delay)
         await self.transport.publish(
             OutgoingMessage(
                 topic=topic,
