@@ -171,3 +171,53 @@ class TransportContext:
 
 
 TransportFactory = Callable[[BrokerURL, Mapping[str, Any], TransportContext], Transport]
+
+
+@runtime_checkable
+class SupportsLag(Protocol):
+    """Optional: how far behind a consumer group is (``unimq lag``, the metrics plugin)."""
+
+    async def lag(self, topic: str, group: str) -> int | None:
+        """Messages of ``topic`` that ``group`` has not consumed yet; ``None`` when the broker
+        cannot tell (for example, the group has never subscribed).
+
+        Each backend counts what its broker reports (RabbitMQ: ready messages in the group's
+        queue; Kafka: end offset minus committed offset, summed over partitions; RocketMQ: the
+        group's backlog; memory: ready plus unacked). With no consumer running, every backend
+        reports exactly the number of messages published and not yet acked by the group.
+        """
+
+
+class DeadLetterSession(Protocol):
+    """One pass over a dead-letter topic's messages, for ``unimq dlq`` (see :mod:`unimq.dlq`).
+
+    The messages handed out by :meth:`next` are held by this session: :meth:`Delivery.ack`
+    removes one from the dead-letter topic for good (after it was replayed, or to purge it);
+    :meth:`close` gives back every message handed out and not acked, so it stays in the
+    dead-letter topic. A crash in between never loses a message: what was not acked is given
+    back by the broker (its lock, invisibility or offset was never moved on).
+    """
+
+    async def count(self) -> int:
+        """How many dead letters the topic holds now; call it before :meth:`next`."""
+
+    async def next(self) -> Delivery | None:
+        """The next message not yet handed out in this session; ``None`` at the end (never
+        waits for messages that arrive after the session was opened)."""
+
+    async def close(self) -> None:
+        """Give back what was handed out and not acked; idempotent."""
+
+
+@runtime_checkable
+class SupportsDeadLetters(Protocol):
+    """Optional: browse and selectively remove the messages of a dead-letter topic.
+
+    A dead-letter topic is an ordinary topic, but ``unimq dlq`` needs what a consumer group
+    does not give: look without consuming, take out single messages, count them. Each backend
+    keeps the dead letters where a session can reach them (memory and RabbitMQ: the holding
+    store that :meth:`SupportsDeclareTopic.declare_topic` sets up; Kafka: the topic's log from
+    the ``unimq.dlq`` group's committed offset; RocketMQ: the ``unimq-dlq`` consumer group).
+    """
+
+    async def open_dead_letters(self, topic: str) -> DeadLetterSession: ...

@@ -4,6 +4,10 @@ A topic fans each message out to one queue per consumer group; subscriptions of 
 compete for that queue. Delayed messages wait on the hub's clock. Messages published to a
 topic that no group consumes yet are kept (unclaimed) and handed to the first group that
 subscribes, so a dead-letter topic can be read after the fact, as on a real broker.
+
+A *held* topic (``Hub.hold``, used for dead-letter topics) also keeps a copy of every message
+in a holding store that ``unimq dlq`` browses, like RabbitMQ's holding queue: held copies are
+not "ready" work, so ``drain`` does not wait for them.
 """
 
 from __future__ import annotations
@@ -90,11 +94,13 @@ class GroupQueue:
 
 
 class Topic:
-    __slots__ = ("groups", "unclaimed")
+    __slots__ = ("groups", "held", "unclaimed")
 
     def __init__(self) -> None:
         self.groups: dict[str, GroupQueue] = {}
         self.unclaimed: deque[StoredMessage] = deque()
+        # The dead-letter holding store, by sequence (insertion-ordered, O(1) removal).
+        self.held: dict[int, StoredMessage] | None = None
 
 
 class Hub:
@@ -119,8 +125,17 @@ class Hub:
             topic = self.topics[name] = Topic()
         return topic
 
+    def hold(self, name: str) -> dict[int, StoredMessage]:
+        """Keep a browsable copy of every message of topic ``name`` from now on."""
+        topic = self.topic(name)
+        if topic.held is None:
+            topic.held = {}
+        return topic.held
+
     def route(self, message: StoredMessage) -> None:
         topic = self.topic(message.topic)
+        if topic.held is not None:
+            topic.held[message.sequence] = message
         if not topic.groups:
             topic.unclaimed.append(message)
             return

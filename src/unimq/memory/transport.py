@@ -198,3 +198,75 @@ class MemoryTransport:
 
     async def wait_idle(self) -> None:
         await self.hub.wait_idle()
+
+    async def declare_topic(self, topic: str) -> None:
+        self.hub.hold(topic)
+
+    async def lag(self, topic: str, group: str) -> int | None:
+        found = self.hub.topics.get(topic)
+        queue = found.groups.get(group) if found is not None else None
+        if queue is None:
+            return None
+        return len(queue.items) + sum(len(s._unsettled) for s in queue.subscriptions)
+
+    async def open_dead_letters(self, topic: str) -> MemoryDeadLetters:
+        if not self._connected:
+            raise NotConnectedError("the memory transport is not connected")
+        return MemoryDeadLetters(self.hub.hold(topic))
+
+
+class MemoryHeldDelivery:
+    """A dead letter handed out by :class:`MemoryDeadLetters`; ``ack`` removes it."""
+
+    __slots__ = ("_held", "_message")
+
+    def __init__(self, message: StoredMessage, held: dict[int, StoredMessage]) -> None:
+        self._message = message
+        self._held = held
+
+    @property
+    def topic(self) -> str:
+        return self._message.topic
+
+    @property
+    def key(self) -> str | None:
+        return self._message.key
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._message.headers
+
+    @property
+    def body(self) -> bytes:
+        return self._message.body
+
+    @property
+    def native_id(self) -> str:
+        return self._message.native_id
+
+    async def ack(self) -> None:
+        self._held.pop(self._message.sequence, None)
+
+
+class MemoryDeadLetters:
+    """A pass over a held topic; messages stay in place until acked (nothing to give back)."""
+
+    def __init__(self, held: dict[int, StoredMessage]) -> None:
+        self._held = held
+        self._pending = list(held)  # a snapshot: later arrivals are not part of this pass
+        self._position = 0
+
+    async def count(self) -> int:
+        return len(self._held)
+
+    async def next(self) -> MemoryHeldDelivery | None:
+        while self._position < len(self._pending):
+            sequence = self._pending[self._position]
+            self._position += 1
+            message = self._held.get(sequence)
+            if message is not None:
+                return MemoryHeldDelivery(message, self._held)
+        return None
+
+    async def close(self) -> None:
+        self._pending = []

@@ -9,6 +9,7 @@ import pytest_asyncio
 
 from .cases_delivery import DeliveryCases
 from .cases_groups import GroupCases
+from .cases_operations import OperationsCases
 from .cases_restart import RestartCases
 from .cases_retry import RetryCases
 from .cases_time import DelayCases, IdempotencyCases, OrderingCases, ShutdownCases
@@ -25,6 +26,7 @@ class ConformanceSuite(
     IdempotencyCases,
     ShutdownCases,
     RestartCases,
+    OperationsCases,
 ):
     """Subclass and provide a ``backend`` fixture returning a :class:`Backend`."""
 
