@@ -25,6 +25,7 @@ from .errors import (
 )
 from .handler import HandlerFunc
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore
+from .instrumentation import Listener, Listeners, PublishMiddleware
 from .pipeline import Middleware, PipelineContext, SubscriberRuntime
 from .plugins import plugins, store_registry, transport_registry
 from .publishing import Publisher
@@ -110,6 +111,7 @@ class Broker:
         self.capabilities = self.transport.capabilities
         self.publisher = Publisher(self.transport, self.clock)
         self.middlewares: list[Middleware] = []
+        self.listeners = Listeners()
         self._router = Router()
         self._runtimes: list[SubscriberRuntime] = []
         self._executor: ThreadPoolExecutor | None = None
@@ -167,12 +169,25 @@ class Broker:
         self._router.include_router(router)
 
     @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
     def subscribers(self) -> list[Subscriber]:
         return list(self._router.subscribers)
 
     def add_middleware(self, middleware: Middleware) -> None:
         """Wrap every handler call: ``async def mw(message, call_next)``, outermost first."""
         self.middlewares.append(middleware)
+
+    def add_publish_middleware(self, middleware: PublishMiddleware) -> None:
+        """Wrap every message put on the wire: ``async def mw(publish, call_next)``, outermost
+        first (see :mod:`unimq.instrumentation`)."""
+        self.publisher.middlewares.append(middleware)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Hear retries, dead-lettering, start and stop (see :mod:`unimq.instrumentation`)."""
+        self.listeners.append(listener)
 
     def _check_capabilities(self, subscriber: Subscriber) -> None:
         capabilities = self.capabilities
@@ -213,6 +228,7 @@ class Broker:
             ) from None
         self._connected = True
         logger.info("connected to %s", self.url.redacted())
+        self.listeners.broker_connected(self)
 
     async def start(self) -> None:
         """Connect, declare what the subscribers need, and start consuming."""
@@ -232,6 +248,7 @@ class Broker:
             idempotency_store=self.idempotency_store,
             idempotency_lease=self.idempotency_lease,
             middlewares=self.middlewares,
+            listeners=self.listeners,
         )
         self._running = True
         try:
@@ -264,6 +281,7 @@ class Broker:
             self._connected = False
             await self.transport.close()
             logger.info("disconnected from %s", self.url.redacted())
+            self.listeners.broker_disconnected(self)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None

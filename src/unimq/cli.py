@@ -17,16 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from .broker import Broker
-from .errors import UnimqError
+from .cli_operations import UsageError, add_commands
+from .errors import MissingDependencyError, UnimqError
 from .plugins import transport_registry
 from .url import redact
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
-
-
-class UsageError(Exception):
-    """A command-line mistake: printed with the usage hint, exit status 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,6 +67,20 @@ def _parser() -> argparse.ArgumentParser:
         "handlers finish (the broker's graceful_timeout) and disconnect.",
     )
     run.add_argument("target", metavar="MODULE:ATTR", help="e.g. myservice.app:broker")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics (needs unimq[prometheus])",
+    )
+    run.add_argument(
+        "--metrics-addr", default="127.0.0.1", metavar="ADDR", help="bind address (127.0.0.1)"
+    )
+    run.add_argument(
+        "--otel",
+        action="store_true",
+        help="trace with OpenTelemetry through the global tracer provider (needs unimq[otel])",
+    )
     run.set_defaults(func=_run)
 
     publish = commands.add_parser(
@@ -105,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     conformance.add_argument("url")
     conformance.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments")
     conformance.set_defaults(func=_conformance)
+    add_commands(commands)
     return parser
 
 
@@ -138,7 +150,22 @@ def load_broker(target: str) -> Broker:
 
 def _run(args: argparse.Namespace) -> int:
     broker = load_broker(args.target)
+    if args.metrics_port is not None:
+        metrics = _contrib("unimq_prometheus", "prometheus").PrometheusMetrics()
+        metrics.instrument(broker)
+        metrics.serve(args.metrics_port, args.metrics_addr)
+    if args.otel:
+        _contrib("unimq_otel", "otel").OpenTelemetryTracing().instrument(broker)
     return asyncio.run(_serve(broker))
+
+
+def _contrib(module: str, extra: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{module} needs its extra: pip install 'unimq[{extra}]' ({exc})"
+        ) from None
 
 
 async def _serve(broker: Broker) -> int:

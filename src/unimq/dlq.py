@@ -264,7 +264,7 @@ class DeadLetterQueue:
             wire[h.CONTENT_TYPE] = content_type
         wire[REPLAYED_AT] = _now_iso()
         await self.broker.publisher.send_now(
-            topic, letter.body, wire, letter.key, letter.id, content_type
+            topic, letter.body, wire, letter.key, letter.id, content_type, "replay"
         )
 
 

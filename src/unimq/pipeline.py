@@ -25,6 +25,7 @@ from .clock import Clock
 from .codec import DecodeError
 from .errors import Reject, RetryLater
 from .idempotency import IdempotencyStore
+from .instrumentation import Listeners
 from .message import Message
 from .naming import retry_topic
 from .publishing import Publisher
@@ -61,6 +62,7 @@ class PipelineContext:
         idempotency_store: IdempotencyStore,
         idempotency_lease: float,
         middlewares: list[Middleware],
+        listeners: Listeners | None = None,
     ) -> None:
         self.transport = transport
         self.publisher = publisher
@@ -69,6 +71,7 @@ class PipelineContext:
         self.store = idempotency_store
         self.lease = idempotency_lease
         self.middlewares = middlewares
+        self.listeners = listeners if listeners is not None else Listeners()
 
 
 # Outcomes of one handler run.
@@ -148,6 +151,10 @@ class _Settlement:
         except Exception:
             logger.exception("retry copy of %s not published; leaving it unacked", message.id)
             return
+        if runtime.context.listeners:
+            runtime.context.listeners.retried(
+                message.topic, runtime.subscriber.group, message.id, message.attempt, delay
+            )
         logger.info(
             "retrying message %s of %r in %.3gs (attempt %d of %d failed%s)",
             message.id,
@@ -191,6 +198,8 @@ class _Settlement:
                 reason,
                 f": {detail}" if detail else "",
             )
+            if runtime.context.listeners:
+                runtime.context.listeners.dead_lettered(topic, subscriber.group, message_id, reason)
             await delivery.ack()
             return
         copy = {k: v for k, v in delivery.headers.items() if k not in h.BOOKKEEPING}
@@ -218,10 +227,13 @@ class _Settlement:
                 key=delivery.key,
                 message_id=message_id,
                 content_type=content_type,
+                kind="dead-letter",
             )
         except Exception:
             logger.exception("dead-letter copy of %s not published; leaving it unacked", message_id)
             return
+        if runtime.context.listeners:
+            runtime.context.listeners.dead_lettered(topic, subscriber.group, message_id, reason)
         logger.warning(
             "message %s of %r dead-lettered to %r after %d attempt(s): %s%s",
             message_id,
@@ -578,6 +590,10 @@ class SubscriberRuntime:
                 message.attempt,
                 policy.max_attempts,
             )
+            if self.context.listeners:
+                self.context.listeners.retried(
+                    message.topic, self.subscriber.group, message.id, message.attempt, pause
+                )
             key = message.key
             if key is not None:
                 self._parked_keys.add(key)
@@ -619,6 +635,7 @@ class SubscriberRuntime:
                 message_id=message_id,
                 content_type=raw.get(h.CONTENT_TYPE),
                 due=due,
+                kind="delay",
             )
         except Exception:
             logger.exception("re-hop of delayed message %s failed; leaving it unacked", message_id)

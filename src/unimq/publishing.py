@@ -12,6 +12,7 @@ import logging
 from . import headers as h
 from .clock import Clock
 from .errors import MessageTooLargeError, PublishError, UnimqError, UnsupportedFeatureError
+from .instrumentation import Publish, PublishKind, PublishMiddleware, PublishNext
 from .transport import OutgoingMessage, Transport
 
 logger = logging.getLogger("unimq.publish")
@@ -24,6 +25,7 @@ class Publisher:
         capabilities = transport.capabilities
         self._max_delay = capabilities.max_delay
         self._max_size = capabilities.max_message_size
+        self.middlewares: list[PublishMiddleware] = []
 
     async def send(
         self,
@@ -35,6 +37,7 @@ class Publisher:
         message_id: str,
         content_type: str | None,
         due: float | None = None,
+        kind: PublishKind = "publish",
     ) -> None:
         """Publish durably; ``headers`` already hold ``unimq-id``/``-attempt``/``-content-type``.
 
@@ -42,7 +45,7 @@ class Publisher:
         sent with the maximum and re-hopped by the consuming pipeline until it is due.
         """
         if due is None:
-            await self.send_now(topic, body, headers, key, message_id, content_type)
+            await self.send_now(topic, body, headers, key, message_id, content_type, kind)
             return
         if self._max_size is not None and len(body) > self._max_size:
             self._too_large(topic, body)
@@ -53,17 +56,11 @@ class Publisher:
                 "this backend cannot delay messages (no native delay); publish without delay"
             )
         deliver_at = due if max_delay is None else min(due, self.clock.now() + max_delay)
-        await self.transport.publish(
-            OutgoingMessage(
-                topic=topic,
-                body=body,
-                headers=headers,
-                key=key,
-                message_id=message_id,
-                content_type=content_type,
-                deliver_at=deliver_at,
-            )
-        )
+        message = OutgoingMessage(topic, body, headers, key, message_id, content_type, deliver_at)
+        if self.middlewares:
+            await self._through_middlewares(message, kind)
+        else:
+            await self.transport.publish(message)
 
     async def send_now(
         self,
@@ -73,13 +70,23 @@ class Publisher:
         key: str | None,
         message_id: str,
         content_type: str | None,
+        kind: PublishKind = "publish",
     ) -> None:
         """``send`` without a delay: the path of nearly every publish, kept short."""
         if self._max_size is not None and len(body) > self._max_size:
             self._too_large(topic, body)
-        await self.transport.publish(
-            OutgoingMessage(topic, body, headers, key, message_id, content_type)
-        )
+        message = OutgoingMessage(topic, body, headers, key, message_id, content_type)
+        if self.middlewares:
+            await self._through_middlewares(message, kind)
+        else:
+            await self.transport.publish(message)
+
+    async def _through_middlewares(self, message: OutgoingMessage, kind: PublishKind) -> None:
+        publish = Publish(kind, message)
+        call: PublishNext = lambda: self.transport.publish(message)  # noqa: E731
+        for middleware in reversed(self.middlewares):
+            call = _bind(middleware, publish, call)
+        await call()
 
     def _too_large(self, topic: str, body: bytes) -> None:
         raise MessageTooLargeError(
@@ -98,6 +105,7 @@ class Publisher:
         content_type: str | None,
         due: float | None = None,
         attempts: int = 6,
+        kind: PublishKind = "retry",
     ) -> None:
         """``send`` with a few retries, for copies whose failure would leave a message unsettled.
 
@@ -115,6 +123,7 @@ class Publisher:
                     message_id=message_id,
                     content_type=content_type,
                     due=due,
+                    kind=kind,
                 )
                 return
             except (MessageTooLargeError, UnsupportedFeatureError):
@@ -127,3 +136,7 @@ class Publisher:
                 )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
+
+
+def _bind(middleware: PublishMiddleware, publish: Publish, call_next: PublishNext) -> PublishNext:
+    return lambda: middleware(publish, call_next)

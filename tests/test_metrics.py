@@ -1,0 +1,122 @@
+"""The Prometheus plugin on the memory backend: exact counts and lag, read from /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from unimq import Broker, Message, Reject, RetryPolicy, fixed
+from unimq.memory.hub import forget
+from unimq.testing.conformance import Collector
+from unimq_prometheus import PrometheusMetrics
+
+from .metrics_scrape import free_port, scrape, value
+
+
+@pytest.fixture
+def metrics() -> Iterator[tuple[PrometheusMetrics, int]]:
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry, lag_interval=None)
+    port = free_port()
+    server = metrics.serve(port)
+    yield metrics, port
+    server.shutdown()
+
+
+async def test_counts_after_known_traffic_are_exact(
+    metrics: tuple[PrometheusMetrics, int],
+) -> None:
+    plugin, port = metrics
+    forget("metrics")
+    broker = plugin.instrument(Broker("memory://metrics"))
+    done = Collector()
+
+    @broker.subscriber(
+        "orders", group="billing", retry=RetryPolicy(3, backoff=fixed(0.01)), concurrency=4
+    )
+    async def bill(body: str, message: Message) -> None:
+        if body == "flaky" and message.attempt == 1:
+            raise ConnectionError("try again")
+        if body == "poison":
+            raise Reject("cannot bill")
+        done.add(body)
+
+    async with broker:
+        for body in ("a", "b", "flaky", "poison", "c"):
+            await broker.publish("orders", body)
+        await done.wait_for(4)
+        await broker.drain()
+        samples = await scrape(port)
+
+    def get(name: str, **labels: str) -> float | None:
+        return value(samples, name, **labels)
+
+    assert get("unimq_published_total", topic="orders", kind="publish") == 5
+    assert get("unimq_published_total", topic="orders", kind="retry") == 1
+    assert get("unimq_published_total", topic="orders.billing.dlq", kind="dead-letter") == 1
+    assert get("unimq_handled_total", topic="orders", group="billing") == 4
+    failed = {"topic": "orders", "group": "billing"}
+    assert get("unimq_failed_total", **failed, error_type="ConnectionError") == 1
+    assert get("unimq_failed_total", **failed, error_type="Reject") == 1
+    assert get("unimq_retried_total", topic="orders", group="billing") == 1
+    assert get("unimq_dead_lettered_total", **failed, reason="rejected") == 1
+    assert get("unimq_handler_duration_seconds_count", **failed) == 6
+    assert get("unimq_in_flight", **failed) == 0
+
+
+async def test_lag_equals_unconsumed_messages(metrics: tuple[PrometheusMetrics, int]) -> None:
+    plugin, port = metrics
+    forget("lag")
+    consumer = Broker("memory://lag")
+    seen = Collector()
+
+    @consumer.subscriber("events", group="audit")
+    async def audit(message: Message) -> None:
+        seen.add(message.id)
+
+    await consumer.start()  # creates the group
+    await consumer.stop()
+
+    producer = plugin.instrument(Broker("memory://lag"))
+    plugin.watch_lag(producer, "events", "audit")
+    async with producer:
+        for _ in range(9):
+            await producer.publish("events", b"x")
+        await plugin.refresh_lag()
+        samples = await scrape(port)
+        assert value(samples, "unimq_consumer_lag", topic="events", group="audit") == 9
+
+        async with consumer:
+            await seen.wait_for(9)
+            await consumer.drain()
+            await plugin.refresh_lag()
+            samples = await scrape(port)
+    assert value(samples, "unimq_consumer_lag", topic="events", group="audit") == 0
+
+
+async def test_lag_is_refreshed_in_the_background() -> None:
+    registry = CollectorRegistry()
+    plugin = PrometheusMetrics(registry, lag_interval=0.05)
+    forget("lag-bg")
+    consumer = Broker("memory://lag-bg")
+
+    @consumer.subscriber("jobs", group="workers")
+    async def work(message: Message) -> None:
+        raise AssertionError("not reached: the consumer is stopped before publishing")
+
+    await consumer.start()
+    await consumer.stop()
+    operations = plugin.instrument(Broker("memory://lag-bg"))  # consumes nothing itself
+    plugin.watch_lag(operations, "jobs", "workers")
+    async with operations:
+        for _ in range(3):
+            await operations.publish("jobs", b"x")
+        labels = {"topic": "jobs", "group": "workers"}
+        for _ in range(200):
+            if registry.get_sample_value("unimq_consumer_lag", labels) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert registry.get_sample_value("unimq_consumer_lag", labels) == 3
