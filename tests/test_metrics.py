@@ -7,13 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
+from unimq_prometheus import PrometheusMetrics
+from unimq_prometheus.scrape import free_port, scrape, value
 
 from unimq import Broker, Message, Reject, RetryPolicy, fixed
 from unimq.memory.hub import forget
 from unimq.testing.conformance import Collector
-from unimq_prometheus import PrometheusMetrics
-
-from .metrics_scrape import free_port, scrape, value
 
 
 @pytest.fixture

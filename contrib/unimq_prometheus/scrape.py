@@ -1,4 +1,5 @@
-"""Scraping a Prometheus endpoint in tests: free port, HTTP GET off the loop, parse samples."""
+"""Scraping a ``/metrics`` endpoint from async tests: a free port, the HTTP GET off the event
+loop (the endpoint is served by a thread of the same process), the samples parsed."""
 
 from __future__ import annotations
 
