@@ -23,7 +23,8 @@ class RabbitMQOptions(BaseModel):
     - ``verify_tls``: verify the server certificate (default true).
     - ``publish_window``: publisher confirms in flight per connection (pipelined publishing).
     - ``reconnect_interval``: seconds between reconnect attempts after a connection loss.
-    - ``publish_timeout``: how long a publish waits for a lost connection to come back.
+    - ``publish_timeout``: how long a publish (and ``lag``, a dead-letter session) waits for a
+      lost connection to come back.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

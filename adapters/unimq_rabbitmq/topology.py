@@ -20,12 +20,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 
-from unimq.errors import ConfigurationError
+from unimq.errors import ConfigurationError, NotConnectedError
+
+logger = logging.getLogger("unimq.rabbitmq")
 
 MAIN_EXCHANGE = "unimq"
 DELIVER_EXCHANGE = "unimq.delay.deliver"
@@ -130,3 +134,40 @@ async def declare_holding_queue(channel: AbstractChannel, topic: str) -> Abstrac
 async def bind_topic(channel: AbstractChannel, queue: AbstractQueue, topic: str) -> None:
     await queue.bind(MAIN_EXCHANGE, routing_key=topic)
     await queue.bind(DELIVER_EXCHANGE, routing_key=deliver_binding(topic))
+
+
+async def plain_channel(connection: AbstractConnection, wait: float) -> AbstractChannel:
+    """A channel that the robust connection does not restore: for passive declares (RabbitMQ
+    answers an unknown queue by closing the channel) and for dead-letter sessions (after a
+    reconnect, their unacked messages are back in the queue and the session must not go on).
+
+    Waits up to ``wait`` seconds for a lost connection to come back."""
+    try:
+        await asyncio.wait_for(connection.ready(), wait)
+        channel = aio_pika.Channel(connection, publisher_confirms=False)
+        await channel.initialize()
+    except (asyncio.TimeoutError, aiormq.exceptions.ChannelInvalidStateError) as exc:
+        raise NotConnectedError(
+            f"RabbitMQ is unreachable (no connection within {wait:g}s): {exc!r}"
+        ) from None
+    return channel
+
+
+async def close_quietly(channel: AbstractChannel) -> None:
+    try:
+        await channel.close()
+    except Exception as exc:  # already closed by the broker, or the connection is gone
+        logger.debug("closing channel %s: %s", channel, exc)
+
+
+async def ready_count(connection: AbstractConnection, queue: str, wait: float) -> int | None:
+    """Ready (not unacked) messages in ``queue``, by a passive declare on a throwaway channel;
+    ``None`` when the queue does not exist."""
+    channel = await plain_channel(connection, wait)
+    try:
+        declared = await channel.declare_queue(queue, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return None
+    finally:
+        await close_quietly(channel)
+    return declared.declaration_result.message_count or 0

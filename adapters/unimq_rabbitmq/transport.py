@@ -16,7 +16,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import aiormq
@@ -42,6 +42,9 @@ from unimq.url import BrokerURL
 
 from . import topology
 from .options import DEFAULT_PORT, RabbitMQOptions
+
+if TYPE_CHECKING:
+    from .dead_letters import RabbitMQDeadLetters
 
 logger = logging.getLogger("unimq.rabbitmq")
 
@@ -303,6 +306,27 @@ class RabbitMQTransport:
         topology.check_name("topic", topic)
         await topology.declare_holding_queue(channel, topic)
         self._declared.add(topic)
+
+    async def lag(self, topic: str, group: str) -> int | None:
+        """Ready messages in the group's queue (unacked ones are not counted); ``None`` when
+        the queue does not exist. Waits up to ``publish_timeout`` for a lost connection."""
+        connection = self._connection
+        if connection is None:
+            raise NotConnectedError("the RabbitMQ transport is not connected")
+        topology.check_name("topic", topic)
+        topology.check_name("group", group)
+        queue = topology.group_queue(topic, group)
+        return await topology.ready_count(connection, queue, self.options.publish_timeout)
+
+    async def open_dead_letters(self, topic: str) -> RabbitMQDeadLetters:
+        """A pass over the holding queue of dead-letter ``topic`` (see :mod:`.dead_letters`)."""
+        from .dead_letters import RabbitMQDeadLetters  # that module builds on this one
+
+        connection = self._connection
+        if connection is None:
+            raise NotConnectedError("the RabbitMQ transport is not connected")
+        topology.check_name("topic", topic)
+        return await RabbitMQDeadLetters.open(connection, topic, self.options.publish_timeout)
 
 
 def _text(value: Any) -> str:
