@@ -9,11 +9,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from unimq_otel import OpenTelemetryTracing
 
 from unimq import Broker, Message, Reject, RetryPolicy, fixed
 from unimq.dlq import DeadLetterQueue
 from unimq.testing.conformance import Collector
-from unimq_otel import OpenTelemetryTracing
 
 
 @pytest.fixture

@@ -90,6 +90,9 @@ class Broker:
         self.clock: Clock = core.get("clock") or SYSTEM_CLOCK
         self.instance_id = str(core.get("instance_id") or uuid_utils.uuid4().hex[:12])
         store = core.get("idempotency_store")
+        # A store built here from a URL belongs to the broker, which closes it on stop; a store
+        # object passed in belongs to the caller.
+        self._owns_store = isinstance(store, str)
         if isinstance(store, str):
             store = store_registry().create(store)
         if store is not None and not isinstance(store, IdempotencyStore):
@@ -285,6 +288,9 @@ class Broker:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        close_store = getattr(self.idempotency_store, "close", None)
+        if self._owns_store and callable(close_store):
+            await _quietly(close_store())
 
     async def __aenter__(self) -> Broker:
         await self.start()
