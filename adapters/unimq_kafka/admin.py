@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka import admin as kafka_admin
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -42,6 +44,10 @@ _AUTH_CODES = frozenset(
 #: Each connectivity probe waits this long; the core's connect_timeout bounds the whole.
 _PROBE_SECONDS = 2.0
 _CONNECT_LIMIT = 60.0
+#: Public, but untyped and not re-exported explicitly by confluent_kafka.admin.
+_OffsetSpec: Any = kafka_admin.OffsetSpec  # type: ignore[attr-defined]
+#: Each metadata or offset request of :meth:`TopicAdmin.log_ends` waits at most this long.
+_REQUEST_SECONDS = 15.0
 
 
 class ErrorLog:
@@ -163,7 +169,7 @@ class TopicAdmin:
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             if error is None or error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise _translate(exc, f"could not create kafka topic {topic!r}") from None
+                raise translate_error(exc, f"could not create kafka topic {topic!r}") from None
         deadline = time.monotonic() + 30
         while not self._exists(topic):
             if time.monotonic() > deadline:
@@ -178,9 +184,29 @@ class TopicAdmin:
             # broker with auto.create.topics.enable create it, with the broker's defaults.
             metadata = self._client.list_topics(timeout=10)
         except KafkaException as exc:
-            raise _translate(exc, f"could not read the metadata of kafka topic {topic!r}") from None
+            what = f"could not read the metadata of kafka topic {topic!r}"
+            raise translate_error(exc, what) from None
         info = metadata.topics.get(topic)
         return bool(info is not None and info.error is None and info.partitions)
+
+    def log_ends(self, topic: str) -> dict[int, tuple[int, int]] | None:
+        """Blocking: ``{partition: (low, high)}`` watermarks of ``topic`` (its first retained
+        offset and its log end); ``None`` if there is no such topic (it is not created)."""
+        # The whole cluster's metadata, not list_topics(topic=...): see _exists.
+        metadata = self._client.list_topics(timeout=_REQUEST_SECONDS)
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            return None
+        tps = [KafkaTopicPartition(topic, partition) for partition in sorted(info.partitions)]
+        low = self._list_offsets(tps, _OffsetSpec.earliest())
+        high = self._list_offsets(tps, _OffsetSpec.latest())
+        return {tp.partition: (low[tp.partition], high[tp.partition]) for tp in tps}
+
+    def _list_offsets(self, tps: list[KafkaTopicPartition], spec: Any) -> dict[int, int]:
+        futures = self._client.list_offsets(
+            {tp: spec for tp in tps}, request_timeout=_REQUEST_SECONDS
+        )
+        return {tp.partition: future.result().offset for tp, future in futures.items()}
 
     async def delete(self, topic: str) -> None:
         """Best effort: remove a per-instance topic (broadcast retry topics)."""
@@ -197,7 +223,7 @@ def _describe(exc: KafkaException) -> str:
     return str(error.str()) if isinstance(error, KafkaError) else str(exc)
 
 
-def _translate(exc: KafkaException, what: str) -> UnimqError:
+def translate_error(exc: KafkaException, what: str) -> UnimqError:
     error: Any = exc.args[0] if exc.args else None
     code = error.code() if isinstance(error, KafkaError) else None
     if code in _AUTH_CODES:

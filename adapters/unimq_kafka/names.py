@@ -19,6 +19,9 @@ _LEGAL = re.compile(r"^[a-zA-Z0-9._-]+$")
 #: Prefix of the topics and the consumer group the adapter uses for itself.
 INTERNAL_PREFIX = "unimq."
 DELAY_SCHEDULER_GROUP = "unimq.delay-scheduler"
+#: Where the dead letters of every DLQ topic start: this group's committed offsets (it never
+#: has members; see dead_letters.py).
+DEAD_LETTER_GROUP = "unimq.dlq"
 
 
 def check_topic(name: str) -> str:

@@ -15,68 +15,22 @@ from typing import Any
 
 from .consumer import ConsumerThread, Gate
 from .offsets import OffsetTracker, PartitionOffsets
+from .record import KafkaRecord
 
 
-class KafkaDelivery:
-    __slots__ = ("_headers", "_message", "_settled", "_state", "_tracker")
+class KafkaDelivery(KafkaRecord):
+    __slots__ = ("_settled", "_state", "_tracker")
 
     def __init__(self, message: Any, state: PartitionOffsets, tracker: OffsetTracker) -> None:
-        self._message = message
+        super().__init__(message)
         self._state = state
         self._tracker = tracker
         self._settled = False
-        self._headers: dict[str, str] | None = None
-
-    @property
-    def topic(self) -> str:
-        return str(self._message.topic())
-
-    @property
-    def partition(self) -> int:
-        return int(self._message.partition())
-
-    @property
-    def offset(self) -> int:
-        return int(self._message.offset())
-
-    @property
-    def key(self) -> str | None:
-        key = self._message.key()
-        if key is None:
-            return None
-        return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        headers = self._headers
-        if headers is None:
-            headers = self._headers = {
-                name: value.decode("utf-8", "replace") if value is not None else ""
-                for name, value in self._message.headers() or ()
-            }
-        return headers
-
-    @property
-    def body(self) -> bytes:
-        value = self._message.value()
-        return value if value is not None else b""
-
-    @property
-    def native_id(self) -> str:
-        message = self._message
-        return f"{message.topic()}/{message.partition()}/{message.offset()}"
-
-    @property
-    def timestamp_ms(self) -> int:
-        return int(self._message.timestamp()[1])
 
     async def ack(self) -> None:
         if not self._settled:
             self._settled = True
             self._tracker.ack(self._state, self._message.offset())
-
-    def __repr__(self) -> str:
-        return f"<KafkaDelivery {self.native_id}>"
 
 
 class KafkaSubscription:

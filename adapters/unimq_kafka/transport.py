@@ -3,7 +3,9 @@
 Ties the pieces together: one idempotent producer per transport (producer.py), one consumer
 thread per subscription (consumer.py, subscription.py) committing only contiguous
 acknowledged offsets (offsets.py), topics created on demand (admin.py) and delays through
-tier topics and a scheduler (delay.py). See docs/backends/kafka.md for the semantics table.
+tier topics and a scheduler (delay.py); consumer lag and dead-letter sessions read group
+offsets without joining (positions.py, dead_letters.py). See docs/backends/kafka.md for the
+semantics table.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from unimq.url import BrokerURL
 
 from .admin import TopicAdmin
 from .consumer import CONSUMER_DEFAULTS
+from .dead_letters import KafkaDeadLetters, open_dead_letters
 from .delay import TIER_RETENTION_MS, DelayRouter, DelayScheduler, delay_headers
 from .names import check_topic
 from .options import MAX_MESSAGE_SIZE, MAX_RECORD_BYTES, KafkaSettings, parse_settings
+from .positions import group_spans
 from .producer import KafkaProducer
 from .subscription import KafkaSubscription
 
@@ -185,6 +189,25 @@ class KafkaTransport:
         await subscription.start()
         self._subscriptions.append((subscription, spec))
         return subscription
+
+    # -- operations (SupportsLag, SupportsDeadLetters) --------------------------------------
+
+    async def lag(self, topic: str, group: str) -> int | None:
+        """Sum over the partitions of log end minus ``group``'s committed offset (the earliest
+        retained offset where it has none, as a new group starts there); ``None`` if the topic
+        does not exist. See docs/backends/kafka.md."""
+        admin = self._admin
+        if admin is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        config = self._consumer_config()
+        spans = await asyncio.to_thread(group_spans, admin, config, topic, group)
+        return None if spans is None else sum(span.backlog for span in spans)
+
+    async def open_dead_letters(self, topic: str) -> KafkaDeadLetters:
+        admin, producer = self._admin, self._producer
+        if admin is None or producer is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        return await open_dead_letters(topic, admin, producer, self._consumer_config())
 
     def _consumer_config(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,67 @@
+"""How a consumed Kafka record looks through unimq's :class:`~unimq.transport.Delivery`.
+
+One decoding for every kind of delivery the adapter hands out (subscriptions, the delay
+scheduler, dead-letter sessions): key and header values as UTF-8 text (invalid bytes
+replaced), a missing value as ``b""`` and ``native_id`` = ``topic/partition/offset``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class KafkaRecord:
+    """A read-only view of one ``confluent_kafka.Message``; subclasses add settling."""
+
+    __slots__ = ("_headers", "_message")
+
+    def __init__(self, message: Any) -> None:
+        self._message = message
+        self._headers: dict[str, str] | None = None
+
+    @property
+    def topic(self) -> str:
+        return str(self._message.topic())
+
+    @property
+    def partition(self) -> int:
+        return int(self._message.partition())
+
+    @property
+    def offset(self) -> int:
+        return int(self._message.offset())
+
+    @property
+    def key(self) -> str | None:
+        key = self._message.key()
+        if key is None:
+            return None
+        return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = {
+                name: value.decode("utf-8", "replace") if value is not None else ""
+                for name, value in self._message.headers() or ()
+            }
+        return headers
+
+    @property
+    def body(self) -> bytes:
+        value = self._message.value()
+        return value if value is not None else b""
+
+    @property
+    def native_id(self) -> str:
+        message = self._message
+        return f"{message.topic()}/{message.partition()}/{message.offset()}"
+
+    @property
+    def timestamp_ms(self) -> int:
+        return int(self._message.timestamp()[1])
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.native_id}>"
