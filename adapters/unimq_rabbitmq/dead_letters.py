@@ -39,12 +39,13 @@ GET_TIMEOUT = 30.0
 class HeldDelivery(RabbitMQDelivery):
     """A dead letter handed out by :class:`RabbitMQDeadLetters`; ``ack`` removes it."""
 
-    __slots__ = ("_session",)
+    __slots__ = ("_message", "_session")
 
     def __init__(
         self, message: AbstractIncomingMessage, topic: str, session: RabbitMQDeadLetters
     ) -> None:
-        super().__init__(message, topic)
+        super().__init__(message.body, message.properties, topic, None, None)
+        self._message = message
         self._session = session
 
     async def ack(self) -> None:
@@ -57,7 +58,10 @@ class HeldDelivery(RabbitMQDelivery):
                 self.topic,
             )
             return
-        await super().ack()  # logs and returns if the channel is gone: the message stays
+        try:
+            await self._message.ack()
+        except Exception as exc:  # the channel is gone: the message stays in the queue
+            logger.warning("ack of %s failed (%s); it stays in %s", self.native_id, exc, self.topic)
         if self._message.processed:
             self._session._held -= 1
 
