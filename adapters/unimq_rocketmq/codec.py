@@ -86,6 +86,21 @@ def to_rocketmq(message: OutgoingMessage, physical_topic: str, *, fifo: bool, mi
     return out
 
 
+class Received:
+    """A received client message as unimq sees it: what a delivery exposes, its topic aside
+    (subscriptions and dead-letter sessions add the topic and the settling)."""
+
+    __slots__ = ("_message", "body", "headers", "key", "native_id")
+
+    def __init__(self, message: Any) -> None:
+        properties: dict[str, str] = dict(message.properties or {})
+        self._message = message
+        self.headers = headers_of(properties)
+        self.body = body_of(message.body or b"", properties)
+        self.key = key_of(message, properties)
+        self.native_id: str = message.message_id
+
+
 def headers_of(properties: Mapping[str, str]) -> dict[str, str]:
     headers = {name: value for name, value in properties.items() if name not in INTERNAL}
     escaped = properties.get(ESCAPED_VALUES)

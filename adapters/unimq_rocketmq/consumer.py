@@ -34,18 +34,13 @@ _RECREATE_AFTER = 8.0
 _TRANSIENT = ("settings", "timeout", "deadline", "40401", "message_not_found", "no new message")
 
 
-class RocketMQDelivery:
-    __slots__ = ("_message", "_settled", "_subscription", "body", "headers", "key", "native_id")
+class RocketMQDelivery(codec.Received):
+    __slots__ = ("_settled", "_subscription")
 
     def __init__(self, message: Any, subscription: RocketMQSubscription) -> None:
-        properties: dict[str, str] = dict(message.properties or {})
-        self._message = message
+        super().__init__(message)
         self._subscription = subscription
         self._settled = False
-        self.headers = codec.headers_of(properties)
-        self.body = codec.body_of(message.body or b"", properties)
-        self.key = codec.key_of(message, properties)
-        self.native_id: str = message.message_id
 
     @property
     def topic(self) -> str:
@@ -157,8 +152,7 @@ class RocketMQSubscription:
                     failing_since = None
                     await self._recreate(exc)
                     continue
-                text = f"{type(exc).__name__} {exc}".lower()
-                if any(mark in text for mark in _TRANSIENT):
+                if is_transient(exc):
                     await asyncio.sleep(0.2)
                     continue
                 loop_errors += 1
@@ -197,50 +191,10 @@ class RocketMQSubscription:
         self._room.set()
 
     async def ack(self, message: Any) -> None:
-        from rocketmq.grpc_protocol import AckMessageEntry, AckMessageRequest
-
-        consumer = self.consumer
-        namespace = consumer.client_configuration.namespace
-        request = AckMessageRequest()
-        request.group.name = consumer.consumer_group
-        request.group.resource_namespace = namespace
-        request.topic.name = message.topic
-        request.topic.resource_namespace = namespace
-        entry = AckMessageEntry()
-        entry.message_id = message.message_id
-        entry.receipt_handle = message.receipt_handle
-        request.entries.append(entry)
-        await self._rpc(consumer.rpc_client.ack_message_async, message, request)
+        await ack_message(self.consumer, message)
 
     async def change_invisible(self, message: Any, seconds: int) -> None:
-        from rocketmq.grpc_protocol import ChangeInvisibleDurationRequest
-
-        consumer = self.consumer
-        namespace = consumer.client_configuration.namespace
-        request = ChangeInvisibleDurationRequest()
-        request.topic.name = message.topic
-        request.topic.resource_namespace = namespace
-        request.group.name = consumer.consumer_group
-        request.group.resource_namespace = namespace
-        request.receipt_handle = message.receipt_handle
-        request.invisible_duration.seconds = seconds
-        request.message_id = message.message_id
-        rpc = consumer.rpc_client.change_invisible_duration_async
-        response = await self._rpc(rpc, message, request)
-        message.receipt_handle = response.receipt_handle
-
-    async def _rpc(self, call: Any, message: Any, request: Any) -> Any:
-        """Send a request built here through the client's RPC stub, without blocking the loop."""
-        consumer = self.consumer
-        future = call(
-            message.endpoints,
-            request,
-            metadata=consumer.sign(),
-            timeout=consumer.client_configuration.request_timeout,
-        )
-        response = await asyncio.wrap_future(future)
-        _check(response.status)
-        return response
+        await change_invisible(self.consumer, message, seconds)
 
     async def stop(self) -> None:
         self._stopped = True
@@ -259,16 +213,107 @@ class RocketMQSubscription:
         # duration, so a successor takes over at once.
         pending = list(self._unsettled)
         self._ready.clear()
-        if pending:
-            await asyncio.gather(*(delivery.release(self.release_delay) for delivery in pending))
-        fetcher = self._fetcher
-        if fetcher is not None and not fetcher.done():
-            fetcher.cancel()
-            await asyncio.gather(fetcher, return_exceptions=True)
+        await asyncio.gather(
+            self._finish_fetching(),
+            *(delivery.release(self.release_delay) for delivery in pending),
+        )
         try:
             await asyncio.to_thread(self.consumer.shutdown)
         except Exception as exc:
             logger.debug("consumer shutdown for %r: %s", self.topic, exc)
+
+    async def _finish_fetching(self) -> None:
+        """Let a receive that is still long-polling end, then stop the fetch task.
+
+        Cancelling it would not stop the broker: its long poll stays registered and takes the
+        next message that arrives for a consumer that is gone (the group's offset moves past
+        it and it stays invisible for ``invisible_duration``; the proxy does not give it back
+        when the call was cancelled, measured with 5.3.3). Waited for, the fetch loop gives
+        such messages back at once, as it does for anything received after ``stop``. Bounded
+        by the long-polling time (a receive that hangs longer is cancelled as before).
+        """
+        fetcher = self._fetcher
+        if fetcher is None or fetcher.done():
+            return
+        limit = float(getattr(self.consumer, "await_duration", None) or 5) + 1.0
+        try:
+            await asyncio.wait_for(asyncio.shield(fetcher), limit)
+        except asyncio.TimeoutError:
+            fetcher.cancel()
+        except Exception as exc:  # the fetch loop logs its own failures
+            logger.debug("fetching from %r ended with %s", self.topic, exc)
+        await asyncio.gather(fetcher, return_exceptions=True)
+
+
+def start_consumer(config: Any, group: str, topic: str, *, await_duration: int, tls: bool) -> Any:
+    """A started ``SimpleConsumer`` of ``group`` on physical ``topic`` (blocking: run it in a
+    worker thread)."""
+    import rocketmq
+
+    consumer = rocketmq.SimpleConsumer(
+        config,
+        group,
+        {topic: rocketmq.FilterExpression()},
+        await_duration=await_duration,
+        tls_enable=tls,
+    )
+    consumer.startup()
+    return consumer
+
+
+async def ack_message(consumer: Any, message: Any) -> None:
+    """Ack ``message`` (received by ``consumer``) without blocking the loop."""
+    from rocketmq.grpc_protocol import AckMessageEntry, AckMessageRequest
+
+    namespace = consumer.client_configuration.namespace
+    request = AckMessageRequest()
+    request.group.name = consumer.consumer_group
+    request.group.resource_namespace = namespace
+    request.topic.name = message.topic
+    request.topic.resource_namespace = namespace
+    entry = AckMessageEntry()
+    entry.message_id = message.message_id
+    entry.receipt_handle = message.receipt_handle
+    request.entries.append(entry)
+    await _rpc(consumer, consumer.rpc_client.ack_message_async, message, request)
+
+
+async def change_invisible(consumer: Any, message: Any, seconds: int) -> None:
+    """Make ``message`` visible again after ``seconds`` (0: at once, as far as the broker's
+    revive service goes); its receipt handle is replaced by the new one."""
+    from rocketmq.grpc_protocol import ChangeInvisibleDurationRequest
+
+    namespace = consumer.client_configuration.namespace
+    request = ChangeInvisibleDurationRequest()
+    request.topic.name = message.topic
+    request.topic.resource_namespace = namespace
+    request.group.name = consumer.consumer_group
+    request.group.resource_namespace = namespace
+    request.receipt_handle = message.receipt_handle
+    request.invisible_duration.seconds = seconds
+    request.message_id = message.message_id
+    rpc = consumer.rpc_client.change_invisible_duration_async
+    response = await _rpc(consumer, rpc, message, request)
+    message.receipt_handle = response.receipt_handle
+
+
+async def _rpc(consumer: Any, call: Any, message: Any, request: Any) -> Any:
+    """Send a request built here through the client's RPC stub, without blocking the loop."""
+    future = call(
+        message.endpoints,
+        request,
+        metadata=consumer.sign(),
+        timeout=consumer.client_configuration.request_timeout,
+    )
+    response = await asyncio.wrap_future(future)
+    _check(response.status)
+    return response
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A receive failure that is part of normal operation right after startup or while idle."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(mark in text for mark in _TRANSIENT)
 
 
 def _shutdown_quietly(consumer: Any) -> None:

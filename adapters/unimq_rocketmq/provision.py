@@ -2,7 +2,8 @@
 
 Examples::
 
-    # topic + retry topic + DLQ topic + group, for subscriber ("orders.created", "inventory")
+    # topic + retry topic + DLQ topic + group (+ the dead-letter browsing group unimq-dlq),
+    # for subscriber ("orders.created", "inventory")
     python -m unimq_rocketmq.provision --namesrv 127.0.0.1:9876 \\
         subscriber orders.created inventory [--ordered]
     python -m unimq_rocketmq.provision --namesrv 127.0.0.1:9876 topic orders.created
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 
 from unimq.naming import dead_letter_topic, retry_topic
 
-from . import names
+from . import dead_letters, names
 from .provisioning import RemotingProvisioner
 
 
@@ -44,6 +45,11 @@ def plan(
             {"message_type": message_type},
         ),
         ("group", names.group_name(group), {"orderly": ordered}),
+        (
+            "group",
+            names.group_name(dead_letters.GROUP),
+            {"orderly": False, "retry_max_times": dead_letters.GROUP_RETRY_MAX_TIMES},
+        ),
     ]
 
 
@@ -52,7 +58,8 @@ def _mqadmin(kind: str, name: str, attrs: dict[str, object]) -> str:
         kind_of = attrs["message_type"]
         return f"mqadmin updateTopic -c DefaultCluster -t {name} -a +message.type={kind_of}"
     orderly = " -o true" if attrs.get("orderly") else ""
-    return f"mqadmin updateSubGroup -c DefaultCluster -g {name}{orderly}"
+    retries = f" -r {attrs['retry_max_times']}" if "retry_max_times" in attrs else ""
+    return f"mqadmin updateSubGroup -c DefaultCluster -g {name}{orderly}{retries}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,8 @@ use, through one of:
   ``broker_addresses=``): speaks the broker's admin protocol directly (see ``remoting``);
 - a user callable (transport option ``provisioner=``) ``(kind, name, **attrs)``, sync or async,
   with ``kind`` ``"topic"`` (attrs ``message_type="MIXED"|"FIFO"``) or ``"group"`` (attrs
-  ``orderly=bool``), e.g. a wrapper around ``mqadmin`` or a dashboard API;
+  ``orderly=bool``; the dead-letter browsing group also ``retry_max_times=int``), e.g. a
+  wrapper around ``mqadmin`` or a dashboard API;
 - nothing (the default, for production): topics and groups are created by operators with
   ``mqadmin``/the dashboard, as ``docs/backends/rocketmq.md`` lists.
 
@@ -27,6 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from . import remoting
+from .admin import RemotingAdmin
 
 logger = logging.getLogger("unimq.rocketmq.provision")
 
@@ -39,7 +41,7 @@ class RemotingProvisioner:
 
     Broker addresses come from ``broker_addresses`` when given, else from the name server's
     cluster table (GET_BROKER_CLUSTER_INFO), looked up once per call so that a broker that
-    moved is found again.
+    moved is found again (see :class:`~unimq_rocketmq.admin.RemotingAdmin`).
     """
 
     def __init__(
@@ -51,31 +53,20 @@ class RemotingProvisioner:
         queues: int = 8,
         timeout: float = 5.0,
     ) -> None:
-        self.namesrv = [address for address in namesrv if address]
-        self.broker_addresses = [address for address in broker_addresses if address]
-        if not self.namesrv and not self.broker_addresses:
-            raise ValueError("RemotingProvisioner needs a name server or broker address")
+        try:
+            self.admin = RemotingAdmin(
+                namesrv=namesrv, broker_addresses=broker_addresses, cluster=cluster, timeout=timeout
+            )
+        except ValueError:
+            raise ValueError("RemotingProvisioner needs a name server or broker address") from None
+        self.namesrv = self.admin.namesrv
+        self.broker_addresses = self.admin.broker_addresses
         self.cluster = cluster
         self.queues = queues
         self.timeout = timeout
 
     async def brokers(self) -> list[str]:
-        if self.broker_addresses:
-            return list(self.broker_addresses)
-        errors: list[str] = []
-        for address in self.namesrv:
-            try:
-                response = remoting.checked(
-                    await remoting.call(
-                        address, remoting.GET_BROKER_CLUSTER_INFO, {}, timeout=self.timeout
-                    ),
-                    "GET_BROKER_CLUSTER_INFO",
-                )
-            except remoting.RemotingError as exc:
-                errors.append(str(exc))
-                continue
-            return masters(remoting.loads_fastjson(response.body), self.cluster)
-        raise remoting.RemotingError("; ".join(errors) or "no name server answered")
+        return await self.admin.brokers()
 
     async def __call__(self, kind: str, name: str, **attrs: Any) -> None:
         addresses = await self.brokers()
@@ -85,7 +76,12 @@ class RemotingProvisioner:
             if kind == "topic":
                 await self.create_topic(address, name, str(attrs.get("message_type", "MIXED")))
             elif kind == "group":
-                await self.create_group(address, name, orderly=bool(attrs.get("orderly")))
+                await self.create_group(
+                    address,
+                    name,
+                    orderly=bool(attrs.get("orderly")),
+                    retry_max_times=int(attrs.get("retry_max_times", 16)),
+                )
             else:
                 raise ValueError(f"unknown resource kind {kind!r}")
 
@@ -108,7 +104,9 @@ class RemotingProvisioner:
             f"creating topic {topic!r} on {broker}",
         )
 
-    async def create_group(self, broker: str, group: str, *, orderly: bool) -> None:
+    async def create_group(
+        self, broker: str, group: str, *, orderly: bool, retry_max_times: int = 16
+    ) -> None:
         body = json.dumps(
             {
                 "groupName": group,
@@ -117,7 +115,7 @@ class RemotingProvisioner:
                 "consumeBroadcastEnable": False,
                 "consumeMessageOrderly": orderly,
                 "retryQueueNums": 1,
-                "retryMaxTimes": 16,
+                "retryMaxTimes": retry_max_times,
                 "brokerId": 0,
                 "whichBrokerWhenConsumeSlowly": 1,
                 "notifyConsumerIdsChangedEnable": True,
@@ -135,21 +133,6 @@ class RemotingProvisioner:
             ),
             f"creating consumer group {group!r} on {broker}",
         )
-
-
-def masters(cluster_info: Any, cluster: str | None) -> list[str]:
-    """Master (broker id 0) addresses from a ClusterInfo body, optionally of one cluster."""
-    table: dict[str, Any] = cluster_info.get("brokerAddrTable") or {}
-    names: Iterable[str] = table.keys()
-    if cluster is not None:
-        names = (cluster_info.get("clusterAddrTable") or {}).get(cluster) or []
-    found: list[str] = []
-    for name in names:
-        addresses = (table.get(name) or {}).get("brokerAddrs") or {}
-        master = addresses.get("0") or addresses.get(0)
-        if master:
-            found.append(str(master))
-    return found
 
 
 class ProvisionCache:

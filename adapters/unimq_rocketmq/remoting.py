@@ -15,7 +15,10 @@ Frame (``org.apache.rocketmq.remoting.protocol.RemotingCommand``, JSON serialisa
 ``flag`` bit 0 marks a response; responses carry the request's ``opaque``; code 0 is SUCCESS.
 Request codes used (``RequestCode.java``): 17 UPDATE_AND_CREATE_TOPIC (broker),
 200 UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (broker), 106 GET_BROKER_CLUSTER_INFO (name server),
-207 DELETE_SUBSCRIPTIONGROUP (broker).
+207 DELETE_SUBSCRIPTIONGROUP (broker); for ``lag`` and dead letters (see ``admin``):
+14 QUERY_CONSUMER_OFFSET, 15 UPDATE_CONSUMER_OFFSET, 31 GET_MIN_OFFSET,
+201 GET_ALL_SUBSCRIPTIONGROUP_CONFIG, 208 GET_CONSUME_STATS, 300 QUERY_TOPIC_CONSUME_BY_WHO
+(all broker).
 """
 
 from __future__ import annotations
@@ -28,11 +31,21 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+QUERY_CONSUMER_OFFSET = 14
+UPDATE_CONSUMER_OFFSET = 15
 UPDATE_AND_CREATE_TOPIC = 17
+GET_MIN_OFFSET = 31
 GET_BROKER_CLUSTER_INFO = 106
 UPDATE_AND_CREATE_SUBSCRIPTIONGROUP = 200
+GET_ALL_SUBSCRIPTIONGROUP_CONFIG = 201
 DELETE_SUBSCRIPTIONGROUP = 207
+GET_CONSUME_STATS = 208
+QUERY_TOPIC_CONSUME_BY_WHO = 300
 SUCCESS = 0
+#: Response codes (``ResponseCode.java``).
+TOPIC_NOT_EXIST = 17
+QUERY_NOT_FOUND = 22
+SUBSCRIPTION_GROUP_NOT_EXIST = 26
 _VERSION = 461  # V5_3_3 in MQVersion; brokers accept older and newer clients alike
 _opaque = itertools.count(1)
 
@@ -114,16 +127,94 @@ async def call(
         raise RemotingError(f"RocketMQ remoting call to {address} failed: {exc!r}") from exc
 
 
-_BARE_KEY = re.compile(r"([{,])\s*(-?\d+)\s*:")
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_SCALARS = json.JSONDecoder()
 
 
 def loads_fastjson(body: bytes) -> Any:
-    """Parse a RocketMQ JSON body: fastjson writes integer map keys unquoted (``{0:"..."}``)."""
+    """Parse a RocketMQ JSON body. fastjson writes map keys that are not strings as they are:
+    integers unquoted (``{0:"..."}``) and objects as objects (``ConsumeStats.offsetTable`` is
+    ``{{"brokerName":"b","queueId":0,"topic":"t"}:{...}}``).
+
+    Number keys come back as strings (``{"0": "..."}``); object keys as hashable tuples of
+    their sorted ``(field, value)`` pairs (``dict(key)`` gives the fields back)."""
     text = body.decode("utf-8")
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        return json.loads(_BARE_KEY.sub(r'\1"\2":', text))
+        pass
+    parser = _Lenient(text)
+    value = parser.value()
+    parser.skip()
+    if parser.position != len(text):
+        raise ValueError(f"trailing data at {parser.position} in a RocketMQ JSON body")
+    return value
+
+
+class _Lenient:
+    """JSON with any value as an object key; scalars are left to the standard decoder."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.position = 0
+
+    def skip(self) -> None:
+        match = _WHITESPACE.match(self.text, self.position)
+        assert match is not None  # the pattern matches the empty string
+        self.position = match.end()
+
+    def expect(self, char: str) -> None:
+        self.skip()
+        if not self.text.startswith(char, self.position):
+            raise ValueError(f"expected {char!r} at {self.position} in a RocketMQ JSON body")
+        self.position += 1
+
+    def next_is(self, char: str) -> bool:
+        self.skip()
+        if self.text.startswith(char, self.position):
+            self.position += 1
+            return True
+        return False
+
+    def value(self) -> Any:
+        if self.next_is("{"):
+            found: dict[Any, Any] = {}
+            if self.next_is("}"):
+                return found
+            while True:
+                key = _key(self.value())
+                self.expect(":")
+                found[key] = self.value()
+                if not self.next_is(","):
+                    self.expect("}")
+                    return found
+        if self.next_is("["):
+            items: list[Any] = []
+            if self.next_is("]"):
+                return items
+            while True:
+                items.append(self.value())
+                if not self.next_is(","):
+                    self.expect("]")
+                    return items
+        value, self.position = _SCALARS.raw_decode(self.text, self.position)
+        return value
+
+
+def _key(key: Any) -> Any:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, (dict, list)):
+        return _frozen(key)
+    return json.dumps(key)  # numbers, true/false/null: as if fastjson had quoted them
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((str(name), _frozen(item)) for name, item in value.items()))
+    if isinstance(value, list):
+        return tuple(_frozen(item) for item in value)
+    return value
 
 
 def checked(response: Response, what: str) -> Response:

@@ -6,12 +6,14 @@ awaits those futures (``asyncio.wrap_future``) or runs the blocking calls (start
 the first route lookup of a topic) in a worker thread, so the event loop never blocks.
 
 What lives where: names (``names``), message mapping (``codec``), receive/ack (``consumer``),
-topic and group creation (``provisioning`` over ``remoting``), options (``options``).
+topic and group creation (``provisioning`` over ``remoting``), backlog and offsets over the
+admin protocol (``admin``), dead-letter sessions (``dead_letters``), options (``options``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -20,16 +22,19 @@ from typing import Any
 from unimq.errors import (
     AuthenticationError,
     BrokerUnreachableError,
+    ConfigurationError,
     ConnectionFailedError,
     NotConnectedError,
     PublishError,
+    UnsupportedFeatureError,
 )
 from unimq.naming import retry_topic
 from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
 from unimq.url import BrokerURL
 
-from . import codec, names
-from .consumer import RocketMQSubscription
+from . import codec, dead_letters, names, remoting
+from .admin import RemotingAdmin, pop_retry_topics
+from .consumer import RocketMQSubscription, start_consumer
 from .options import MAX_BODY, RocketMQOptions
 from .provisioning import ProvisionCache, RemotingProvisioner
 
@@ -63,6 +68,17 @@ class RocketMQTransport:
                 queues=self.options.queues,
             )
         self._provision = ProvisionCache(provisioner)
+        self._admin: RemotingAdmin | None = None
+        if isinstance(provisioner, RemotingProvisioner):
+            self._admin = provisioner.admin
+        elif self.options.namesrv or self.options.broker_addresses:
+            self._admin = RemotingAdmin(
+                namesrv=self.options.namesrv,
+                broker_addresses=self.options.broker_addresses,
+                cluster=self.options.cluster,
+            )
+        self._known_groups: set[tuple[str, str]] = set()
+        self._dead_letter_topics: set[str] = set()
         self._producer: Any = None
         self._config: Any = None
         self._subscriptions: list[RocketMQSubscription] = []
@@ -156,8 +172,34 @@ class RocketMQTransport:
             )
 
     async def declare_topic(self, topic: str) -> None:
-        """Dead-letter topics: provisioned so a dead letter is never refused for want of one."""
-        await self._ensure_topic(names.topic_name(topic), self.options.topic_message_type)
+        """Dead-letter topics: provisioned so a dead letter is never refused for want of one,
+        and readable from their first letter by the ``unimq-dlq`` group (``dead_letters``)."""
+        physical = names.topic_name(topic)
+        await self._ensure_topic(physical, self.options.topic_message_type)
+        await self._prepare_dead_letters(physical, strict=False)
+
+    async def _prepare_dead_letters(self, physical: str, *, strict: bool) -> None:
+        """The ``unimq-dlq`` group (when provisioning) and its offsets on the topic: unset ones
+        start at the earliest letter. Once per topic; ``strict=False`` only logs admin errors
+        (a subscriber must not fail to start for want of the admin port)."""
+        group = self._resource(names.group_name(dead_letters.GROUP))
+        if self._provision.enabled:
+            await self._provision.ensure(
+                "group", group, orderly=False, retry_max_times=dead_letters.GROUP_RETRY_MAX_TIMES
+            )
+        admin = self._admin
+        if admin is None or physical in self._dead_letter_topics:
+            return
+        try:
+            await admin.start_at_earliest(group, self._resource(physical))
+        except remoting.RemotingError as exc:
+            if strict:
+                raise ConnectionFailedError(
+                    f"cannot set up the dead-letter group {group!r} on {physical!r}: {exc}"
+                ) from None
+            logger.warning("dead-letter group %r on %r not set up yet: %s", group, physical, exc)
+            return
+        self._dead_letter_topics.add(physical)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -207,8 +249,6 @@ class RocketMQTransport:
     # -- consuming ---------------------------------------------------------------------------
 
     async def subscribe(self, spec: SubscriptionSpec) -> RocketMQSubscription:
-        import rocketmq
-
         if self._config is None:
             raise NotConnectedError("the RocketMQ transport is not connected")
         physical = names.topic_name(spec.topic)
@@ -227,21 +267,16 @@ class RocketMQTransport:
                 "group", self._resource(physical_group), orderly=spec.ordered
             )
         options = self.options
-        config = self._config
-
-        def start_consumer() -> Any:
-            consumer = rocketmq.SimpleConsumer(
-                config,
-                physical_group,
-                {physical: rocketmq.FilterExpression()},
-                await_duration=options.await_duration,
-                tls_enable=options.tls,
-            )
-            consumer.startup()
-            return consumer
-
+        start = functools.partial(
+            start_consumer,
+            self._config,
+            physical_group,
+            physical,
+            await_duration=options.await_duration,
+            tls=options.tls,
+        )
         try:
-            consumer = await asyncio.to_thread(start_consumer)
+            consumer = await asyncio.to_thread(start)
         except Exception as exc:
             raise ConnectionFailedError(
                 f"cannot consume {spec.topic!r} (RocketMQ topic {physical!r}, group "
@@ -251,7 +286,7 @@ class RocketMQTransport:
             ) from None
         subscription = RocketMQSubscription(
             consumer,
-            start_consumer,
+            start,
             spec,
             invisible_duration=options.invisible_duration,
             batch_size=options.batch_size,
@@ -260,6 +295,68 @@ class RocketMQTransport:
         subscription.start()
         self._subscriptions.append(subscription)
         return subscription
+
+    # -- operations --------------------------------------------------------------------------
+
+    async def lag(self, topic: str, group: str) -> int | None:
+        """``group``'s backlog on ``topic``: over every master broker and queue, broker offset
+        minus consumer offset, on the topic and on the group's pop retry topics (see
+        ``admin``). Messages received and not acked yet are not counted (a receive moves the
+        offset at once). ``None`` without the admin protocol (``namesrv=`` or
+        ``broker_addresses=``), for an unknown topic or group, or when the brokers cannot be
+        asked."""
+        admin = self._admin
+        if admin is None:
+            return None
+        physical_topic = self._resource(names.topic_name(topic))
+        physical_group = self._resource(names.group_name(group))
+        try:
+            known = (physical_group, physical_topic) in self._known_groups
+            if not known and not await admin.knows_group(physical_group, physical_topic):
+                return None
+            self._known_groups.add((physical_group, physical_topic))
+            return await admin.backlog(physical_group, physical_topic)
+        except remoting.RemotingError as exc:
+            logger.warning("cannot read the lag of %r on %r: %s", group, topic, exc)
+            return None
+
+    async def open_dead_letters(self, topic: str) -> dead_letters.RocketMQDeadLetters:
+        """A pass over dead-letter ``topic`` through the ``unimq-dlq`` group (``dead_letters``);
+        needs the admin protocol (``namesrv=`` or ``broker_addresses=``) to count letters and
+        to start the group at the earliest one."""
+        if self._config is None:
+            raise NotConnectedError("the RocketMQ transport is not connected")
+        admin = self._admin
+        if admin is None:
+            raise UnsupportedFeatureError(
+                "browsing RocketMQ dead-letter topics needs the brokers' admin protocol: set "
+                "namesrv=host:9876 (or broker_addresses=host:10911)"
+            )
+        physical = names.topic_name(topic)
+        group = names.group_name(dead_letters.GROUP)
+        retry = pop_retry_topics(self._resource(physical), self._resource(group))[0]
+        if len(retry) > names.MAX_TOPIC:
+            raise ConfigurationError(
+                f"dead-letter topic {topic!r} (RocketMQ {physical!r}) is too long to browse: "
+                f"the broker would give letters back through {retry!r}, over "
+                f"{names.MAX_TOPIC} characters"
+            )
+        await self._ensure_topic(physical, self.options.topic_message_type)
+        await self._prepare_dead_letters(physical, strict=True)
+        return dead_letters.RocketMQDeadLetters(
+            topic,
+            physical_topic=self._resource(physical),
+            group=self._resource(group),
+            admin=admin,
+            start=functools.partial(
+                start_consumer,
+                self._config,
+                group,
+                physical,
+                await_duration=self.options.await_duration,
+                tls=self.options.tls,
+            ),
+        )
 
 
 def _is_stale_client(exc: BaseException) -> bool:
