@@ -13,6 +13,7 @@ from unimq_otel import OpenTelemetryTracing
 
 from unimq import Broker, Message, Reject, RetryPolicy, fixed
 from unimq.dlq import DeadLetterQueue
+from unimq.testing import VirtualClock
 from unimq.testing.conformance import Collector
 
 
@@ -129,3 +130,29 @@ async def test_publishing_from_a_handler_continues_its_trace(
     [process_order] = by_name(spans, "process orders")
     [send_shipment] = by_name(spans, "send shipments")
     assert parent_of(send_shipment) == process_order.context.span_id
+
+
+async def test_a_delayed_message_keeps_its_trace(exporter: InMemorySpanExporter) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    clock = VirtualClock()
+    broker = OpenTelemetryTracing(tracer_provider=provider).instrument(
+        Broker("memory://", clock=clock)
+    )
+    done = Collector()
+
+    @broker.subscriber("orders.unpaid", group="payments")
+    async def close_unpaid(message: Message) -> None:
+        done.add(message.id)
+
+    async with broker:
+        await broker.publish("orders.unpaid", b"o-4", delay=30 * 60)
+        await clock.advance(30 * 60)
+        await done.wait_for(1)
+        await broker.drain()
+
+    spans = exporter.get_finished_spans()
+    [send] = by_name(spans, "send orders.unpaid")
+    [process] = by_name(spans, "process orders.unpaid")
+    assert parent_of(process) == send.context.span_id
+    assert process.context.trace_id == send.context.trace_id
