@@ -3,10 +3,13 @@
 librdkafka's ``consume()`` blocks, and its rebalance callbacks run inside it, so the consumer
 lives on its own thread and talks to the event loop in two directions only:
 
-- messages go to the loop in batches (``handoff``), never more than ``space()`` of them
-  ahead of the workers, so a slow handler back-pressures fetching instead of filling memory
-  (a backlog that lasts pauses the partitions, so the thread keeps polling for rebalances and
-  ``max.poll.interval.ms`` without buffering more);
+- messages go to the loop in batches: the thread reads up to ``buffer`` messages ahead and
+  tells the loop (``notify``, at most one ``call_soon_threadsafe`` pending); the loop takes
+  them itself (:meth:`ConsumerThread.take`) whenever its own queue runs dry, never more than
+  ``prefetch`` ahead of the workers, so a busy consumer moves messages in batches without
+  waiting for this thread. A slow handler back-pressures fetching instead of filling memory:
+  a full buffer stops the reading (a backlog that lasts pauses the partitions, so the thread
+  keeps polling for rebalances and ``max.poll.interval.ms`` without buffering more);
 - acknowledgements come back through the :class:`~.offsets.OffsetTracker`; the thread commits
   the contiguous prefix every few tens of milliseconds, asynchronously.
 
@@ -45,12 +48,31 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.partition.eof": False,
 }
 
-Handoff = Callable[[list[tuple[Any, PartitionOffsets]]], None]
 Gate = Callable[[Any], float]
 
+_NO_LEADER_YET = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
 _COMMIT_EVERY = 0.05
 _BACKLOG_PAUSE_AFTER = 1.0
 _MAX_BATCH = 1000
+
+
+def _log_end(consumer: Any, tp: Any) -> int:
+    """The partition's high watermark, retried while a just-created topic has no leader yet."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            _, high = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code not in _NO_LEADER_YET or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
 
 
 class ConsumerThread:
@@ -62,9 +84,9 @@ class ConsumerThread:
         topics: list[str],
         *,
         tracker: OffsetTracker,
-        handoff: Handoff,
-        space: Callable[[], int],
+        notify: Callable[[], None],
         name: str,
+        buffer: int = 1,
         revoke_timeout: float,
         manual_latest: bool = False,
         gate: Gate | None = None,
@@ -78,8 +100,8 @@ class ConsumerThread:
         }
         self._topics = topics
         self._tracker = tracker
-        self._handoff = handoff
-        self._space = space
+        self._notify = notify
+        self._buffer = max(1, min(buffer, _MAX_BATCH))
         self._name = name
         self._revoke_timeout = revoke_timeout
         self._manual = manual_latest
@@ -92,9 +114,11 @@ class ConsumerThread:
         self.done = threading.Event()
         self._stopping = False
         self._closing = False
+        # Read, not yet taken by the loop: appended here, taken by the loop (``take``) and
+        # filtered at a revocation, those two under the tracker's lock.
+        self._ready: deque[Any] = deque()
         # Thread-only state below.
         self._assigned: set[TopicPartition] = set()
-        self._ready: deque[Any] = deque()
         self._held: dict[TopicPartition, deque[Any]] = {}
         self._held_until: dict[TopicPartition, float] = {}
         self._paused: set[TopicPartition] = set()
@@ -121,9 +145,7 @@ class ConsumerThread:
         for topic in self._topics:
             metadata = consumer.list_topics(topic=topic, timeout=10)
             for partition in sorted(metadata.topics[topic].partitions):
-                _, high = consumer.get_watermark_offsets(
-                    KafkaTopicPartition(topic, partition), timeout=10
-                )
+                high = _log_end(consumer, KafkaTopicPartition(topic, partition))
                 assignment.append(KafkaTopicPartition(topic, partition, high))
         consumer.assign(assignment)
         tps = [(tp.topic, tp.partition) for tp in assignment]
@@ -173,8 +195,8 @@ class ConsumerThread:
         if self._held:
             self._release_gated(now)
         self.wake.clear()
-        self._hand_off()
-        if self._ready:  # the workers are busy: wait for room
+        ready = self._ready
+        if len(ready) >= self._buffer:  # the workers are busy: wait until the loop takes some
             if self._backlog_since is None:
                 self._backlog_since = now
             elif not self._backlog_paused and now - self._backlog_since > _BACKLOG_PAUSE_AFTER:
@@ -182,9 +204,9 @@ class ConsumerThread:
                 self._sync_pause()
             if self._backlog_paused:
                 self._poll(0, 0)  # keep the group membership alive; paused: returns nothing
+            self._notify()
             self.wants_wake = True
-            self._hand_off()  # room freed before the flag was seen
-            if self._ready:
+            if len(ready) >= self._buffer:  # (taken before the flag was seen: go on)
                 self.wake.wait(0.1)
             self.wants_wake = False
             return
@@ -193,22 +215,47 @@ class ConsumerThread:
             if self._backlog_paused:
                 self._backlog_paused = False
                 self._sync_pause()
-        wanted = max(1, min(self._space(), _MAX_BATCH))
         timeout = 0.1
         if self._held_until:
             timeout = max(0.0, min(timeout, min(self._held_until.values()) - now))
-        self._poll(wanted, timeout)
-        self._hand_off()
+        self._poll(self._buffer - len(ready), timeout)
+        if self._ready:
+            self._notify()
 
     def _poll(self, wanted: int, timeout: float) -> None:
-        messages = self._consumer.consume(num_messages=max(1, wanted), timeout=timeout)
+        # consume(n, t) returns only when it has n messages or t has passed, so ask for what is
+        # there without waiting first; if that is nothing, wait for one message, then take
+        # what came with it: a partial batch is never held back for the whole timeout.
+        consume = self._consumer.consume
+        wanted = max(1, wanted)
+        messages = consume(num_messages=wanted, timeout=0)
+        if not messages and timeout > 0:
+            messages = consume(num_messages=1, timeout=timeout)
+            if messages and wanted > 1:
+                messages.extend(consume(num_messages=wanted - 1, timeout=0))
+        if not messages:
+            return
+        if self._gate is None and not self._held:  # the common case, kept short
+            assigned = self._assigned
+            append = self._ready.append
+            for message in messages:
+                if message.error() is None:
+                    if (message.topic(), message.partition()) in assigned:
+                        append(message)
+                else:
+                    self._log_error(message.error())
+            return
         for message in messages:
             error = message.error()
             if error is None:
                 self._accept(message)
-            elif error.code() != KafkaError._PARTITION_EOF:
-                level = logging.ERROR if error.fatal() else logging.DEBUG
-                logger.log(level, "kafka consumer %s: %s", self._name, error.str())
+            else:
+                self._log_error(error)
+
+    def _log_error(self, error: Any) -> None:
+        if error.code() != KafkaError._PARTITION_EOF:
+            level = logging.ERROR if error.fatal() else logging.DEBUG
+            logger.log(level, "kafka consumer %s: %s", self._name, error.str())
 
     def _accept(self, message: Any) -> None:
         tp = (message.topic(), message.partition())
@@ -246,20 +293,25 @@ class ConsumerThread:
         if changed:
             self._sync_pause()
 
-    def _hand_off(self) -> None:
+    def has_ready(self) -> bool:
+        return bool(self._ready)
+
+    def take(self, room: int) -> list[tuple[Any, PartitionOffsets]]:
+        """Called by the event loop: up to ``room`` read messages, each with its partition's
+        state, registered as handed out (in offset order within a partition)."""
         ready = self._ready
-        room = self._space()
-        if room <= 0 or not ready:
-            return
-        batch: list[tuple[Any, PartitionOffsets]] = []
+        if not ready or room <= 0:
+            return []
         tracker = self._tracker
-        while ready and len(batch) < room:
-            message = ready.popleft()
-            state = tracker.handed((message.topic(), message.partition()), message.offset())
-            if state is not None:
-                batch.append((message, state))
-        if batch:
-            self._handoff(batch)
+        with tracker.lock:  # against _forget: a revoked partition's messages never leave
+            # popleft only (the thread appends meanwhile, on the other end)
+            popleft = ready.popleft
+            messages = [popleft() for _ in range(min(room, len(ready)))]
+            batch = tracker.handed_locked(messages)
+        if self.wants_wake:
+            self.wants_wake = False
+            self.wake.set()
+        return batch
 
     def _sync_pause(self) -> None:
         if self._stopping or self._backlog_paused:
@@ -341,8 +393,12 @@ class ConsumerThread:
         for tp in gone:
             self._held.pop(tp, None)
             self._held_until.pop(tp, None)
-        if self._ready:
-            self._ready = deque(m for m in self._ready if (m.topic(), m.partition()) not in gone)
+        ready = self._ready
+        if ready:
+            with self._tracker.lock:
+                kept = [m for m in ready if (m.topic(), m.partition()) not in gone]
+                ready.clear()
+                ready.extend(kept)
 
     # -- shutdown --------------------------------------------------------------------------
 

@@ -6,14 +6,16 @@ offset of whatever finished last would skip messages still running (lost if the 
 dies). So each partition remembers the offsets it handed out, in order, and the acknowledged
 ones; the commit point advances only across a prefix that is fully acknowledged.
 
-The consumer thread hands out and commits; the event loop takes and acknowledges. One lock
-guards both sides; every operation under it is O(1) (amortised).
+The event loop hands out (a batch at a time, taking what the consumer thread has read), takes
+and acknowledges; the consumer thread commits. One lock guards both sides; every operation
+under it is O(1) (amortised, per message).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from typing import Any
 
 TopicPartition = tuple[str, int]
 
@@ -56,13 +58,21 @@ class OffsetTracker:
                     old.revoked = old.released = True
                 self._parts[tp] = PartitionOffsets(tp)
 
-    def handed(self, tp: TopicPartition, offset: int) -> PartitionOffsets | None:
-        """The consumer thread hands ``offset`` out (in offset order within a partition)."""
-        with self.lock:
-            state = self._parts.get(tp)
+    def handed_locked(self, messages: list[Any]) -> list[tuple[Any, PartitionOffsets]]:
+        """Hand out a batch of consumed messages (in offset order within a partition), ``lock``
+        held by the caller: those of assigned partitions, each with its partition's state."""
+        out: list[tuple[Any, PartitionOffsets]] = []
+        parts = self._parts
+        last: TopicPartition | None = None
+        state: PartitionOffsets | None = None
+        for message in messages:
+            tp = (message.topic(), message.partition())
+            if tp != last:
+                last, state = tp, parts.get(tp)
             if state is not None:
-                state.handed.append(offset)
-            return state
+                state.handed.append(message.offset())
+                out.append((message, state))
+        return out
 
     def take(self, state: PartitionOffsets) -> bool:
         """A worker takes a delivery; False if its partition was revoked meanwhile (drop it)."""

@@ -25,6 +25,8 @@ from .admin import ErrorLog, LibrdkafkaLog
 logger = logging.getLogger("unimq.kafka")
 
 Report = tuple["asyncio.Future[None]", Any]
+#: Header pairs, or a ``dict`` of text values (librdkafka's client encodes ``str`` as UTF-8).
+Headers = Sequence[tuple[str, bytes]] | dict[str, str]
 
 #: Defaults that favour throughput without hurting latency; overridable through options.
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -73,7 +75,7 @@ class KafkaProducer:
         topic: str,
         value: bytes,
         key: bytes | None,
-        headers: Sequence[tuple[str, bytes]],
+        headers: Headers | None,
     ) -> None:
         """Queue one message and wait for the broker's acknowledgement."""
         producer = self._producer

@@ -1,9 +1,11 @@
 """The event-loop side of a consumer: :class:`KafkaSubscription` and :class:`KafkaDelivery`.
 
-The consumer thread hands batches over with one ``call_soon_threadsafe`` each; workers pull
-them with :meth:`KafkaSubscription.receive`. A delivery whose partition was revoked while it
-waited in the batch is dropped at ``receive`` (its new owner gets it), which is what lets a
-rebalance commit exactly what was handled here.
+The consumer thread reads ahead into its buffer and notifies the loop (one
+``call_soon_threadsafe`` per batch read, at most one pending); workers pull deliveries with
+:meth:`KafkaSubscription.receive`, which refills the loop's queue from that buffer in one batch
+whenever the queue runs dry (so a busy consumer never waits for the thread). A delivery whose
+partition was revoked while it waited in the queue is dropped at ``receive`` (its new owner
+gets it), which is what lets a rebalance commit exactly what was handled here.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ class KafkaDelivery(KafkaRecord):
     __slots__ = ("_settled", "_state", "_tracker")
 
     def __init__(self, message: Any, state: PartitionOffsets, tracker: OffsetTracker) -> None:
-        super().__init__(message)
+        self._message = message  # KafkaRecord.__init__, inlined: this runs once per message
+        self._headers = None
         self._state = state
         self._tracker = tracker
         self._settled = False
@@ -52,8 +55,8 @@ class KafkaSubscription:
         self._tracker = OffsetTracker()
         self._ready: deque[KafkaDelivery] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._handed = 0  # written by the consumer thread
-        self._taken = 0  # written by the event loop
+        self._notified = False  # an _arrive is scheduled (set by the thread, cleared here)
+        self._refilled = False  # receive refilled the queue itself in this loop iteration
         self._stopped = False
         self._closed = False
         self.topics = topics
@@ -61,9 +64,10 @@ class KafkaSubscription:
             config,
             topics,
             tracker=self._tracker,
-            handoff=self._handoff,
-            space=self._space,
+            notify=self._notify,
             name=name,
+            # Read ahead: up to one more prefetch (at most a thousand) beyond the loop's queue.
+            buffer=min(self._prefetch, 1000),
             revoke_timeout=revoke_timeout,
             manual_latest=manual_latest,
             gate=gate,
@@ -79,22 +83,55 @@ class KafkaSubscription:
 
     # -- consumer thread -> loop -----------------------------------------------------------
 
-    def _space(self) -> int:
-        return self._prefetch - (self._handed - self._taken)
-
-    def _handoff(self, batch: list[tuple[Any, PartitionOffsets]]) -> None:
-        tracker = self._tracker
-        deliveries = [KafkaDelivery(message, state, tracker) for message, state in batch]
-        self._handed += len(deliveries)
+    def _notify(self) -> None:
+        """The thread has read messages: have the loop take them (one call pending at most)."""
+        if self._notified:
+            return
+        self._notified = True
         try:
-            self._loop.call_soon_threadsafe(self._arrive, deliveries)
+            self._loop.call_soon_threadsafe(self._arrive)
         except RuntimeError:  # loop closed
             pass
 
-    def _arrive(self, deliveries: list[KafkaDelivery]) -> None:
-        self._ready.extend(deliveries)
+    def _refill(self) -> int:
+        """Move what the thread has read into the queue, up to ``prefetch`` queued."""
+        ready = self._ready
+        thread = self._thread
+        room = self._prefetch - len(ready)
+        while room > 0 and thread.has_ready():
+            batch = thread.take(room)  # may drop messages of partitions no longer assigned
+            if batch:
+                tracker = self._tracker
+                ready.extend([KafkaDelivery(message, state, tracker) for message, state in batch])
+                return len(batch)
+        return 0
+
+    def _refill_now(self) -> int:
+        """``_refill`` from ``receive``: once per loop iteration, so that workers whose
+        handlers never wait still yield to the loop at least every ``prefetch`` messages."""
+        if self._refilled:
+            return 0
+        count = self._refill()
+        if count:
+            self._refilled = True
+            self._loop.call_soon(self._rearm)
+        return count
+
+    def _arrive(self) -> None:
+        self._notified = False  # before taking: what is read after this notifies again
+        self._feed()
+
+    def _rearm(self) -> None:
+        self._refilled = False
+        if self._waiters:
+            self._feed()
+
+    def _feed(self) -> None:
+        if self._stopped:
+            return
+        self._refill()
         waiters = self._waiters
-        wake = len(deliveries)
+        wake = len(self._ready)
         while wake and waiters:
             waiter = waiters.popleft()
             if not waiter.done():
@@ -106,14 +143,9 @@ class KafkaSubscription:
     async def receive(self) -> KafkaDelivery | None:
         ready = self._ready
         tracker = self._tracker
-        thread = self._thread
         while not self._stopped:
-            if ready:
+            if ready or self._refill_now():
                 delivery = ready.popleft()
-                self._taken += 1
-                if thread.wants_wake:
-                    thread.wants_wake = False
-                    thread.wake.set()
                 if tracker.take(delivery._state):
                     return delivery
                 continue

@@ -124,8 +124,11 @@ class KafkaTransport:
                 headers = delay_headers(message.headers, topic, deliver_at, release)
                 await producer.send(tier, message.body, key, headers)
                 return
-        headers = [(name, value.encode()) for name, value in message.headers.items()]
-        await producer.send(topic, message.body, key, headers)
+        # The dict as it is (the client encodes its text values): no per-message copy here.
+        wire: dict[str, str] = message.headers
+        if wire and type(wire) is not dict:
+            wire = dict(wire)
+        await producer.send(topic, message.body, key, wire or None)
 
     async def _send(
         self, topic: str, body: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
