@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import redis.asyncio as redis
 
 from unimq.errors import ConfigurationError
+from unimq.idempotency import LeaseTokens
 from unimq.url import redact
 
 DEFAULT_TTL = 7 * 24 * 3600.0
@@ -99,7 +100,7 @@ class RedisIdempotencyStore:
         # The token of each lease this instance holds, for release(): per (group, id), per
         # claiming task, so that a holder whose lease expired cannot release the lease that
         # another task of this process took over.
-        self._tokens: dict[tuple[str, str], dict[object, str]] = {}
+        self._tokens = LeaseTokens()
 
     @classmethod
     def from_url(cls, url: str) -> RedisIdempotencyStore:
@@ -159,7 +160,7 @@ class RedisIdempotencyStore:
             )
             status, remaining_ms = int(reply[0]), int(reply[1])
             if status == 1:
-                self._tokens.setdefault((group, message_id), {})[_owner()] = token
+                self._tokens.remember(group, message_id, token)
                 return True
             if status == 2:
                 return False
@@ -169,14 +170,14 @@ class RedisIdempotencyStore:
             pause = min(pause * 2, _MAX_PAUSE)
 
     async def complete(self, group: str, message_id: str) -> None:
-        _take_token(self._tokens, (group, message_id))
+        self._tokens.take(group, message_id)
         await cast(
             "Awaitable[Any]",
             self._client.set(self.key(group, message_id), DONE, px=round(self.ttl * 1000)),
         )
 
     async def release(self, group: str, message_id: str) -> None:
-        token = _take_token(self._tokens, (group, message_id))
+        token = self._tokens.take(group, message_id)
         if token is None:
             return  # not ours (or already completed/released)
         await cast(
@@ -204,33 +205,6 @@ class RedisIdempotencyStore:
         return (
             f"RedisIdempotencyStore({self._shown_as!r}, prefix={self.prefix!r}, ttl={self.ttl:g})"
         )
-
-
-def _owner() -> object:
-    try:
-        return asyncio.current_task()
-    except RuntimeError:
-        return None
-
-
-def _take_token(
-    tokens: dict[tuple[str, str], dict[object, str]], key: tuple[str, str]
-) -> str | None:
-    """Forget and return the token the current task claimed ``key`` with (or, when this task
-    claimed nothing, the only token held for ``key``: a release from another task)."""
-    held = tokens.get(key)
-    if not held:
-        return None
-    owner = _owner()
-    if owner in held:
-        token = held.pop(owner)
-    elif len(held) == 1:
-        token = held.popitem()[1]
-    else:
-        return None
-    if not held:
-        del tokens[key]
-    return token
 
 
 def _describe(client: redis.Redis) -> str:

@@ -78,6 +78,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from unimq.errors import ConfigurationError, RetryLater
+from unimq.idempotency import LeaseTokens
 from unimq.url import redact
 
 DEFAULT_TABLE_NAME = "unimq_idempotency"
@@ -247,7 +248,7 @@ class SQLIdempotencyStore:
         self._auto_create = create_table
         self._created = False
         self._create_lock = asyncio.Lock()
-        self._tokens: dict[tuple[str, str], dict[object, str]] = {}
+        self._tokens = LeaseTokens()
 
     @classmethod
     def from_url(cls, url: str) -> SQLIdempotencyStore:
@@ -327,7 +328,7 @@ class SQLIdempotencyStore:
 
     async def complete(self, group: str, message_id: str) -> None:
         await self._ensure_table()
-        _take_token(self._tokens, (group, message_id))
+        self._tokens.take(group, message_id)
         t = self.table
         where = (t.c.group_name == group, t.c.message_id == message_id)
         for _ in range(5):
@@ -357,7 +358,7 @@ class SQLIdempotencyStore:
         raise RuntimeError(f"could not record message {message_id!r} of group {group!r} as done")
 
     async def release(self, group: str, message_id: str) -> None:
-        token = _take_token(self._tokens, (group, message_id))
+        token = self._tokens.take(group, message_id)
         if token is None:
             return  # not ours (or already completed/released)
         t = self.table
@@ -457,7 +458,7 @@ class SQLIdempotencyStore:
         )
 
     def _remember(self, group: str, message_id: str, token: str) -> None:
-        self._tokens.setdefault((group, message_id), {})[_owner()] = token
+        self._tokens.remember(group, message_id, token)
 
 
 def _parse_url(url: str, table: str) -> tuple[str, str]:
@@ -489,30 +490,3 @@ def _mask(text: str, url: str) -> str:
     if password:
         text = text.replace(str(password), "***")
     return redact(text)
-
-
-def _owner() -> object:
-    try:
-        return asyncio.current_task()
-    except RuntimeError:
-        return None
-
-
-def _take_token(
-    tokens: dict[tuple[str, str], dict[object, str]], key: tuple[str, str]
-) -> str | None:
-    """Forget and return the token the current task claimed ``key`` with (or, when this task
-    claimed nothing, the only token held for ``key``: a release from another task)."""
-    held = tokens.get(key)
-    if not held:
-        return None
-    owner = _owner()
-    if owner in held:
-        token = held.pop(owner)
-    elif len(held) == 1:
-        token = held.popitem()[1]
-    else:
-        return None
-    if not held:
-        del tokens[key]
-    return token

@@ -84,3 +84,44 @@ class MemoryIdempotencyStore:
         holder = self._leases.pop(key, None)
         if holder is not None:
             holder.done.set()
+
+
+class LeaseTokens:
+    """Which lease token each task holds, for durable stores (Redis, SQL).
+
+    A durable store claims a lease by writing a random token, and releases it only if the
+    token is still its own (another process may have taken over an expired lease). The
+    pipeline calls ``begin`` and ``complete``/``release`` from the same task, so tokens are
+    remembered per (group, id) and per task; a release from another task takes the only token
+    held, if there is exactly one.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str], dict[object, str]] = {}
+
+    def remember(self, group: str, message_id: str, token: str) -> None:
+        self._held.setdefault((group, message_id), {})[_current_task()] = token
+
+    def take(self, group: str, message_id: str) -> str | None:
+        """Forget and return the token this task claimed (see the class docstring)."""
+        key = (group, message_id)
+        held = self._held.get(key)
+        if not held:
+            return None
+        owner = _current_task()
+        if owner in held:
+            token = held.pop(owner)
+        elif len(held) == 1:
+            token = held.popitem()[1]
+        else:
+            return None
+        if not held:
+            del self._held[key]
+        return token
+
+
+def _current_task() -> object:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None

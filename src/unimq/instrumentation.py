@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .transport import OutgoingMessage
 
@@ -69,30 +69,21 @@ class Listener:
 class Listeners(list[Listener]):
     """The broker's listeners; each event goes to every one, and a failing one is logged."""
 
-    def retried(self, topic: str, group: str, message_id: str, attempt: int, delay: float) -> None:
+    def _emit(self, event: str, *args: Any) -> None:
         for listener in self:
             try:
-                listener.retried(topic, group, message_id, attempt, delay)
+                getattr(listener, event)(*args)
             except Exception:
-                logger.exception("listener %r failed on 'retried'", listener)
+                logger.exception("listener %r failed on %r", listener, event)
+
+    def retried(self, topic: str, group: str, message_id: str, attempt: int, delay: float) -> None:
+        self._emit("retried", topic, group, message_id, attempt, delay)
 
     def dead_lettered(self, topic: str, group: str, message_id: str, reason: str) -> None:
-        for listener in self:
-            try:
-                listener.dead_lettered(topic, group, message_id, reason)
-            except Exception:
-                logger.exception("listener %r failed on 'dead_lettered'", listener)
+        self._emit("dead_lettered", topic, group, message_id, reason)
 
     def broker_connected(self, broker: Broker) -> None:
-        for listener in self:
-            try:
-                listener.broker_connected(broker)
-            except Exception:
-                logger.exception("listener %r failed on 'broker_connected'", listener)
+        self._emit("broker_connected", broker)
 
     def broker_disconnected(self, broker: Broker) -> None:
-        for listener in self:
-            try:
-                listener.broker_disconnected(broker)
-            except Exception:
-                logger.exception("listener %r failed on 'broker_disconnected'", listener)
+        self._emit("broker_disconnected", broker)

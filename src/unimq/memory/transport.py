@@ -17,13 +17,13 @@ CAPABILITIES = Capabilities(
 )
 
 
-class MemoryDelivery:
-    __slots__ = ("_message", "_settled", "_subscription")
+class StoredView:
+    """The read-only side of a delivery over a :class:`StoredMessage` (both delivery kinds)."""
 
-    def __init__(self, message: StoredMessage, subscription: MemorySubscription) -> None:
+    __slots__ = ("_message",)
+
+    def __init__(self, message: StoredMessage) -> None:
         self._message = message
-        self._subscription = subscription
-        self._settled = False
 
     @property
     def topic(self) -> str:
@@ -44,6 +44,15 @@ class MemoryDelivery:
     @property
     def native_id(self) -> str:
         return self._message.native_id
+
+
+class MemoryDelivery(StoredView):
+    __slots__ = ("_settled", "_subscription")
+
+    def __init__(self, message: StoredMessage, subscription: MemorySubscription) -> None:
+        self._message = message
+        self._subscription = subscription
+        self._settled = False
 
     async def ack(self) -> None:
         if not self._settled:
@@ -215,34 +224,14 @@ class MemoryTransport:
         return MemoryDeadLetters(self.hub.hold(topic))
 
 
-class MemoryHeldDelivery:
+class MemoryHeldDelivery(StoredView):
     """A dead letter handed out by :class:`MemoryDeadLetters`; ``ack`` removes it."""
 
-    __slots__ = ("_held", "_message")
+    __slots__ = ("_held",)
 
     def __init__(self, message: StoredMessage, held: dict[int, StoredMessage]) -> None:
         self._message = message
         self._held = held
-
-    @property
-    def topic(self) -> str:
-        return self._message.topic
-
-    @property
-    def key(self) -> str | None:
-        return self._message.key
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self._message.headers
-
-    @property
-    def body(self) -> bytes:
-        return self._message.body
-
-    @property
-    def native_id(self) -> str:
-        return self._message.native_id
 
     async def ack(self) -> None:
         self._held.pop(self._message.sequence, None)
