@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unimq.errors import ConfigurationError
+from unimq.settings import positive_seconds
 from unimq.url import BrokerURL
 
 DEFAULT_PORT = 9092
@@ -149,7 +150,7 @@ def parse_settings(url: BrokerURL, options: Mapping[str, Any]) -> KafkaSettings:
             options.get("replication_factor", 1), "replication_factor"
         ),
         delay_tiers=_tiers(options.get("delay_tiers", DEFAULT_DELAY_TIERS)),
-        revoke_timeout=_positive_float(options.get("revoke_timeout", 10.0), "revoke_timeout"),
+        revoke_timeout=positive_seconds(options.get("revoke_timeout", 10.0), "revoke_timeout"),
     )
 
 
@@ -188,16 +189,6 @@ def _positive_int(value: Any, name: str) -> int:
     return number
 
 
-def _positive_float(value: Any, name: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}") from None
-    if number <= 0:
-        raise ConfigurationError(f"{name} must be > 0, got {value!r}")
-    return number
-
-
 def _tiers(value: Any) -> tuple[float, ...]:
     items: Sequence[Any]
     if isinstance(value, str):
@@ -206,7 +197,7 @@ def _tiers(value: Any) -> tuple[float, ...]:
         items = value
     else:
         raise ConfigurationError(f"delay_tiers must be a list of seconds, got {value!r}")
-    tiers = sorted({_positive_float(item, "delay_tiers") for item in items})
+    tiers = sorted({positive_seconds(item, "delay_tiers") for item in items})
     if not tiers:
         raise ConfigurationError("delay_tiers must name at least one tier")
     if tiers[0] > 1.0:

@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.exposition import start_http_server
 
 from unimq import Broker, Message
+from unimq import headers as h
 from unimq.instrumentation import Listener, Publish, PublishNext
 from unimq.pipeline import Next
 from unimq.transport import SupportsLag
@@ -143,7 +144,7 @@ class PrometheusMetrics(Listener):
     async def _observe_publish(self, publish: Publish, call_next: PublishNext) -> None:
         await call_next()
         message = publish.message
-        topic = message.headers.get("unimq-topic", message.topic)
+        topic = message.headers.get(h.TOPIC, message.topic)
         self.published_total.labels(topic, publish.kind).inc()
 
     # -- listener ---------------------------------------------------------------------------

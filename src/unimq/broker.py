@@ -31,6 +31,7 @@ from .plugins import plugins, store_registry, transport_registry
 from .publishing import Publisher
 from .retry import RetryPolicy
 from .router import Router, Subscriber
+from .settings import options_from_env, positive_seconds
 from .transport import SupportsWaitIdle, Transport, TransportContext
 from .url import BrokerURL
 
@@ -82,9 +83,13 @@ class Broker:
         self.url = BrokerURL.parse(url)
         core = {k: v for k, v in options.items() if k in _CORE_OPTIONS}
         self.transport_options = {k: v for k, v in options.items() if k not in _CORE_OPTIONS}
-        self.connect_timeout = _positive(core.get("connect_timeout", 10.0), "connect_timeout")
-        self.graceful_timeout = _positive(core.get("graceful_timeout", 30.0), "graceful_timeout")
-        self.idempotency_lease = _positive(
+        self.connect_timeout = positive_seconds(
+            core.get("connect_timeout", 10.0), "connect_timeout"
+        )
+        self.graceful_timeout = positive_seconds(
+            core.get("graceful_timeout", 30.0), "graceful_timeout"
+        )
+        self.idempotency_lease = positive_seconds(
             core.get("idempotency_lease", 300.0), "idempotency_lease"
         )
         self.clock: Clock = core.get("clock") or SYSTEM_CLOCK
@@ -125,8 +130,6 @@ class Broker:
     @classmethod
     def from_env(cls, default_url: str | None = None, **overrides: Any) -> Broker:
         """Build a broker from ``UNIMQ_URL`` and ``UNIMQ_*`` options (see :mod:`unimq.settings`)."""
-        from .settings import options_from_env
-
         url, options = options_from_env(os.environ, default_url=default_url)
         options.update(overrides)
         return cls(url, **options)
@@ -409,16 +412,6 @@ class Broker:
     def __repr__(self) -> str:
         state = "running" if self._running else ("connected" if self._connected else "idle")
         return f"<Broker {self.url.redacted()} {state} subscribers={len(self._router.subscribers)}>"
-
-
-def _positive(value: Any, name: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}") from None
-    if number <= 0:
-        raise ConfigurationError(f"{name} must be > 0, got {value!r}")
-    return number
 
 
 async def _quietly(awaitable: Any) -> None:

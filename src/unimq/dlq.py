@@ -36,17 +36,6 @@ if TYPE_CHECKING:
     from .broker import Broker
 
 REPLAYED_AT = "unimq-replayed-at"
-DIAGNOSTIC_HEADERS = frozenset(
-    {
-        h.DLQ_REASON,
-        h.ERROR_TYPE,
-        h.ERROR_MESSAGE,
-        h.ORIGINAL_TOPIC,
-        h.ORIGINAL_GROUP,
-        h.ATTEMPTS,
-        h.FAILED_AT,
-    }
-)
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)``: called after each message a replay or purge handled."""
@@ -93,7 +82,7 @@ class DeadLetter:
         return {
             k: v
             for k, v in self.headers.items()
-            if k not in h.BOOKKEEPING and k not in DIAGNOSTIC_HEADERS and k != REPLAYED_AT
+            if k not in h.BOOKKEEPING and k not in h.DLQ_DIAGNOSTICS and k != REPLAYED_AT
         }
 
 

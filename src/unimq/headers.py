@@ -19,6 +19,11 @@ ORIGINAL_GROUP = "unimq-original-group"
 ATTEMPTS = "unimq-attempts"
 FAILED_AT = "unimq-failed-at"
 
+# What a dead-letter copy adds to the original message's headers.
+DLQ_DIAGNOSTICS = frozenset(
+    {DLQ_REASON, ERROR_TYPE, ERROR_MESSAGE, ORIGINAL_TOPIC, ORIGINAL_GROUP, ATTEMPTS, FAILED_AT}
+)
+
 # Delivery bookkeeping: shown to handlers as Message attributes, not as headers.
 BOOKKEEPING = frozenset({ID, ATTEMPT, DELIVER_AT, CONTENT_TYPE, TOPIC})
 

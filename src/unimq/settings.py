@@ -90,3 +90,15 @@ def _adapter_of(url: str) -> str | None:
         return transport_registry().get(scheme).name if scheme else None
     except UnknownSchemeError:
         return None  # Broker() reports it, with the installed schemes
+
+
+def positive_seconds(value: Any, name: str) -> float:
+    """``value`` as a positive number of seconds, or a :class:`ConfigurationError` naming
+    ``name``: the one check for every timeout-like option (the core's and the adapters')."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}") from None
+    if number <= 0:
+        raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+    return number

@@ -13,15 +13,6 @@ from ... import headers as h
 from .support import BrokerFactory, Collector, Names
 
 QUICK = RetryPolicy(max_attempts=3, backoff=fixed(0.2))
-DLQ_HEADERS = {
-    h.DLQ_REASON,
-    h.ERROR_TYPE,
-    h.ERROR_MESSAGE,
-    h.ORIGINAL_TOPIC,
-    h.ORIGINAL_GROUP,
-    h.ATTEMPTS,
-    h.FAILED_AT,
-}
 
 
 class Strict(BaseModel):
@@ -175,7 +166,7 @@ class RetryCases:
         assert letter.id == receipt.message_id
         assert letter.body == b"original" and letter.key == "k-1"
         assert letter.headers["tenant"] == "acme"
-        assert set(letter.headers) >= DLQ_HEADERS
+        assert set(letter.headers) >= h.DLQ_DIAGNOSTICS
         assert letter.headers[h.DLQ_REASON] == "max-attempts"
         assert letter.headers[h.ERROR_TYPE] == "RuntimeError"
         assert letter.headers[h.ERROR_MESSAGE] == "payment gateway down"
