@@ -4,7 +4,8 @@ One robust connection per broker (aio-pika reconnects and restores channels, que
 consumers by itself). Publishing uses one channel with publisher confirms and ``mandatory``:
 ``publish`` returns when RabbitMQ confirmed the message, and an unroutable message (no queue
 bound to the topic) is an error, not a silent loss. Many publishes may wait for their confirms
-at once (``publish_window``), so concurrent publishers are pipelined. Each subscription has its
+at once (``publish_window``), so concurrent publishers are pipelined, and the publishes that
+are ready together are written to the socket together (:mod:`.confirms`). Each subscription has its
 own channel with ``prefetch`` = the subscriber's prefetch, so RabbitMQ never pushes more than
 the core can hold.
 """
@@ -39,7 +40,8 @@ from unimq.slots import Slots
 from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
 from unimq.url import BrokerURL
 
-from . import topology
+from . import confirms, topology
+from .confirms import ConfirmBatcher
 from .options import DEFAULT_PORT, RabbitMQOptions
 
 if TYPE_CHECKING:
@@ -202,6 +204,7 @@ class RabbitMQTransport:
         self._exchange: AbstractExchange | None = None
         self._window = Slots(self.options.publish_window)
         self._underlay: aiormq.abc.AbstractChannel | None = None
+        self._batcher: ConfirmBatcher | None = None
         self._subscriptions: list[RabbitMQSubscription] = []
         self._declared: set[str] = set()
 
@@ -290,18 +293,7 @@ class RabbitMQTransport:
         if not window.take_now():
             await window.take()
         try:
-            channel = self._underlay
-            if channel is None or channel.is_closed:
-                channel = await self._reacquire_channel()
-            # aiormq's basic_publish directly (the layer aio-pika's Exchange.publish wraps):
-            # the same frames, without building an aio-pika Message per publish.
-            confirmation = await channel.basic_publish(
-                message.body,
-                exchange=exchange_name,
-                routing_key=routing_key,
-                properties=properties,
-                mandatory=True,
-            )
+            confirmation = await self._send(message.body, exchange_name, routing_key, properties)
         except PublishError:
             raise
         except Exception as exc:
@@ -320,10 +312,45 @@ class RabbitMQTransport:
                 "queues)"
             )
 
+    async def _send(
+        self, body: bytes, exchange: str, routing_key: str, properties: Basic.Properties
+    ) -> Any:
+        """Publish on the current channel and wait for RabbitMQ's answer: ``Basic.Ack``, the
+        returned message (unroutable), or an exception (nack, channel lost)."""
+        channel = self._underlay
+        if channel is None or channel.is_closed:
+            channel = await self._reacquire_channel()
+        batcher = self._batcher
+        if batcher is None or batcher.channel is not channel:
+            batcher = ConfirmBatcher(channel) if confirms.supported(channel) else None
+            self._batcher = batcher
+        if batcher is None:  # an aiormq without the attributes the batcher relies on
+            return await channel.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=True,
+            )
+        confirmation = batcher.publish(
+            body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=True
+        )
+        try:
+            # Shielded so that a cancelled caller can be told apart from a closed channel,
+            # which rejects its pending confirmations with a CancelledError of their own.
+            return await asyncio.shield(confirmation)
+        except asyncio.CancelledError:
+            if not confirmation.done():
+                confirmation.cancel()  # our caller is cancelled: withdraw it if not yet sent
+                raise
+            raise aiormq.exceptions.ChannelInvalidStateError(
+                "the channel closed before RabbitMQ confirmed the message"
+            ) from None
+
     async def _reacquire_channel(self) -> aiormq.abc.AbstractChannel:
         """The publish channel's current AMQP channel, waiting (bounded) for a reconnect."""
         robust = self._publish_channel
-        if robust is None:
+        if robust is None or self._connection is None:  # never connected, or closed
             raise NotConnectedError("the RabbitMQ transport is not connected")
         try:
             self._underlay = await asyncio.wait_for(

@@ -1,0 +1,200 @@
+"""Confirmed publishing on a real RabbitMQ: the batched write path (``unimq_rabbitmq.confirms``).
+
+The conformance suite proves that published messages arrive; these cases pin what batching
+could get wrong: a return matched to the right publish inside a batch, a withdrawn publish never
+sent, order kept while the connection's write queue is full, and a connection lost mid-flight
+reported as ``PublishError`` (never as a cancellation of the caller) with every confirmed
+message queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import aio_pika
+import pytest
+from aiormq.abc import ChannelFrame
+from pamqp.commands import Basic
+from pamqp.heartbeat import Heartbeat
+from unimq_rabbitmq.confirms import ConfirmBatcher, supported
+
+from unimq import Broker, Message, PublishError
+
+pytestmark = pytest.mark.realbroker
+
+
+def unique(name: str) -> str:
+    return f"publish.{uuid.uuid4().hex[:8]}.{name}"
+
+
+def persistent() -> Basic.Properties:
+    return Basic.Properties(delivery_mode=2)
+
+
+async def declare_group(url: str, topic: str, group: str) -> None:
+    """Declare the group's queue the way a service does: start a subscriber once."""
+    broker = Broker(url)
+
+    @broker.subscriber(topic, group=group)
+    async def handle(message: Message) -> None: ...
+
+    await broker.connect()
+    await broker.start()
+    await broker.stop()
+
+
+async def queued(url: str, queue: str) -> list[bytes]:
+    """Every message in ``queue``, in queue order (taken and acked)."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        bodies = []
+        while (message := await declared.get(no_ack=True, fail=False)) is not None:
+            bodies.append(message.body)
+        return bodies
+
+
+async def test_returns_inside_a_batch_fail_only_the_unroutable_publishes(
+    rabbitmq_broker: Any,
+) -> None:
+    topic, group, nowhere = unique("routed"), "g", unique("nowhere")
+    await declare_group(rabbitmq_broker.url, topic, group)
+    async with Broker(rabbitmq_broker.url) as producer:
+        sends = [producer.publish(topic, f"ok-{i}".encode()) for i in range(40)]
+        sends[5:5] = [producer.publish(nowhere, f"lost-{i}".encode()) for i in range(5)]
+        results = await asyncio.gather(*sends, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 5, results
+    assert all(isinstance(r, PublishError) and "no queue is bound" in str(r) for r in failed)
+    assert failed == results[5:10]
+    assert sorted(await queued(rabbitmq_broker.url, f"{topic}::{group}")) == sorted(
+        f"ok-{i}".encode() for i in range(40)
+    )
+
+
+async def test_a_publish_cancelled_before_its_flush_is_never_sent(rabbitmq_broker: Any) -> None:
+    queue = unique("withdrawn")
+    connection = await aio_pika.connect(rabbitmq_broker.url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.declare_queue(queue, durable=True)
+        underlay = await channel.get_underlay_channel()
+        assert supported(underlay)
+        batcher = ConfirmBatcher(underlay)
+        withdrawn = batcher.publish(
+            b"withdrawn", exchange="", routing_key=queue, properties=persistent(), mandatory=True
+        )
+        withdrawn.cancel()
+        kept = batcher.publish(
+            b"kept", exchange="", routing_key=queue, properties=persistent(), mandatory=True
+        )
+        assert isinstance(await kept, Basic.Ack)
+    assert await queued(rabbitmq_broker.url, queue) == [b"kept"]
+
+
+async def test_a_full_write_queue_holds_batches_back_in_order(rabbitmq_broker: Any) -> None:
+    queue = unique("ordered")
+    connection = await aio_pika.connect(rabbitmq_broker.url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.declare_queue(queue, durable=True)
+        underlay: Any = await channel.get_underlay_channel()
+        batcher = ConfirmBatcher(underlay)
+        # Put a full one-slot queue between the batcher and the connection's writer.
+        writer_queue = underlay.write_queue
+        gate: asyncio.Queue[ChannelFrame] = asyncio.Queue(maxsize=1)
+        gate.put_nowait(ChannelFrame.marshall(channel_number=0, frames=[Heartbeat()]))
+        underlay.write_queue = gate
+
+        def publish(i: int) -> asyncio.Future[Any]:
+            body = str(i).encode()
+            return batcher.publish(
+                body, exchange="", routing_key=queue, properties=persistent(), mandatory=True
+            )
+
+        confirmations = [publish(i) for i in range(50)]
+        await asyncio.sleep(0)  # the first flush finds the queue full and waits
+        confirmations += [publish(i) for i in range(50, 100)]
+        await asyncio.sleep(0.2)
+        assert not any(c.done() for c in confirmations), "sent although the queue was full"
+
+        async def forward() -> None:
+            while True:
+                await writer_queue.put(await gate.get())
+
+        forwarder = asyncio.create_task(forward())
+        try:
+            answers = await asyncio.wait_for(asyncio.gather(*confirmations), 30)
+        finally:
+            forwarder.cancel()
+            underlay.write_queue = writer_queue
+        assert all(isinstance(a, Basic.Ack) for a in answers)
+    assert await queued(rabbitmq_broker.url, queue) == [str(i).encode() for i in range(100)]
+
+
+async def test_a_connection_lost_mid_flight_fails_publishes_with_publish_error(
+    rabbitmq_broker: Any,
+) -> None:
+    """RabbitMQ drops the connection under 64 publishes in flight: those fail with
+    ``PublishError`` (the caller may retry), every confirmed one is queued, publishing resumes."""
+    if not rabbitmq_broker.can_control:
+        pytest.skip("external broker: cannot drop its connections")
+    topic, group = unique("lost"), "g"
+    await declare_group(rabbitmq_broker.url, topic, group)
+    confirmed: list[bytes] = []
+    failures: list[BaseException] = []
+    stop = asyncio.Event()
+    counter = iter(range(10**9))
+    async with Broker(rabbitmq_broker.url, publish_window=64) as producer:
+
+        async def keep_publishing() -> None:
+            while not stop.is_set():
+                body = str(next(counter)).encode()
+                try:
+                    await producer.publish(topic, body)
+                    confirmed.append(body)
+                except BaseException as exc:  # a CancelledError here is the bug tested for
+                    failures.append(exc)
+                    await asyncio.sleep(0.05)
+
+        publishers = [asyncio.create_task(keep_publishing()) for _ in range(64)]
+        await asyncio.sleep(0.5)
+        code, out, err = await asyncio.to_thread(
+            rabbitmq_broker.exec,
+            ["rabbitmqctl", "close_all_connections", "unimq test: connection lost"],
+        )
+        assert code == 0, (out, err)
+        await asyncio.sleep(0.5)
+        before = len(confirmed)
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(confirmed) < before + 500:  # publishing resumed after the reconnect
+            assert asyncio.get_running_loop().time() < deadline, "publishing did not resume"
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*publishers), 60)
+    assert failures, "dropping the connection under 64 publishes in flight failed none of them"
+    assert not [f for f in failures if not isinstance(f, PublishError)], failures[:3]
+    queued_bodies = set(await queued(rabbitmq_broker.url, f"{topic}::{group}"))
+    assert set(confirmed) <= queued_bodies, "a confirmed publish is missing from the queue"
+
+
+async def test_closing_under_publishes_in_flight_fails_them_at_once(rabbitmq_broker: Any) -> None:
+    """Closing the transport rejects the pending confirmations by cancelling them: callers get
+    ``PublishError`` at once, never a ``CancelledError`` they did not ask for, nor a wait for a
+    reconnect that will not come."""
+    topic, group = unique("closing"), "g"
+    await declare_group(rabbitmq_broker.url, topic, group)
+    producer = Broker(rabbitmq_broker.url, publish_window=64)
+    await producer.connect()
+    publishes = [asyncio.create_task(producer.publish(topic, b"x")) for _ in range(300)]
+    await asyncio.sleep(0.01)
+    await producer.transport.close()
+    started = asyncio.get_running_loop().time()
+    results = await asyncio.wait_for(asyncio.gather(*publishes, return_exceptions=True), 10)
+    assert asyncio.get_running_loop().time() - started < 5
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert errors, "closing under 300 publishes failed none of them"
+    assert all(isinstance(e, PublishError) for e in errors), {repr(e) for e in errors}
