@@ -41,6 +41,7 @@ from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, Tra
 from unimq.url import BrokerURL
 
 from . import confirms, topology
+from .acks import AckBatcher
 from .confirms import ConfirmBatcher
 from .options import DEFAULT_PORT, RabbitMQOptions
 
@@ -62,19 +63,20 @@ CAPABILITIES = Capabilities(
 
 
 class RabbitMQDelivery:
-    """A delivery decoded from its AMQP properties; ``ack`` acks it on the channel it came on."""
+    """A delivery decoded from its AMQP properties; ``ack`` acks it on the channel it came on
+    (through that channel's :class:`~.acks.AckBatcher`)."""
 
-    __slots__ = ("_channel", "_tag", "body", "headers", "key", "native_id", "topic")
+    __slots__ = ("_acks", "_tag", "body", "headers", "key", "native_id", "topic")
 
     def __init__(
         self,
         body: bytes,
         properties: Basic.Properties,
         topic: str,
-        channel: aiormq.abc.AbstractChannel | None,
+        acks: AckBatcher | None,
         delivery_tag: int | None,
     ) -> None:
-        self._channel = channel
+        self._acks = acks
         self._tag = delivery_tag
         self.topic = topic
         self.body = body
@@ -96,12 +98,12 @@ class RabbitMQDelivery:
         self.key = key
 
     async def ack(self) -> None:
-        channel, tag = self._channel, self._tag
-        if channel is None or tag is None:
+        acks, tag = self._acks, self._tag
+        if acks is None or tag is None:
             return
-        self._channel = None  # acked once at most
+        self._acks = None  # acked once at most
         try:
-            await channel.basic_ack(tag)
+            acks.ack(tag)
         except Exception as exc:  # channel gone (reconnect): RabbitMQ redelivers the message
             logger.warning("ack of %s failed (%s); RabbitMQ will redeliver it", self.native_id, exc)
 
@@ -123,6 +125,7 @@ class RabbitMQSubscription:
         self._topic = topic
         self._inbox: asyncio.Queue[aiormq.abc.DeliveredMessage | None] = asyncio.Queue()
         self._underlay: aiormq.abc.AbstractChannel | None = None
+        self._acks: AckBatcher | None = None
         self._consumer_tag: str | None = None
         self._stopped = False
 
@@ -134,6 +137,7 @@ class RabbitMQSubscription:
 
     async def _consume(self) -> None:
         underlay = await self._channel.get_underlay_channel()
+        self._acks = AckBatcher(underlay)  # before the first delivery can arrive
         ok = await underlay.basic_consume(self._queue.name, self._deliver, no_ack=False)
         self._underlay, self._consumer_tag = underlay, ok.consumer_tag
 
@@ -160,9 +164,15 @@ class RabbitMQSubscription:
             message.body,
             message.header.properties,
             self._topic,
-            message.channel,
+            self._acks_for(message.channel),
             message.delivery.delivery_tag,  # type: ignore[union-attr]  # always a Deliver here
         )
+
+    def _acks_for(self, channel: aiormq.abc.AbstractChannel) -> AckBatcher:
+        acks = self._acks
+        if acks is not None and acks.channel is channel:
+            return acks
+        return AckBatcher(channel)  # delivered before a reconnect: that channel is gone
 
     async def stop(self) -> None:
         if self._stopped:

@@ -198,3 +198,28 @@ async def test_closing_under_publishes_in_flight_fails_them_at_once(rabbitmq_bro
     errors = [r for r in results if isinstance(r, BaseException)]
     assert errors, "closing under 300 publishes failed none of them"
     assert all(isinstance(e, PublishError) for e in errors), {repr(e) for e in errors}
+
+
+async def test_every_batched_ack_is_written_before_the_broker_stops(rabbitmq_broker: Any) -> None:
+    """Acks are queued and written once per loop turn: stopping right after the last handler
+    returned must still settle every message (none back in the queue for redelivery)."""
+    topic, group, count = unique("acks"), "g", 2000
+    consumer = Broker(rabbitmq_broker.url)
+    handled = 0
+    done = asyncio.Event()
+
+    @consumer.subscriber(topic, group=group, concurrency=64)
+    async def handle(message: Message) -> None:
+        nonlocal handled
+        handled += 1
+        if handled == count:
+            done.set()
+
+    await consumer.connect()
+    await consumer.start()
+    async with Broker(rabbitmq_broker.url) as producer:
+        await asyncio.gather(*(producer.publish(topic, str(i).encode()) for i in range(count)))
+    await asyncio.wait_for(done.wait(), 60)
+    await consumer.stop()
+    assert handled == count
+    assert await queued(rabbitmq_broker.url, f"{topic}::{group}") == []
