@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aio_pika
@@ -75,34 +77,38 @@ async def test_returns_inside_a_batch_fail_only_the_unroutable_publishes(
     )
 
 
-async def test_a_publish_cancelled_before_its_flush_is_never_sent(rabbitmq_broker: Any) -> None:
-    queue = unique("withdrawn")
-    connection = await aio_pika.connect(rabbitmq_broker.url)
+@asynccontextmanager
+async def batcher_for(url: str, queue: str) -> AsyncIterator[ConfirmBatcher]:
+    """A batcher on a fresh confirming channel, with a durable queue ``queue`` declared."""
+    connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         await channel.declare_queue(queue, durable=True)
         underlay = await channel.get_underlay_channel()
         assert supported(underlay)
-        batcher = ConfirmBatcher(underlay)
-        withdrawn = batcher.publish(
-            b"withdrawn", exchange="", routing_key=queue, properties=persistent(), mandatory=True
-        )
+        yield ConfirmBatcher(underlay)
+
+
+def publish_to(batcher: ConfirmBatcher, queue: str, body: bytes) -> asyncio.Future[Any]:
+    """Through the default exchange, straight to ``queue``."""
+    return batcher.publish(
+        body, exchange="", routing_key=queue, properties=persistent(), mandatory=True
+    )
+
+
+async def test_a_publish_cancelled_before_its_flush_is_never_sent(rabbitmq_broker: Any) -> None:
+    queue = unique("withdrawn")
+    async with batcher_for(rabbitmq_broker.url, queue) as batcher:
+        withdrawn = publish_to(batcher, queue, b"withdrawn")
         withdrawn.cancel()
-        kept = batcher.publish(
-            b"kept", exchange="", routing_key=queue, properties=persistent(), mandatory=True
-        )
-        assert isinstance(await kept, Basic.Ack)
+        assert isinstance(await publish_to(batcher, queue, b"kept"), Basic.Ack)
     assert await queued(rabbitmq_broker.url, queue) == [b"kept"]
 
 
 async def test_a_full_write_queue_holds_batches_back_in_order(rabbitmq_broker: Any) -> None:
     queue = unique("ordered")
-    connection = await aio_pika.connect(rabbitmq_broker.url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        await channel.declare_queue(queue, durable=True)
-        underlay: Any = await channel.get_underlay_channel()
-        batcher = ConfirmBatcher(underlay)
+    async with batcher_for(rabbitmq_broker.url, queue) as batcher:
+        underlay = batcher.channel
         # Put a full one-slot queue between the batcher and the connection's writer.
         writer_queue = underlay.write_queue
         gate: asyncio.Queue[ChannelFrame] = asyncio.Queue(maxsize=1)
@@ -110,10 +116,7 @@ async def test_a_full_write_queue_holds_batches_back_in_order(rabbitmq_broker: A
         underlay.write_queue = gate
 
         def publish(i: int) -> asyncio.Future[Any]:
-            body = str(i).encode()
-            return batcher.publish(
-                body, exchange="", routing_key=queue, properties=persistent(), mandatory=True
-            )
+            return publish_to(batcher, queue, str(i).encode())
 
         confirmations = [publish(i) for i in range(50)]
         await asyncio.sleep(0)  # the first flush finds the queue full and waits
