@@ -51,6 +51,12 @@ def test_publish_to_memory_prints_the_id() -> None:
     assert len(result.stdout.strip()) == 36
 
 
+def test_publish_reads_the_unimq_settings_from_the_environment() -> None:
+    result = unimq("publish", "--url", "memory://", "t", "x", env={"UNIMQ_CONNECT_TIMEOUT": "-1"})
+    assert result.returncode == 1
+    assert "UNIMQ_CONNECT_TIMEOUT" in result.stderr
+
+
 def test_publish_without_url_is_a_usage_error() -> None:
     result = unimq("publish", "t", "body")
     assert result.returncode == 2 and "UNIMQ_URL" in result.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .broker import Broker
-from .cli_operations import UsageError, add_commands
+from .cli_operations import UsageError, add_commands, broker_for
 from .errors import MissingDependencyError, UnimqError
 from .plugins import transport_registry
 from .url import redact
@@ -205,9 +205,7 @@ async def _serve(broker: Broker) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    url = args.url or os.environ.get("UNIMQ_URL")
-    if not url:
-        raise UsageError("no broker URL: pass --url or set UNIMQ_URL")
+    broker = broker_for(args.url)  # --url or UNIMQ_URL, with the UNIMQ_* options, as dlq/lag
     text = args.body if args.body is not None else sys.stdin.read()
     body: Any = text
     if args.json:
@@ -223,7 +221,6 @@ def _publish(args: argparse.Namespace) -> int:
         headers[name] = value
     if args.delay is not None and args.delay < 0:
         raise UsageError("--delay must not be negative")
-    broker = Broker(url)
 
     async def send() -> str:
         await broker.connect()
@@ -243,7 +240,7 @@ def _publish(args: argparse.Namespace) -> int:
     message_id = asyncio.run(send())
     print(message_id)
     logging.getLogger("unimq.cli").info(
-        "published %s to %r on %s", message_id, args.topic, redact(url)
+        "published %s to %r on %s", message_id, args.topic, broker.url.redacted()
     )
     return 0
 
