@@ -22,21 +22,31 @@ from aiormq.abc import ChannelFrame
 Item = TypeVar("Item")
 
 
+#: Pending bytes that are written at once instead of at the end of the loop turn: a batch of
+#: large messages would otherwise be copied into one buffer of up to ``publish_window`` bodies.
+FLUSH_BYTES = 128 * 1024
+
+
 class TurnBatch(Generic[Item]):
     """Collects items for one aiormq channel and writes their frames once per loop turn."""
 
     def __init__(self, channel: Any) -> None:
         self.channel: Any = channel  # an aiormq.Channel: its write queue is not in the ABC
         self._pending: list[Item] = []
-        # True while a flush is scheduled, or while a full write queue holds one back: either
-        # way the items arriving meanwhile go out with the next flush, in order.
-        self._busy = False
+        self._pending_bytes = 0
+        self._scheduled = False  # a flush at the end of this loop turn is on its way
+        self._blocked = False  # a full write queue holds a batch back; the next waits for it
 
-    def _add(self, item: Item) -> None:
+    def _add(self, item: Item, size: int = 0) -> None:
         self._pending.append(item)
-        if not self._busy:
-            self._busy = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending_bytes += size
+        if self._blocked:
+            return  # goes out right after the batch being held back
+        if self._pending_bytes >= FLUSH_BYTES:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._end_of_turn)
 
     def _frames(self, items: list[Item]) -> list[Any]:
         """The frames for ``items`` (the channel is open); called once per flush, in order."""
@@ -46,30 +56,32 @@ class TurnBatch(Generic[Item]):
         """The channel closed before ``items`` could be written."""
         raise NotImplementedError
 
+    def _end_of_turn(self) -> None:
+        self._scheduled = False
+        if not self._blocked:
+            self._flush()
+
     def _flush(self) -> None:
-        items, self._pending = self._pending, []
+        items, self._pending, self._pending_bytes = self._pending, [], 0
+        if not items:
+            return
         channel = self.channel
         if channel.is_closed:
-            self._busy = False
             self._undeliverable(items)
             return
         frames = self._frames(items)
         if not frames:
-            self._busy = False
             return
         frame = ChannelFrame.marshall(channel_number=channel.number, frames=frames)
         try:
             channel.write_queue.put_nowait(frame)
         except asyncio.QueueFull:  # the writer is behind: wait for room, keep the order
+            self._blocked = True
             channel.create_task(self._put_then_flush(frame))
-            return
-        self._busy = False
 
     async def _put_then_flush(self, frame: ChannelFrame) -> None:
         try:
             await self.channel.write_queue.put(frame)
         finally:
-            if self._pending:
-                asyncio.get_running_loop().call_soon(self._flush)
-            else:
-                self._busy = False
+            self._blocked = False
+            self._flush()  # what arrived meanwhile (on a closed channel: reported undeliverable)

@@ -98,7 +98,8 @@ class ConfirmBatcher(TurnBatch[_Publish]):
         if channel.is_closed:
             raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
         confirmation: asyncio.Future[Any] = channel.create_future()
-        self._add(_Publish(body, exchange, routing_key, properties, mandatory, confirmation))
+        publish = _Publish(body, exchange, routing_key, properties, mandatory, confirmation)
+        self._add(publish, len(body))
         return confirmation
 
     def _undeliverable(self, items: list[_Publish]) -> None:
