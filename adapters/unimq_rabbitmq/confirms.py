@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiormq
 from pamqp.commands import Basic
@@ -46,35 +46,14 @@ def supported(channel: Any) -> bool:
     )
 
 
-class _Publish:
-    __slots__ = (
-        "body",
-        "confirmation",
-        "exchange",
-        "mandatory",
-        "message_id",
-        "properties",
-        "routing_key",
-    )
+class _Publish(NamedTuple):
+    """One queued publish: the ``basic.publish`` fields, its id and its confirmation."""
 
-    def __init__(
-        self,
-        body: bytes,
-        exchange: str,
-        routing_key: str,
-        properties: Basic.Properties,
-        mandatory: bool,
-        confirmation: asyncio.Future[Any],
-    ) -> None:
-        # A return is matched to its publish by message id, so every publish needs one.
-        self.message_id: str = properties.message_id or uuid.uuid4().hex
-        properties.message_id = self.message_id
-        self.body = body
-        self.exchange = exchange
-        self.routing_key = routing_key
-        self.properties = properties
-        self.mandatory = mandatory
-        self.confirmation = confirmation
+    method: Basic.Publish
+    properties: Basic.Properties
+    body: bytes
+    message_id: str
+    confirmation: asyncio.Future[Any]
 
 
 class ConfirmBatcher(TurnBatch[_Publish]):
@@ -97,9 +76,11 @@ class ConfirmBatcher(TurnBatch[_Publish]):
         channel = self.channel
         if channel.is_closed:
             raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+        # A return is matched to its publish by message id, so every publish needs one.
+        message_id = properties.message_id = properties.message_id or uuid.uuid4().hex
+        method = Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory)
         confirmation: asyncio.Future[Any] = channel.create_future()
-        publish = _Publish(body, exchange, routing_key, properties, mandatory, confirmation)
-        self._add(publish, len(body))
+        self._add(_Publish(method, properties, body, message_id, confirmation), len(body))
         return confirmation
 
     def _undeliverable(self, items: list[_Publish]) -> None:
@@ -121,13 +102,7 @@ class ConfirmBatcher(TurnBatch[_Publish]):
             channel.confirmations[tag] = confirmation
             channel.message_id_delivery_tag[message_id] = tag
             confirmation.add_done_callback(partial(self._forget, message_id, tag))
-            frames.append(
-                Basic.Publish(
-                    exchange=publish.exchange,
-                    routing_key=publish.routing_key,
-                    mandatory=publish.mandatory,
-                )
-            )
+            frames.append(publish.method)
             frames.append(ContentHeader(properties=publish.properties, body_size=len(publish.body)))
             frames.extend(channel._split_body(publish.body))
         return frames
