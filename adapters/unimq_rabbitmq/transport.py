@@ -249,7 +249,7 @@ class RabbitMQTransport:
             ) from None
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         self._exchange = await topology.declare_exchanges(self._publish_channel)
-        self._underlay = await self._publish_channel.get_underlay_channel()
+        self._use_channel(await self._publish_channel.get_underlay_channel())
 
     async def close(self) -> None:
         for subscription in self._subscriptions:
@@ -331,9 +331,6 @@ class RabbitMQTransport:
         if channel is None or channel.is_closed:
             channel = await self._reacquire_channel()
         batcher = self._batcher
-        if batcher is None or batcher.channel is not channel:
-            batcher = ConfirmBatcher(channel) if confirms.supported(channel) else None
-            self._batcher = batcher
         if batcher is None:  # an aiormq without the attributes the batcher relies on
             return await channel.basic_publish(
                 body,
@@ -363,7 +360,7 @@ class RabbitMQTransport:
         if robust is None or self._connection is None:  # never connected, or closed
             raise NotConnectedError("the RabbitMQ transport is not connected")
         try:
-            self._underlay = await asyncio.wait_for(
+            channel = await asyncio.wait_for(
                 robust.get_underlay_channel(), self.options.publish_timeout
             )
         except asyncio.TimeoutError:
@@ -371,7 +368,19 @@ class RabbitMQTransport:
                 f"RabbitMQ at {self.url.redacted()} is unreachable: no connection within "
                 f"{self.options.publish_timeout:g}s (publish_timeout)"
             ) from None
-        return self._underlay
+        self._use_channel(channel)
+        return channel
+
+    def _use_channel(self, channel: aiormq.abc.AbstractChannel) -> None:
+        """Publish on ``channel`` from now on, through a batcher of its own when this aiormq
+        has what :mod:`.confirms` relies on (decided once per channel, not per publish).
+
+        Concurrent publishes may each reacquire the same channel: it keeps its one batcher,
+        since two batchers on one channel could write frames out of delivery-tag order."""
+        if channel is self._underlay:
+            return
+        self._underlay = channel
+        self._batcher = ConfirmBatcher(channel) if confirms.supported(channel) else None
 
     async def subscribe(self, spec: SubscriptionSpec) -> RabbitMQSubscription:
         connection = self._connection
