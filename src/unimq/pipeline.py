@@ -304,13 +304,14 @@ class SubscriberRuntime:
         dead_letter_topic = subscriber.dead_letter_topic
         if dead_letter_topic is not None and isinstance(transport, SupportsDeclareTopic):
             await transport.declare_topic(dead_letter_topic)
-        for topic in (subscriber.topic, self.retry_topic):
+        for topic, role in ((subscriber.topic, "main"), (self.retry_topic, "retry")):
             spec = SubscriptionSpec(
                 topic=topic,
                 group=self.group,
                 prefetch=subscriber.concurrency,
                 broadcast=subscriber.broadcast,
                 ordered=subscriber.ordered,
+                role=role,  # type: ignore[arg-type]
             )
             subscription = await transport.subscribe(spec)
             self._subscriptions.append(subscription)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from .clock import Clock
 from .url import BrokerURL
@@ -33,6 +33,8 @@ class Capabilities:
     - ``broadcast``: per-instance subscriptions (``broadcast=True``) are possible.
     - ``durable``: published messages survive a broker restart (the memory backend: no).
     - ``max_message_size``: largest body in bytes, checked before publishing (``None``: no limit).
+    - ``revocable``: deliveries implement :class:`SupportsRevocation`; the core checks
+      ``delivery.revoked`` before it starts (or restarts) a handler, and only then.
     """
 
     max_delay: float | None = None
@@ -40,6 +42,7 @@ class Capabilities:
     broadcast: bool = True
     durable: bool = True
     max_message_size: int | None = None
+    revocable: bool = False
 
 
 @dataclass(slots=True)
@@ -92,13 +95,30 @@ class Delivery(Protocol):
         """
 
 
+@runtime_checkable
+class SupportsRevocation(Protocol):
+    """Optional on a :class:`Delivery` (declared by ``Capabilities.revocable``).
+
+    ``revoked`` turns ``True`` once the broker may hand this delivery to another consumer:
+    Kafka revoked its partition from this member, RocketMQ's invisibility lapsed and could not
+    be renewed, RabbitMQ closed the channel it came on. Running its handler then would race the
+    new owner and break per-key order, so the core drops a revoked delivery without settling it
+    (the new owner has it) instead of starting or retrying its handler.
+    """
+
+    @property
+    def revoked(self) -> bool: ...
+
+
 @dataclass(frozen=True)
 class SubscriptionSpec:
     """What to consume: ``topic`` for ``group``.
 
     ``broadcast`` asks for a subscription of this instance alone (removed when it closes);
     ``ordered`` asks that deliveries with the same key come in publish order; ``prefetch`` is how
-    many unsettled deliveries the core may hold at once.
+    many unsettled deliveries the core may hold at once. ``role`` says why the core consumes the
+    topic: ``"main"`` (the subscriber's topic) or ``"retry"`` (the group's retry topic, which
+    carries retry and delay-hop copies), so an adapter never has to guess it from the name.
     """
 
     topic: str
@@ -107,6 +127,7 @@ class SubscriptionSpec:
     broadcast: bool = False
     ordered: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
+    role: Literal["main", "retry"] = "main"
 
 
 class Subscription(Protocol):
