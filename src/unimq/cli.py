@@ -136,7 +136,9 @@ def _seconds(text: str) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite, non-negative number of seconds, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a finite, non-negative number of seconds, got {text!r}"
+        )
     return value
 
 

@@ -7,12 +7,13 @@ libraries goes through :meth:`BrokerURL.mask`.
 Users paste passwords without percent-encoding them, so a raw ``@``, ``/``, ``?``, ``#`` or
 space can sit inside the password. The parser takes the userinfo up to the *last* ``@`` of the
 authority, and when the standard authority (up to the first ``/?#``) is not a valid host list
-while an ``@`` follows, up to that ``@``. Masking errs the other way: :func:`redact` hides
-everything from the first ``:`` after ``scheme://`` to the *last* ``@`` of the text (which can
-over-mask a query holding an ``@``; never under-mask), and the values of secret options
-(:func:`is_secret_option`: ``password``, ``sasl_password``, ``ssl_key_password``,
-``secret_key``, tokens...) anywhere as ``name=value``. Query values must be percent-encoded to
-contain ``&`` or ``#``.
+while an ``@`` follows, up to that ``@``; a URL with a userinfo *and* another ``@`` after the
+host (``u:p@h?x@y``) is ambiguous and refused (percent-encode the ``@``). Masking errs the
+other way: :func:`redact` hides everything from the first ``:`` after ``scheme://`` to the
+*last* ``@`` of the text (which can over-mask a query holding an ``@``; never under-mask), and
+the values of secret options (:func:`is_secret_option`: ``password``, ``sasl_password``,
+``ssl_key_password``, ``secret_key``, tokens...) anywhere as ``name=value``. Query values must
+be percent-encoded to contain ``&`` or ``#``.
 """
 
 from __future__ import annotations
@@ -204,13 +205,22 @@ def _split_authority(rest: str) -> tuple[str | None, str, str]:
     end = _authority_end(rest, 0)
     authority, tail = rest[:end], rest[end:]
     at = authority.rfind("@")
-    if at >= 0:
-        return authority[:at], authority[at + 1 :], tail
+    hostlist = authority[at + 1 :]
     last = rest.rfind("@")
-    if last > end and _parse_hosts(authority, "") is None:
-        # Not a valid host list, and an '@' follows: a raw '/', '?' or '#' in the password.
+    if last >= end and (_parse_hosts(hostlist, "") is None or (at >= 0 and not hostlist)):
+        # Not a valid host list (or none after a userinfo), and an '@' follows: a raw '/', '?'
+        # or '#' in the password.
         after = _authority_end(rest, last + 1)
         return rest[:last], rest[last + 1 : after], rest[after:]
+    if at >= 0:
+        if last >= end:
+            # user:pass@host?...@...: the password may hold a raw '@' and '?', or the query an
+            # '@'. Refused rather than guessed (a guess could show part of the password).
+            raise InvalidURLError(
+                f"ambiguous broker URL {redact('x://' + rest)[4:]!r}: an '@' follows the host; "
+                "percent-encode '@' as %40 in the password or the query"
+            )
+        return authority[:at], hostlist, tail
     return None, authority, tail
 
 
