@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from unimq import Broker, Message
 from unimq.errors import ConfigurationError, UnimqError
-from unimq.headers import DLQ_DIAGNOSTICS
 from unimq.url import BrokerURL
 from unimq.validation import MAX_DELAY, delay_seconds
 
@@ -112,6 +111,10 @@ NAME = st.one_of(TEXT, st.sampled_from(["unimq-id", "unimq-key", "unimq-dlq-reas
 HEADERS = st.dictionaries(
     NAME, st.one_of(TEXT, st.integers(), st.floats(), st.booleans()), max_size=4
 )
+ALLOWED = {
+    "unimq-dlq-reason", "unimq-error-type", "unimq-error-message", "unimq-original-topic",
+    "unimq-original-group", "unimq-attempts", "unimq-failed-at", "unimq-replayed-at",
+}  # fmt: skip
 LONG = st.one_of(TEXT, st.text(min_size=250, max_size=260), st.just("é" * 128))
 
 
@@ -135,7 +138,7 @@ def valid(key: str | None, headers: dict[str, Any], message_id: str | None) -> b
         size = utf8(name)
         if size is None or not 1 <= size <= 128:
             return False
-        if name.lower().startswith("unimq-") and name not in DLQ_DIAGNOSTICS:
+        if name.lower().startswith("unimq-") and name not in ALLOWED:
             return False
         if isinstance(value, float) and not math.isfinite(value):
             return False

@@ -10,8 +10,8 @@ that half-failed. The limits are the smallest common ones of the supported broke
 (docs/configuration.md, "Limits"):
 
 - header names: 1..128 UTF-8 bytes (RabbitMQ truncates longer field names); names starting
-  ``unimq-`` are reserved, except the dead-letter diagnostics (``headers.DLQ_DIAGNOSTICS``) so a
-  dead letter can be republished with them;
+  ``unimq-`` are reserved, except the dead-letter diagnostics (``headers.DLQ_DIAGNOSTICS``) and
+  ``unimq-replayed-at`` (:data:`ALLOWED_RESERVED`), so a dead letter can be republished with them;
 - header values: ``str`` (``int``/``float``/``bool`` are converted with ``str()``; NaN and
   infinity are refused); all names and values together at most 32 KiB (RocketMQ's property
   limit);
@@ -33,6 +33,10 @@ from typing import Any
 
 from . import headers as h
 from .errors import InvalidMessageError
+
+#: The ``unimq-`` headers a publisher may set: the ones a handler sees on a dead letter (its
+#: diagnostics, and the mark of a replay), so that it can republish the message as it got it.
+ALLOWED_RESERVED = h.DLQ_DIAGNOSTICS | {getattr(h, "REPLAYED_AT", "unimq-replayed-at")}
 
 MAX_NAME_BYTES = 255
 MAX_HEADER_NAME_BYTES = 128
@@ -90,7 +94,7 @@ def user_headers(headers: Any) -> dict[str, str]:
                 f"header name {name[:40]!r}... is {size} UTF-8 bytes; the limit is "
                 f"{MAX_HEADER_NAME_BYTES} (RabbitMQ truncates longer names)"
             )
-        if name[:6].lower() == h.PREFIX and name not in h.DLQ_DIAGNOSTICS:
+        if name[:6].lower() == h.PREFIX and name not in ALLOWED_RESERVED:
             raise InvalidMessageError(
                 f"header {name!r}: names starting {h.PREFIX!r} are reserved for unimq's own "
                 "bookkeeping (use the publish arguments key=, message_id=, delay= instead, or "
