@@ -107,3 +107,19 @@ def test_wrapped_async_generator_is_refused_too() -> None:
         @sync_decorator
         async def handle(message: Message) -> AsyncIterator[None]:
             yield None
+
+
+def test_default_group_of_a_partial_or_callable_object_is_stable() -> None:
+    async def base(tag: str, message: Message) -> None:
+        pass
+
+    class Handler:
+        async def __call__(self, message: Message) -> None:
+            pass
+
+    broker = Broker("memory://")
+    broker.subscriber("a")(functools.partial(base, "x"))
+    broker.subscriber("b")(Handler())
+    groups = [s.group for s in broker.subscribers]
+    assert all("0x" not in group for group in groups), groups  # no memory address
+    assert groups[0].endswith("base") and groups[1].endswith("Handler")

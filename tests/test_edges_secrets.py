@@ -175,3 +175,13 @@ async def test_secret_transport_options_are_masked_in_connect_errors() -> None:
     with pytest.raises(UnimqError) as info:
         await broker.connect()
     assert "Zq-token-Xw" not in chain_text(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["amqp://h:\u00b2", "amqp://h:\u0663", "kafka://[::1", "amqp://h\ud800", "amqp://a b"]
+)
+def test_malformed_urls_are_typed_errors(url: str) -> None:
+    from unimq.errors import InvalidURLError
+
+    with pytest.raises(InvalidURLError):
+        Broker(url)

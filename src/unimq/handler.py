@@ -25,8 +25,15 @@ HandlerFunc = Callable[..., Any]
 
 
 def describe(func: Any) -> str:
+    """``module.qualname`` of a handler: also the default group name, so it must be stable
+    across restarts (no ``repr`` with a memory address): a partial is named after its function,
+    a callable object after its class."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    if getattr(func, "__qualname__", None) is None and not isinstance(func, type):
+        func = type(func)  # a callable object
     module = getattr(func, "__module__", None) or "?"
-    qualname = getattr(func, "__qualname__", None) or repr(func)
+    qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
     return f"{module}.{qualname}"
 
 
