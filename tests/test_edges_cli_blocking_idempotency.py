@@ -118,3 +118,28 @@ async def test_memory_idempotency_prunes_expired_marks_as_it_goes() -> None:
 def test_memory_idempotency_options_are_checked(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigurationError):
         MemoryIdempotencyStore(**kwargs)  # type: ignore[arg-type]
+
+
+def test_cli_log_lines_are_masked_even_from_other_libraries() -> None:
+    import logging
+
+    from unimq.cli import mask_logs
+
+    stream = __import__("io").StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        mask_logs(("Zq-opt-Xw",))
+        logging.getLogger("some.client").warning(
+            "reconnecting to amqp://u:Zq-pw-Xw@h/ with token=Zq-tok-Xw and Zq-opt-Xw"
+        )
+    finally:
+        root.removeHandler(handler)
+    assert "Zq" not in stream.getvalue() and "reconnecting" in stream.getvalue()
+
+
+def test_blocking_from_env_timeout_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNIMQ_URL", "memory://")
+    with pytest.raises(ConfigurationError):
+        BlockingBroker.from_env(timeout="soon")

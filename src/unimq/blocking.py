@@ -66,7 +66,7 @@ class BlockingBroker:
     @classmethod
     def from_env(cls, default_url: str | None = None, **overrides: Any) -> BlockingBroker:
         """Like :meth:`Broker.from_env`: ``UNIMQ_URL`` and ``UNIMQ_*`` options."""
-        timeout = float(overrides.pop("timeout", 30.0))
+        timeout = overrides.pop("timeout", 30.0)  # checked by __init__ (a typed error)
         return cls(Broker.from_env(default_url, **overrides), timeout=timeout)
 
     # -- declaring subscribers (before start) ---------------------------------------------

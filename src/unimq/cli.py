@@ -22,7 +22,7 @@ from .broker import Broker
 from .cli_operations import UsageError, add_commands, broker_for
 from .errors import MissingDependencyError, UnimqError
 from .plugins import transport_registry
-from .url import redact
+from .url import mask_secrets, option_secrets, redact
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    mask_logs(())
     try:
         result: int = args.func(args)
         return result
@@ -49,6 +50,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return EXIT_ERROR  # pragma: no cover - parser.exit does not return
+
+
+class MaskingFormatter(logging.Formatter):
+    """Masks every log line the command prints, third-party libraries' included (a client
+    library may log its connection URL): URL passwords, ``name=value`` secret options, and the
+    loaded broker's own secrets."""
+
+    def __init__(self, base: logging.Formatter | None, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        self.base = base or logging.Formatter()
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(self.base.format(record), self.secrets)
+
+
+def _secrets_of(broker: Broker) -> tuple[str, ...]:
+    return (*broker.url.secrets, *option_secrets(broker.transport_options))
+
+
+def mask_logs(secrets: tuple[str, ...]) -> None:
+    """Put a :class:`MaskingFormatter` (knowing ``secrets``) on the root logger's handlers."""
+    for handler in logging.getLogger().handlers:
+        current = handler.formatter
+        if isinstance(current, MaskingFormatter):
+            current.secrets = secrets
+        else:
+            handler.setFormatter(MaskingFormatter(current, secrets))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -181,6 +210,7 @@ def load_broker(target: str) -> Broker:
 
 def _run(args: argparse.Namespace) -> int:
     broker = load_broker(args.target)
+    mask_logs(_secrets_of(broker))
     if args.metrics_port is not None:
         metrics = _contrib("unimq_prometheus", "prometheus").PrometheusMetrics()
         metrics.instrument(broker)
@@ -237,6 +267,7 @@ async def _serve(broker: Broker) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     broker = broker_for(args.url)  # --url or UNIMQ_URL, with the UNIMQ_* options, as dlq/lag
+    mask_logs(_secrets_of(broker))
     text = args.body if args.body is not None else sys.stdin.read()
     body: Any = text
     if args.json:
