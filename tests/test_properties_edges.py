@@ -26,6 +26,7 @@ PROFILE = settings(
     max_examples=150,
     deadline=None,
     derandomize=CI,
+    database=None,  # no example database written into the checkout
     suppress_health_check=[HealthCheck.too_slow],
 )
 SCHEMES = st.sampled_from(["amqp", "kafka", "rocketmq", "memory"])
