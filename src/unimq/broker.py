@@ -16,8 +16,8 @@ import uuid_utils
 from . import headers as h
 from .clock import Clock, SystemClock
 from .codec import encode
+from .delivery.host import Middleware
 from .delivery.runtime import PipelineContext, SubscriberRuntime
-from .delivery.stages import Middleware
 from .errors import (
     BrokerUnreachableError,
     ConfigurationError,
