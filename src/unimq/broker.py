@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, TypeVar
@@ -17,8 +16,8 @@ from . import headers as h
 from . import validation
 from .clock import Clock, SystemClock
 from .codec import encode
+from .delivery.host import Middleware
 from .delivery.runtime import PipelineContext, SubscriberRuntime
-from .delivery.stages import Middleware
 from .errors import (
     BrokerUnreachableError,
     ConfigurationError,
@@ -35,6 +34,7 @@ from .publishing import Publisher
 from .retry import RetryPolicy
 from .router import Router, Subscriber
 from .settings import options_from_env, positive_seconds
+from .threads import HandlerThreads
 from .transport import SupportsWaitIdle, Transport, TransportContext
 from .url import BrokerURL, option_secrets, scrub
 
@@ -130,7 +130,7 @@ class Broker:
         self.listeners = Listeners()
         self._router = Router()
         self._runtimes: list[SubscriberRuntime] = []
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: HandlerThreads | None = None
         self._connected = False
         self._running = False
         plugins.manager.hook.unimq_broker_created(broker=self)
@@ -265,9 +265,7 @@ class Broker:
         await self.connect()
         if any(not s.handler.is_async for s in self._router.subscribers):
             workers = sum(s.concurrency for s in self._router.subscribers if not s.handler.is_async)
-            self._executor = ThreadPoolExecutor(
-                max_workers=max(1, min(workers, 256)), thread_name_prefix="unimq-handler"
-            )
+            self._executor = HandlerThreads(max_workers=max(1, min(workers, 256)))
         context = PipelineContext(
             transport=self.transport,
             publisher=self.publisher,
@@ -311,6 +309,12 @@ class Broker:
             logger.info("disconnected from %s", self.url.redacted())
             self.listeners.broker_disconnected(self)
         if self._executor is not None:
+            if self._executor.running:
+                logger.warning(
+                    "%d plain-def handler(s) still running in worker threads after shutdown; "
+                    "they are abandoned (the process can exit) and their messages redelivered",
+                    self._executor.running,
+                )
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
         close_store = getattr(self.idempotency_store, "close", None)

@@ -25,7 +25,7 @@ import asyncio
 import logging
 from collections import deque
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import envelope
 from ..clock import Clock
@@ -45,9 +45,7 @@ from ..transport import (
     Transport,
 )
 from . import stages
-
-if TYPE_CHECKING:
-    from .stages import Middleware
+from .host import Middleware
 
 logger = logging.getLogger("unimq.pipeline")
 

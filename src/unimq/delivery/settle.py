@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from typing import TYPE_CHECKING, Protocol
 
 from .. import envelope
 from ..errors import ConfigurationError, MessageTooLargeError
 from ..message import Message
 from ..transport import Delivery
+from .host import Host
 from .outcome import (
     Ack,
     DeadLetter,
@@ -39,12 +39,6 @@ from .outcome import (
     nacked,
 )
 
-if TYPE_CHECKING:
-    from ..idempotency import IdempotencyStore
-    from ..instrumentation import Listeners
-    from ..publishing import Publisher
-    from ..router import Subscriber
-
 logger = logging.getLogger("unimq.pipeline")
 
 #: Pause between two tries of a settlement that failed: first, and at most.
@@ -54,26 +48,6 @@ MAX_PAUSE = 5.0
 PARK_FOREVER = 1e9
 
 _OPEN, _SETTLING, _SETTLED = 0, 1, 2
-
-
-class Host(Protocol):
-    """What a settlement needs from the subscriber runtime that owns it."""
-
-    subscriber: Subscriber
-    group: str
-    retry_topic: str
-    publisher: Publisher
-    store: IdempotencyStore
-    listeners: Listeners
-    retry_in_place: bool
-
-    @property
-    def stopping(self) -> bool: ...
-
-    def now(self) -> float: ...
-
-    async def pause(self, seconds: float, delivery: Delivery) -> bool:
-        """Wait on the clock, the delivery parked; ``False`` if stopping cut it short."""
 
 
 class Settlement:

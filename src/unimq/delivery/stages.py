@@ -23,30 +23,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import envelope
 from ..codec import DecodeError
 from ..message import Message
 from ..transport import Delivery
+from .host import Host, Middleware, Next
 from .outcome import ACK, DROP, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff
 from .settle import Settlement
-
-if TYPE_CHECKING:
-    from .runtime import SubscriberRuntime
 
 logger = logging.getLogger("unimq.pipeline")
 
 #: A delivery up to this many seconds early is held in place; earlier ones are forwarded.
 HOLD_IN_PLACE = 2.0
 
-Next = Callable[[], Awaitable[Any]]
-Middleware = Callable[[Message, Next], Awaitable[Any]]
 Stage = Callable[[Settlement], Awaitable[Outcome]]
 Handle = Callable[[Delivery], Awaitable[None]]
 
 
-def build(runtime: SubscriberRuntime) -> Handle:
+def build(runtime: Host) -> Handle:
     """The whole pipeline of one subscriber, as one callable per delivery."""
     subscriber = runtime.subscriber
     stage = invoke_stage(runtime)
@@ -90,7 +86,7 @@ def build(runtime: SubscriberRuntime) -> Handle:
     return handle
 
 
-def invoke_stage(runtime: SubscriberRuntime) -> Stage:
+def invoke_stage(runtime: Host) -> Stage:
     """User middleware around the handler; the handler's ending as an outcome."""
     handler = runtime.subscriber.handler
     executor = runtime.executor
@@ -118,7 +114,7 @@ def invoke_stage(runtime: SubscriberRuntime) -> Stage:
     return invoke
 
 
-def in_place_retry_stage(runtime: SubscriberRuntime, invoke: Stage) -> Stage:
+def in_place_retry_stage(runtime: Host, invoke: Stage) -> Stage:
     """Retry a failed attempt in place, after its backoff, until it ends otherwise.
 
     For ordered subscribers (the key's later messages wait behind the failing one) and for
@@ -159,7 +155,7 @@ def in_place_retry_stage(runtime: SubscriberRuntime, invoke: Stage) -> Stage:
     return retry_in_place
 
 
-def idempotency_stage(runtime: SubscriberRuntime, run: Stage) -> Stage:
+def idempotency_stage(runtime: Host, run: Stage) -> Stage:
     """Run a message id at most once per group: begin a lease, skip what is already done, and
     release the lease when the run did not complete (the mark is written on ack)."""
     store = runtime.store
