@@ -307,3 +307,36 @@ async def test_shutdown_does_not_wait_for_an_in_place_retry_backoff() -> None:
         started = time.monotonic()
     assert time.monotonic() - started < 2
     assert attempts == [1]
+
+
+async def test_middleware_sees_the_outcome() -> None:
+    """Issue 12: user middleware sees how a handling ended (2830ee5 had no outcome)."""
+    from unimq.delivery.outcome import Ack, DeadLetter, Retry
+
+    clock = VirtualClock()
+    broker = Broker("memory://", clock=clock)
+    outcomes: list[object] = []
+
+    async def record(message: Message, call_next: Any) -> Any:
+        try:
+            return await call_next()
+        finally:
+            outcomes.append(message.outcome)
+
+    broker.add_middleware(record)
+
+    @broker.subscriber("t", group="g", retry=RetryPolicy(max_attempts=2, backoff=unimq.fixed(1)))
+    async def handle(body: str) -> None:
+        if body == "retry":
+            raise RuntimeError("fails")
+        if body == "reject":
+            raise Reject("no")
+
+    async with broker:
+        for body in ("ok", "retry", "reject"):
+            await broker.publish("t", body)
+        await settle_on(clock, broker)
+    kinds = sorted(type(o).__name__ for o in outcomes)
+    assert kinds == ["Ack", "DeadLetter", "DeadLetter", "Retry"], outcomes
+    assert {o.reason for o in outcomes if isinstance(o, DeadLetter)} == {"rejected", "max-attempts"}
+    assert any(isinstance(o, Retry) for o in outcomes) and any(isinstance(o, Ack) for o in outcomes)

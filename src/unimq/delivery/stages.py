@@ -30,7 +30,7 @@ from ..codec import DecodeError
 from ..message import Message
 from ..transport import Delivery
 from .host import Host, Middleware, Next
-from .outcome import ACK, DROP, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff
+from .outcome import ACK, DROP, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff, decide
 from .settle import Settlement
 
 logger = logging.getLogger("unimq.pipeline")
@@ -86,12 +86,20 @@ def build(runtime: Host) -> Handle:
     return handle
 
 
-def invoke_stage(runtime: Host) -> Stage:
-    """User middleware around the handler; the handler's ending as an outcome."""
-    handler = runtime.subscriber.handler
-    executor = runtime.executor
-    middlewares = runtime.middlewares  # the broker's list: later additions apply too
-    success = MANUAL if runtime.subscriber.ack == "manual" else ACK
+def invoke_stage(host: Host) -> Stage:
+    """User middleware around the handler; the handler's ending as an outcome.
+
+    Middleware sees the handler's return value or exception as always, and also
+    ``message.outcome``: what unimq decided that ending means, set by the innermost call before
+    control returns to the middleware (so a metrics middleware can count retries and dead
+    letters without a listener). What propagates out of the middleware decides in the end: a
+    middleware that swallows an exception turns the ending into a success.
+    """
+    handler = host.subscriber.handler
+    executor = host.executor
+    middlewares = host.middlewares  # the broker's list: later additions apply too
+    policy = host.subscriber.retry
+    success = MANUAL if host.subscriber.ack == "manual" else ACK
 
     async def invoke(settlement: Settlement) -> Outcome:
         kwargs = settlement.kwargs
@@ -99,7 +107,17 @@ def invoke_stage(runtime: Host) -> Stage:
             if middlewares:
                 message = settlement.message
                 assert message is not None
-                call: Next = lambda: handler.invoke(kwargs, executor)  # noqa: E731
+
+                async def innermost() -> Any:
+                    try:
+                        result = await handler.invoke(kwargs, executor)
+                    except Exception as error:
+                        message.outcome = decide(error, message.attempt, policy)
+                        raise
+                    message.outcome = success
+                    return result
+
+                call: Next = innermost
                 for middleware in reversed(middlewares):
                     call = _bind(middleware, message, call)
                 await call()
