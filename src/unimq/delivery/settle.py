@@ -27,6 +27,7 @@ from ..message import Message
 from ..transport import Delivery
 from .host import Host
 from .outcome import (
+    ACK,
     Ack,
     DeadLetter,
     Drop,
@@ -103,7 +104,20 @@ class Settlement:
 
     async def carry_out(self, outcome: Outcome) -> None:
         """Settle with ``outcome`` unless already settled; never raises (but cancellation)."""
-        if self._state != _OPEN or isinstance(outcome, (Manual, Drop)):
+        if self._state != _OPEN:
+            return
+        if outcome is ACK and not self.host.subscriber.idempotent:
+            # The path of nearly every message: nothing to copy, nothing to mark.
+            self._state = _SETTLING
+            try:
+                await self.delivery.ack()
+                self._state = _SETTLED
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("acking message %s failed; trying again", self.envelope.id)
+        elif isinstance(outcome, (Manual, Drop)):
             return
         self._state = _SETTLING
         pause = FIRST_PAUSE
