@@ -14,6 +14,7 @@ import uuid_utils
 
 from . import headers as h
 from . import validation
+from .batch import BatchPolicy
 from .clock import Clock, SystemClock
 from .codec import encode
 from .delivery.host import Middleware
@@ -31,6 +32,7 @@ from .instrumentation import Listener, Listeners, PublishMiddleware
 from .naming import retry_topic
 from .plugins import plugins, store_registry, transport_registry
 from .publishing import Publisher
+from .ratelimit import RateLimit
 from .retry import RetryPolicy
 from .router import Router, Subscriber
 from .settings import options_from_env, positive_seconds
@@ -160,6 +162,8 @@ class Broker:
         idempotent: bool = False,
         ack: Literal["auto", "manual"] = "auto",
         broadcast: bool = False,
+        batch: BatchPolicy | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function as a handler; see :meth:`Router.subscriber`."""
         decorate = self._router.subscriber(
@@ -172,6 +176,8 @@ class Broker:
             idempotent=idempotent,
             ack=ack,
             broadcast=broadcast,
+            batch=batch,
+            rate_limit=rate_limit,
         )
 
         def register(func: F) -> F:

@@ -43,33 +43,7 @@ class BoundHandler:
     __slots__ = ("_decode", "_direct", "_kinds", "func", "is_async", "name")
 
     def __init__(self, func: HandlerFunc) -> None:
-        if not callable(func):
-            raise HandlerSignatureError(f"handler {func!r} is not callable")
-        self.func = func
-        self.name = describe(func)
-        target = _target(func)
-        if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
-            # Calling it only builds a generator: the body would never run, yet the message
-            # would be acked.
-            raise HandlerSignatureError(
-                f"handler {self.name} is a generator function (it contains 'yield'); a handler "
-                "must return (or be an 'async def' that returns), not yield"
-            )
-        #: Runs on the event loop (an ``async def``, a partial of one, an object with an
-        #: ``async __call__``, or a sync decorator around an ``async def``).
-        self.is_async = _is_async(func) or inspect.iscoroutinefunction(target)
-        #: A plain ``async def``: its call is the coroutine to await (the fast path).
-        self._direct = inspect.iscoroutinefunction(func)
-        try:
-            signature = inspect.signature(func)
-        except (TypeError, ValueError) as exc:
-            raise HandlerSignatureError(f"cannot inspect handler {self.name}: {exc}") from None
-        try:
-            hints = typing.get_type_hints(_hints_source(func))
-        except Exception as exc:
-            raise HandlerSignatureError(
-                f"cannot resolve the annotations of handler {self.name}: {exc}"
-            ) from None
+        signature, hints = self._bind_callable(func)
         kinds: list[tuple[bool, str]] = []  # (is_message, name)
         body: list[str] = []
         self._decode: Decoder | None = None
@@ -108,6 +82,38 @@ class BoundHandler:
                 "message has one body: keep one body parameter and annotate any other with Message"
             )
         self._kinds = tuple(kinds)
+
+    def _bind_callable(self, func: HandlerFunc) -> tuple[inspect.Signature, dict[str, Any]]:
+        """How to call ``func`` (on the loop or in a thread); its signature and annotations.
+        Shared with batch handlers, whose parameters are bound differently."""
+        if not callable(func):
+            raise HandlerSignatureError(f"handler {func!r} is not callable")
+        self.func = func
+        self.name = describe(func)
+        target = _target(func)
+        if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
+            # Calling it only builds a generator: the body would never run, yet the message
+            # would be acked.
+            raise HandlerSignatureError(
+                f"handler {self.name} is a generator function (it contains 'yield'); a handler "
+                "must return (or be an 'async def' that returns), not yield"
+            )
+        #: Runs on the event loop (an ``async def``, a partial of one, an object with an
+        #: ``async __call__``, or a sync decorator around an ``async def``).
+        self.is_async = _is_async(func) or inspect.iscoroutinefunction(target)
+        #: A plain ``async def``: its call is the coroutine to await (the fast path).
+        self._direct = inspect.iscoroutinefunction(func)
+        try:
+            signature = inspect.signature(func)
+        except (TypeError, ValueError) as exc:
+            raise HandlerSignatureError(f"cannot inspect handler {self.name}: {exc}") from None
+        try:
+            hints = typing.get_type_hints(_hints_source(func))
+        except Exception as exc:
+            raise HandlerSignatureError(
+                f"cannot resolve the annotations of handler {self.name}: {exc}"
+            ) from None
+        return signature, hints
 
     def arguments(self, message: Message) -> dict[str, Any]:
         """Decode the body for this handler (raises ``codec.DecodeError`` for a poison body)."""

@@ -6,9 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
+from .batch import BatchHandler, BatchPolicy
 from .errors import ConfigurationError, InvalidMessageError
 from .handler import BoundHandler, HandlerFunc, describe
 from .naming import dead_letter_topic
+from .ratelimit import RateLimit
 from .retry import RetryPolicy
 from .validation import check_name
 
@@ -26,7 +28,7 @@ class Subscriber:
     """One ``@subscriber`` declaration, validated. See DESIGN.md section 1 for each option."""
 
     topic: str
-    handler: BoundHandler
+    handler: BoundHandler  # a BatchHandler when ``batch`` is set
     group: str
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     dead_letter: bool | str = True
@@ -35,6 +37,8 @@ class Subscriber:
     idempotent: bool = False
     ack: AckMode = "auto"
     broadcast: bool = False
+    batch: BatchPolicy | None = None
+    rate_limit: RateLimit | None = None
 
     @property
     def dead_letter_topic(self) -> str | None:
@@ -60,8 +64,14 @@ def make_subscriber(
     idempotent: bool,
     ack: str,
     broadcast: bool,
+    batch: BatchPolicy | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> Subscriber:
-    handler = BoundHandler(func)
+    if batch is not None and not isinstance(batch, BatchPolicy):
+        raise ConfigurationError(f"batch must be a unimq.BatchPolicy, got {batch!r}")
+    if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+        raise ConfigurationError(f"rate_limit must be a unimq.RateLimit, got {rate_limit!r}")
+    handler = BoundHandler(func) if batch is None else BatchHandler(func)
     where = f"subscriber {handler.name}"
     _check_name(topic, "topic", where)
     if group is not None:
@@ -106,6 +116,8 @@ def make_subscriber(
         idempotent=idempotent,
         ack="manual" if ack == "manual" else "auto",
         broadcast=broadcast,
+        batch=batch,
+        rate_limit=rate_limit,
     )
 
 
@@ -136,8 +148,14 @@ class Router:
         idempotent: bool = False,
         ack: Literal["auto", "manual"] = "auto",
         broadcast: bool = False,
+        batch: BatchPolicy | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> Callable[[F], F]:
-        """Register the decorated function as the handler of ``topic`` for ``group``."""
+        """Register the decorated function as the handler of ``topic`` for ``group``.
+
+        ``batch=BatchPolicy(...)`` makes it a batch handler (``list[T]`` and/or
+        ``list[Message]``); ``rate_limit=RateLimit(rate, per)`` caps handler starts.
+        """
 
         def register(func: F) -> F:
             self.add(
@@ -152,6 +170,8 @@ class Router:
                     idempotent=idempotent,
                     ack=ack,
                     broadcast=broadcast,
+                    batch=batch,
+                    rate_limit=rate_limit,
                 )
             )
             return func
