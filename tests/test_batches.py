@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -206,3 +207,72 @@ async def test_a_rate_limit_paces_handler_starts_on_the_virtual_clock() -> None:
         await broker.drain(timeout=5)
     elapsed = starts[-1] - starts[0]
     assert 9.9 <= elapsed <= 10.1, elapsed
+
+
+async def test_publish_batch_returns_receipts_in_order() -> None:
+    from unimq import Outgoing
+
+    clock = VirtualClock()
+    broker = Broker("memory://", clock=clock)
+    got: list[tuple[str, str | None]] = []
+
+    @broker.subscriber("t", group="g")
+    async def handle(message: Message) -> None:
+        got.append((message.body.decode(), message.key))
+
+    async with broker:
+        receipts = await broker.publish_batch(
+            "t", ["a", Outgoing("b", key="kb", message_id="id-b"), Outgoing("c", delay=5)], key="k"
+        )
+        assert [r.topic for r in receipts] == ["t", "t", "t"]
+        assert receipts[1].message_id == "id-b"
+        assert receipts[2].deliver_at is not None and receipts[0].deliver_at is None
+        await broker.drain(timeout=5)
+        assert sorted(got) == [("a", "k"), ("b", "kb")]
+        await clock.advance(5)
+        await broker.drain(timeout=5)
+    assert sorted(got) == [("a", "k"), ("b", "kb"), ("c", "k")]
+
+
+async def test_publish_batch_checks_every_item_before_sending_any() -> None:
+    from unimq.errors import InvalidMessageError
+
+    broker = Broker("memory://")
+    got: list[bytes] = []
+
+    @broker.subscriber("t", group="g")
+    async def handle(body: bytes) -> None:
+        got.append(body)
+
+    async with broker:
+        with pytest.raises(InvalidMessageError, match="item 2"):
+            await broker.publish_batch("t", [b"a", b"b", unimq.Outgoing(b"c", key="\ud800")])
+        await broker.drain(timeout=5)
+    assert got == []
+
+
+async def test_publish_batch_names_the_items_that_failed() -> None:
+    from unimq import PublishBatchError
+    from unimq.errors import PublishError
+
+    broker = Broker("memory://")
+
+    async def fail_odd(publish: Any, call_next: Any) -> None:
+        if int(publish.message.body) % 2:
+            raise PublishError("refused (injected)")
+        await call_next()
+
+    broker.add_publish_middleware(fail_odd)
+    got: list[int] = []
+
+    @broker.subscriber("t", group="g")
+    async def handle(body: bytes) -> None:
+        got.append(int(body))
+
+    async with broker:
+        with pytest.raises(PublishBatchError) as caught:
+            await broker.publish_batch("t", [str(n).encode() for n in range(6)])
+        await broker.drain(timeout=5)
+    assert sorted(caught.value.failures) == [1, 3, 5]
+    assert [r is not None for r in caught.value.receipts] == [True, False] * 3
+    assert sorted(got) == [0, 2, 4]

@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import uuid_utils
 
-from . import headers as h
-from . import validation
-from .batch import BatchPolicy
+from . import envelope, validation
+from .batch import BatchPolicy, Outgoing, PublishBatchError
 from .clock import Clock, SystemClock
 from .codec import encode
 from .delivery.host import Middleware
@@ -358,32 +357,109 @@ class Broker:
                 "the broker is not connected: publish inside 'async with broker:' "
                 "(or after 'await broker.connect()')"
             )
-        # Every argument is checked before anything is sent (validation.py has the limits).
+        topic, payload, wire, key, message_id, content_type, due = self._prepare(
+            topic, body, key, headers, delay, deliver_at, message_id
+        )
+        if due is None:
+            await self.publisher.send_now(topic, payload, wire, key, message_id, content_type)
+            return PublishReceipt(message_id, topic)
+        await self.publisher.send(
+            topic, payload, wire, key=key, message_id=message_id, content_type=content_type, due=due
+        )
+        return PublishReceipt(message_id, topic, datetime.fromtimestamp(due, tz=timezone.utc))
+
+    async def publish_batch(
+        self,
+        topic: str,
+        items: Iterable[Any],
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[PublishReceipt]:
+        """Publish many messages; returns one receipt per item, in order, once every item is
+        durable. ``items`` are bodies or :class:`~unimq.Outgoing` (its own key, headers, id,
+        delay); ``key``/``headers`` apply to items that give none.
+
+        Every item is checked before any is sent. The items go out together (the broker's own
+        pipelining: one write per loop turn on RabbitMQ, librdkafka's queue on Kafka), and the
+        call waits for all of them: if some were not confirmed it raises
+        :class:`~unimq.PublishBatchError`, which names them; the confirmed ones stay published.
+        """
+        if not self._connected:
+            raise NotConnectedError(
+                "the broker is not connected: publish inside 'async with broker:' "
+                "(or after 'await broker.connect()')"
+            )
+        prepared = []
+        for index, item in enumerate(items):
+            try:
+                if isinstance(item, Outgoing):
+                    prepared.append(
+                        self._prepare(
+                            topic,
+                            item.body,
+                            item.key if item.key is not None else key,
+                            item.headers if item.headers is not None else headers,
+                            item.delay,
+                            item.deliver_at,
+                            item.message_id,
+                        )
+                    )
+                else:
+                    prepared.append(self._prepare(topic, item, key, headers, None, None, None))
+            except UnimqError as exc:
+                exc.args = (f"item {index}: {exc}", *exc.args[1:])  # say which item
+                raise
+        results = await asyncio.gather(
+            *(
+                self.publisher.send(
+                    name, payload, wire, key=k, message_id=mid, content_type=ctype, due=due
+                )
+                for name, payload, wire, k, mid, ctype, due in prepared
+            ),
+            return_exceptions=True,
+        )
+        receipts: list[PublishReceipt | None] = []
+        failures: dict[int, BaseException] = {}
+        for index, (result, (name, _, _, _, mid, _, due)) in enumerate(
+            zip(results, prepared, strict=True)
+        ):
+            if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                failures[index] = result
+                receipts.append(None)
+                continue
+            at = datetime.fromtimestamp(due, tz=timezone.utc) if due is not None else None
+            receipts.append(PublishReceipt(mid, name, at))
+        if failures:
+            raise PublishBatchError(failures, receipts)
+        return receipts  # type: ignore[return-value]
+
+    def _prepare(
+        self,
+        topic: str,
+        body: Any,
+        key: str | None,
+        headers: Mapping[str, str] | None,
+        delay: timedelta | float | None,
+        deliver_at: datetime | None,
+        message_id: str | None,
+    ) -> tuple[str, bytes, dict[str, str], str | None, str, str, float | None]:
+        """Check every argument (``validation`` has the limits) and build what goes on the
+        wire, before anything is sent."""
         validation.check_name(topic, "topic")
-        wire = validation.user_headers(headers) if headers is not None else {}
+        user = validation.user_headers(headers) if headers is not None else None
         if key is not None:
             validation.check_name(key, "key", optional=True)
         if message_id is None:
             message_id = str(uuid_utils.uuid7())
         else:
             validation.check_name(message_id, "message_id")
-        timed = delay is not None or deliver_at is not None
-        due = self._due(delay, deliver_at) if timed else None
+        due = self._due(delay, deliver_at) if delay is not None or deliver_at is not None else None
         payload, content_type = encode(body)
-        wire[h.ID] = message_id
-        wire[h.ATTEMPT] = "1"
-        wire[h.CONTENT_TYPE] = content_type
-        if not timed:
-            await self.publisher.send_now(topic, payload, wire, key, message_id, content_type)
-            return PublishReceipt(message_id, topic)
-        await self.publisher.send(
-            topic, payload, wire, key=key, message_id=message_id, content_type=content_type, due=due
-        )
-        return PublishReceipt(
-            message_id=message_id,
-            topic=topic,
-            deliver_at=datetime.fromtimestamp(due, tz=timezone.utc) if due is not None else None,
-        )
+        wire = envelope.outgoing(user, message_id=message_id, content_type=content_type)
+        return topic, payload, wire, key, message_id, content_type, due
 
     def _due(self, delay: timedelta | float | None, deliver_at: datetime | None) -> float | None:
         if delay is not None and deliver_at is not None:
