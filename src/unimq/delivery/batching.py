@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from .. import envelope
@@ -67,6 +68,8 @@ class Batches:
         self._parked = False  # an ordered collector waits on the clock: so does what arrives
         self.success = MANUAL if subscriber.ack == "manual" else ACK
         self._holds: set[asyncio.Task[None]] = set()
+        self.group = subscriber.group
+        self.idempotent = subscriber.idempotent
 
     @property
     def prefetch(self) -> int:
@@ -129,45 +132,54 @@ class Batches:
     async def collect(self) -> None:
         """One per allowed concurrent batch: build a batch, run it, repeat."""
         loop = asyncio.get_running_loop()
+        waiting = self.waiting
+        max_size = self.max_size
         while True:
             first = await self._get(None)
             if first is None or isinstance(first, _TimedOut):
                 return
             batch: list[Settlement] = []
-            await self._admit(first, batch)
-            deadline = loop.time() + self.max_wait
             stop = False
-            while len(batch) < self.max_size:
-                item = await self._get(max(0.0, deadline - loop.time()))
-                if isinstance(item, _TimedOut):
-                    break
+            item: Delivery | _TimedOut | None = first
+            deadline = loop.time() + self.max_wait
+            while True:
                 if item is None:
                     stop = True
                     break
-                await self._admit(item, batch)
+                if isinstance(item, _TimedOut):
+                    break
+                pending = self._admit(item, batch)
+                if pending is not None:  # a delivery with more to do than decoding
+                    await pending
+                if len(batch) >= max_size:
+                    break
+                if waiting:  # what is already here joins without a wait
+                    item = waiting.popleft()
+                else:
+                    item = await self._get(max(0.0, deadline - loop.time()))
             if batch:
                 await self._run(batch)
             if stop:
                 return
 
-    async def _admit(self, delivery: Delivery, batch: list[Settlement]) -> None:
-        """The per-message stages; a delivery that ends here is settled (or dropped) alone."""
+    def _admit(self, delivery: Delivery, batch: list[Settlement]) -> Awaitable[None] | None:
+        """The per-message stages. The common case (no delay, not idempotent, decodes) is
+        appended here without awaiting; anything else returns the work to await."""
         runtime = self.runtime
         if runtime.revocable and delivery.revoked:  # type: ignore[attr-defined]
             self.room.give()
-            return
+            return None
         env = envelope.read(delivery)
         settlement = Settlement(runtime, delivery, env)
         if env.due is not None:
             early = env.due - runtime.now()
             if early > HOLD_IN_PLACE:
-                await self._alone(settlement, Forward(env.due))
-                return
+                return self._alone(settlement, Forward(env.due))
             if early > 0:
                 task = asyncio.create_task(self._requeue_when_due(delivery, early))
                 self._holds.add(task)
                 task.add_done_callback(self._holds.discard)
-                return
+                return None
         message = Message(
             id=env.id,
             topic=env.topic,
@@ -175,7 +187,7 @@ class Batches:
             body=delivery.body,
             headers=env.headers,
             attempt=env.attempt,
-            group=runtime.subscriber.group,
+            group=self.group,
             content_type=env.content_type,
             settler=settlement,
         )
@@ -183,18 +195,25 @@ class Batches:
         try:
             settlement.kwargs = {"body": self.handler.decode(message)}
         except DecodeError as error:
-            await self._alone(settlement, DeadLetter("decode-error", error, str(error)))
+            return self._alone(settlement, DeadLetter("decode-error", error, str(error)))
+        if self.idempotent:
+            return self._admit_once(settlement, batch)
+        batch.append(settlement)
+        return None
+
+    async def _admit_once(self, settlement: Settlement, batch: list[Settlement]) -> None:
+        """``idempotent=True``: a known id is acked, never handed to the handler."""
+        runtime = self.runtime
+        message_id = settlement.envelope.id
+        try:
+            first = await runtime.store.begin(runtime.group, message_id, runtime.idempotency_lease)
+        except Exception as exc:
+            logger.warning("idempotency store failed for message %s (%s)", message_id, exc)
+            first = True  # run it: at-least-once allows a duplicate, not a loss
+        if not first:
+            settlement.completed = True
+            await self._alone(settlement, ACK)
             return
-        if runtime.subscriber.idempotent:
-            try:
-                first = await runtime.store.begin(runtime.group, env.id, runtime.idempotency_lease)
-            except Exception as exc:
-                logger.warning("idempotency store failed for message %s (%s)", env.id, exc)
-                first = True  # run it: at-least-once allows a duplicate, not a loss
-            if not first:
-                settlement.completed = True
-                await self._alone(settlement, ACK)
-                return
         batch.append(settlement)
 
     async def _requeue_when_due(self, delivery: Delivery, early: float) -> None:
@@ -260,7 +279,16 @@ class Batches:
         return [self.success] * len(batch)
 
     async def _settle(self, batch: list[Settlement], outcomes: list[Outcome]) -> None:
-        await asyncio.gather(*(s.carry_out(o) for s, o in zip(batch, outcomes, strict=True)))
+        """Acks one after another (an ack only queues work on every backend here); copies
+        concurrently, so a batch's retry and dead-letter copies go out together."""
+        copies = []
+        for settlement, outcome in zip(batch, outcomes, strict=True):
+            if outcome is ACK:
+                await settlement.carry_out(outcome)
+            else:
+                copies.append(settlement.carry_out(outcome))
+        if copies:
+            await asyncio.gather(*copies)
         await self._release_leases(batch, outcomes)
 
     async def _settle_in_place(
