@@ -368,23 +368,26 @@ class RabbitMQTransport:
         confirmation = batcher.publish(
             body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=True
         )
+        # A timer rather than asyncio.wait_for, which costs a task switch and three objects
+        # more per publish: expiring cancels the confirmation (withdrawn if not yet written;
+        # if written, aiormq ignores the late confirm of a cancelled one).
+        expiry = _Expiry(confirmation)
+        timer = loop.call_at(deadline, expiry)
         try:
             # Shielded so that a cancelled caller can be told apart from a closed channel,
             # which rejects its pending confirmations with a CancelledError of their own.
-            return await asyncio.wait_for(
-                asyncio.shield(confirmation), max(deadline - loop.time(), 0.0)
-            )
-        except asyncio.TimeoutError:
-            # Withdrawn if not yet written; if written, aiormq ignores a late confirm.
-            confirmation.cancel()
-            raise
+            return await asyncio.shield(confirmation)
         except asyncio.CancelledError:
             if not confirmation.done():
                 confirmation.cancel()  # our caller is cancelled: withdraw it if not yet sent
                 raise
+            if expiry.expired:
+                raise asyncio.TimeoutError from None
             raise aiormq.exceptions.ChannelInvalidStateError(
                 "the channel closed before RabbitMQ confirmed the message"
             ) from None
+        finally:
+            timer.cancel()
 
     async def _reacquire_channel(self, wait: float) -> aiormq.abc.AbstractChannel:
         """The publish channel's current AMQP channel, waiting up to ``wait`` seconds for a
@@ -459,6 +462,21 @@ class RabbitMQTransport:
             raise NotConnectedError("the RabbitMQ transport is not connected")
         topology.check_name("topic", topic)
         return await RabbitMQDeadLetters.open(connection, topic, self.options.publish_timeout)
+
+
+class _Expiry:
+    """Cancels a confirmation that is still pending at the publish's deadline, and says so."""
+
+    __slots__ = ("confirmation", "expired")
+
+    def __init__(self, confirmation: asyncio.Future[Any]) -> None:
+        self.confirmation = confirmation
+        self.expired = False
+
+    def __call__(self) -> None:
+        if not self.confirmation.done():
+            self.expired = True
+            self.confirmation.cancel()
 
 
 def _fingerprint(body: bytes, headers: Mapping[str, Any], timestamp: Any) -> str:
