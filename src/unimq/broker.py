@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, TypeVar
@@ -14,10 +13,11 @@ from typing import Any, Literal, NamedTuple, TypeVar
 import uuid_utils
 
 from . import headers as h
+from . import validation
 from .clock import Clock, SystemClock
 from .codec import encode
+from .delivery.host import Middleware
 from .delivery.runtime import PipelineContext, SubscriberRuntime
-from .delivery.stages import Middleware
 from .errors import (
     BrokerUnreachableError,
     ConfigurationError,
@@ -34,8 +34,9 @@ from .publishing import Publisher
 from .retry import RetryPolicy
 from .router import Router, Subscriber
 from .settings import options_from_env, positive_seconds
+from .threads import HandlerThreads
 from .transport import SupportsWaitIdle, Transport, TransportContext
-from .url import BrokerURL
+from .url import BrokerURL, option_secrets, scrub
 
 logger = logging.getLogger("unimq")
 F = TypeVar("F", bound=HandlerFunc)
@@ -109,25 +110,34 @@ class Broker:
         self.idempotency_store: IdempotencyStore = store or MemoryIdempotencyStore()
         entry = transport_registry().get(self.url.scheme)
         context = TransportContext(clock=self.clock, instance_id=self.instance_id)
+        # Secret transport options (sasl_password=...) are masked like the URL's password.
+        self._secrets = (*self.url.secrets, *option_secrets(self.transport_options))
+        failure: UnimqError | None = None
         try:
             self.transport: Transport = entry.factory(self.url, self.transport_options, context)
-        except UnimqError:
-            raise
+        except UnimqError as exc:  # the adapter's own error: its text may still hold a secret
+            failure = scrub(exc, self._mask)
         except Exception as exc:  # a third-party factory's own error: wrap, mask the URL
-            raise ConfigurationError(
+            failure = ConfigurationError(
                 f"cannot create the {self.url.scheme}:// transport for {self.url.redacted()}: "
-                f"{type(exc).__name__}: {self.url.mask(str(exc))}"
-            ) from None
+                f"{type(exc).__name__}: {self._mask(str(exc))}"
+            )
+        if failure is not None:  # raised outside the except: no __context__ holding the raw error
+            raise failure from None
         self.capabilities = self.transport.capabilities
         self.publisher = Publisher(self.transport, self.clock)
         self.middlewares: list[Middleware] = []
         self.listeners = Listeners()
         self._router = Router()
         self._runtimes: list[SubscriberRuntime] = []
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: HandlerThreads | None = None
         self._connected = False
         self._running = False
         plugins.manager.hook.unimq_broker_created(broker=self)
+
+    def _mask(self, text: str) -> str:
+        """``text`` with the URL's password and every secret option masked."""
+        return self.url.mask(text, self._secrets)
 
     @classmethod
     def from_env(cls, default_url: str | None = None, **overrides: Any) -> Broker:
@@ -226,23 +236,24 @@ class Broker:
         """Connect without starting subscribers (enough for a publish-only application)."""
         if self._connected:
             return
+        failure: UnimqError | None = None
         try:
             await asyncio.wait_for(self.transport.connect(), self.connect_timeout)
         except asyncio.TimeoutError:
-            await _quietly(self.transport.close())
-            raise BrokerUnreachableError(
+            failure = BrokerUnreachableError(
                 f"could not connect to {self.url.redacted()} within {self.connect_timeout:g}s "
                 "(connect_timeout); is the broker running and reachable?"
-            ) from None
-        except UnimqError:
-            await _quietly(self.transport.close())
-            raise
+            )
+        except UnimqError as exc:  # the adapter's own error: its text may still hold a secret
+            failure = scrub(exc, self._mask)
         except Exception as exc:
-            await _quietly(self.transport.close())
-            raise BrokerUnreachableError(
+            failure = BrokerUnreachableError(
                 f"could not connect to {self.url.redacted()}: {type(exc).__name__}: "
-                f"{self.url.mask(str(exc))}"
-            ) from None
+                f"{self._mask(str(exc))}"
+            )
+        if failure is not None:  # raised outside the except: no __context__ holding the raw error
+            await _quietly(self.transport.close())
+            raise failure from None
         self._connected = True
         logger.info("connected to %s", self.url.redacted())
         self.listeners.broker_connected(self)
@@ -254,9 +265,7 @@ class Broker:
         await self.connect()
         if any(not s.handler.is_async for s in self._router.subscribers):
             workers = sum(s.concurrency for s in self._router.subscribers if not s.handler.is_async)
-            self._executor = ThreadPoolExecutor(
-                max_workers=max(1, min(workers, 256)), thread_name_prefix="unimq-handler"
-            )
+            self._executor = HandlerThreads(max_workers=max(1, min(workers, 256)))
         context = PipelineContext(
             transport=self.transport,
             publisher=self.publisher,
@@ -300,6 +309,12 @@ class Broker:
             logger.info("disconnected from %s", self.url.redacted())
             self.listeners.broker_disconnected(self)
         if self._executor is not None:
+            if self._executor.running:
+                logger.warning(
+                    "%d plain-def handler(s) still running in worker threads after shutdown; "
+                    "they are abandoned (the process can exit) and their messages redelivered",
+                    self._executor.running,
+                )
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
         close_store = getattr(self.idempotency_store, "close", None)
@@ -337,39 +352,24 @@ class Broker:
                 "the broker is not connected: publish inside 'async with broker:' "
                 "(or after 'await broker.connect()')"
             )
-        if not isinstance(topic, str) or not topic:
-            raise ConfigurationError(f"topic must be a non-empty string, got {topic!r}")
-        payload, content_type = encode(body)
-        wire: dict[str, str] = {}
-        if headers:
-            for name, value in headers.items():
-                if not isinstance(name, str) or not name:
-                    raise ConfigurationError(
-                        f"header names must be non-empty strings, got {name!r}"
-                    )
-                if name in h.BOOKKEEPING:
-                    continue  # unimq's own bookkeeping is set below
-                if not isinstance(value, str):
-                    if isinstance(value, (int, float, bool)):
-                        value = str(value)
-                    else:
-                        raise ConfigurationError(
-                            f"header {name!r} must be a string, got {type(value).__name__}"
-                        )
-                wire[name] = value
-        if key is not None and not isinstance(key, str):
-            raise ConfigurationError(f"key must be a string or None, got {type(key).__name__}")
+        # Every argument is checked before anything is sent (validation.py has the limits).
+        validation.check_name(topic, "topic")
+        wire = validation.user_headers(headers) if headers is not None else {}
+        if key is not None:
+            validation.check_name(key, "key", optional=True)
         if message_id is None:
             message_id = str(uuid_utils.uuid7())
-        elif not isinstance(message_id, str) or not message_id:
-            raise ConfigurationError(f"message_id must be a non-empty string, got {message_id!r}")
+        else:
+            validation.check_name(message_id, "message_id")
+        timed = delay is not None or deliver_at is not None
+        due = self._due(delay, deliver_at) if timed else None
+        payload, content_type = encode(body)
         wire[h.ID] = message_id
         wire[h.ATTEMPT] = "1"
         wire[h.CONTENT_TYPE] = content_type
-        if delay is None and deliver_at is None:
+        if not timed:
             await self.publisher.send_now(topic, payload, wire, key, message_id, content_type)
             return PublishReceipt(message_id, topic)
-        due = self._due(delay, deliver_at)
         await self.publisher.send(
             topic, payload, wire, key=key, message_id=message_id, content_type=content_type, due=due
         )
@@ -383,22 +383,12 @@ class Broker:
         if delay is not None and deliver_at is not None:
             raise ConfigurationError("give either delay or deliver_at, not both")
         if delay is not None:
-            seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-            if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
-                raise ConfigurationError(f"delay must be a timedelta or seconds, got {delay!r}")
-            if seconds < 0:
-                raise ConfigurationError(f"delay must not be negative, got {seconds}")
+            seconds = validation.delay_seconds(delay)
             return self.clock.now() + seconds if seconds > 0 else None
         if deliver_at is not None:
-            if not isinstance(deliver_at, datetime):
-                raise ConfigurationError(f"deliver_at must be a datetime, got {deliver_at!r}")
-            if deliver_at.tzinfo is None:
-                raise ConfigurationError(
-                    "deliver_at must be timezone-aware (e.g. datetime.now(timezone.utc) + ...); "
-                    "a naive datetime is ambiguous"
-                )
-            due = deliver_at.timestamp()
-            return due if due > self.clock.now() else None
+            now = self.clock.now()
+            due = validation.deliver_at_timestamp(deliver_at, now)
+            return due if due > now else None
         return None
 
     # -- testing helpers ------------------------------------------------------------------

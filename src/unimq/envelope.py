@@ -40,17 +40,24 @@ def read(delivery: Delivery) -> Envelope:
     """The envelope of a delivery, with the fallbacks of DESIGN.md section 3 for messages that
     other clients published (no unimq headers): the broker's own id, the physical topic."""
     raw = delivery.headers
-    if not any(name.startswith(h.PREFIX) for name in raw):  # a foreign message: cheap path
-        return Envelope(delivery.native_id, delivery.topic, 1, None, None, dict(raw))
     attempt_text = raw.get(h.ATTEMPT)
-    return Envelope(
-        raw.get(h.ID) or delivery.native_id,
-        raw.get(h.TOPIC) or delivery.topic,
-        1 if attempt_text is None or attempt_text == "1" else parse_attempt(attempt_text),
-        raw.get(h.CONTENT_TYPE),
-        parse_due(raw.get(h.DELIVER_AT)),
-        {k: v for k, v in raw.items() if k not in h.BOOKKEEPING},
+    due_text = raw.get(h.DELIVER_AT)
+    # Runs once per delivery: tuple.__new__ skips NamedTuple's Python-level constructor.
+    return _make(
+        Envelope,
+        (
+            raw.get(h.ID) or delivery.native_id,
+            raw.get(h.TOPIC) or delivery.topic,
+            1 if attempt_text is None or attempt_text == "1" else parse_attempt(attempt_text),
+            raw.get(h.CONTENT_TYPE),
+            None if due_text is None else parse_due(due_text),
+            {k: v for k, v in raw.items() if k not in _BOOKKEEPING},
+        ),
     )
+
+
+_make = tuple.__new__
+_BOOKKEEPING = h.BOOKKEEPING
 
 
 def parse_attempt(text: str | None) -> int:

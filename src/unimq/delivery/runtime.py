@@ -25,7 +25,7 @@ import asyncio
 import logging
 from collections import deque
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import envelope
 from ..clock import Clock
@@ -45,9 +45,7 @@ from ..transport import (
     Transport,
 )
 from . import stages
-
-if TYPE_CHECKING:
-    from .stages import Middleware
+from .host import Middleware
 
 logger = logging.getLogger("unimq.pipeline")
 
@@ -205,23 +203,31 @@ class SubscriberRuntime:
         finally:
             self.in_flight -= 1
 
-    async def _receive(self, subscription: Subscription) -> Delivery | None:
+    async def _receive(self, subscription: Subscription, failed: bool = True) -> Delivery | None:
+        """Receive; when receiving fails (or ``failed``: it just did), log and retry each second."""
         while True:
+            if failed:
+                if self._stopping:
+                    return None
+                logger.exception("receiving for %r failed; retrying in 1s", self.subscriber.topic)
+                await asyncio.sleep(1)
             try:
                 return await subscription.receive()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                if self._stopping:
-                    return None
-                logger.exception("receiving for %r failed; retrying in 1s", self.subscriber.topic)
-                await asyncio.sleep(1)
+                failed = True
 
     async def _work(self, subscription: Subscription) -> None:
         """An unordered worker: receive, take a slot, run, repeat."""
         slots = self._slots
         while not self._stopping:
-            delivery = await self._receive(subscription)
+            try:
+                delivery = await subscription.receive()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                delivery = await self._receive(subscription)  # logs, waits, receives again
             if delivery is None:
                 return
             if DELIVER_AT in delivery.headers and self._held_early(delivery):
@@ -259,7 +265,7 @@ class SubscriberRuntime:
         room = self._lane_room
         while not self._stopping:
             await room.take()
-            delivery = await self._receive(subscription)
+            delivery = await self._receive(subscription, failed=False)
             if delivery is None:
                 room.give()
                 return
