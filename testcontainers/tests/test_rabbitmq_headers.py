@@ -31,7 +31,7 @@ names = st.one_of(
     st.sampled_from(SPECIAL_NAMES),
     st.builds(lambda tail: "x-" + tail, st.text(printable, max_size=126)),
     st.text(printable, min_size=1, max_size=128),
-).filter(lambda name: len(name.encode()) <= MAX_NAME_BYTES and not name.startswith(h.PREFIX))
+).filter(lambda name: len(name.encode()) <= MAX_NAME_BYTES and name[:6].lower() != h.PREFIX)
 values = st.text(printable, max_size=60)
 messages = st.lists(
     st.tuples(st.dictionaries(names, values, max_size=6), st.none() | values),
