@@ -21,6 +21,7 @@ from typing import Any
 from .broker import Broker
 from .cli_operations import UsageError, add_commands, broker_for
 from .errors import MissingDependencyError, UnimqError
+from .logs import DeliveryContextFilter
 from .plugins import transport_registry
 from .url import mask_secrets, option_secrets, redact
 
@@ -36,8 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s%(unimq_context)s",
     )
+    for handler in logging.getLogger().handlers:  # the message a log line is about (unimq.logs)
+        handler.addFilter(DeliveryContextFilter())
     mask_logs(())
     try:
         result: int = args.func(args)

@@ -26,12 +26,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import envelope
-from ..codec import DecodeError
+from ..codec import DecodeError, encode
+from ..logs import CURRENT
 from ..message import Message
 from ..transport import Delivery
 from .host import Host, Middleware, Next
 from .outcome import ACK, DROP, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff, decide
-from .settle import Settlement
+from .settle import Settlement, handler_traceback
 
 logger = logging.getLogger("unimq.pipeline")
 
@@ -53,6 +54,7 @@ def build(runtime: Host) -> Handle:
     arguments = subscriber.handler.arguments
     group = subscriber.group
     now = runtime.now
+    current = CURRENT
 
     async def handle(delivery: Delivery) -> None:
         env = envelope.read(delivery)
@@ -76,12 +78,16 @@ def build(runtime: Host) -> Handle:
             settler=settlement,
         )
         settlement.message = message
+        token = current.set(message)  # log lines of this delivery carry it (unimq.logs)
         try:
-            settlement.kwargs = arguments(message)
-        except DecodeError as error:
-            await settlement.carry_out(DeadLetter("decode-error", error, str(error)))
-            return
-        await settlement.carry_out(await stage(settlement))
+            try:
+                settlement.kwargs = arguments(message)
+            except DecodeError as error:
+                await settlement.carry_out(DeadLetter("decode-error", error, str(error)))
+                return
+            await settlement.carry_out(await stage(settlement))
+        finally:
+            current.reset(token)
 
     return handle
 
@@ -120,9 +126,11 @@ def invoke_stage(host: Host) -> Stage:
                 call: Next = innermost
                 for middleware in reversed(middlewares):
                     call = _bind(middleware, message, call)
-                await call()
+                result = await call()
             else:
-                await handler.invoke(kwargs, executor)
+                result = await handler.invoke(kwargs, executor)
+            if settlement.envelope.reply_to is not None:  # a request: the result is the reply
+                settlement.reply = encode(result)  # (an unencodable result fails the handling)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -151,13 +159,15 @@ def in_place_retry_stage(runtime: Host, invoke: Stage) -> Stage:
             if not isinstance(outcome, Retry):
                 return outcome
             pause = backoff(policy, message.attempt) if outcome.delay is None else outcome.delay
-            logger.info(
-                "retrying message %s of %r in place in %.3gs (attempt %d of %d failed)",
+            logger.warning(
+                "retrying message %s of %r in place in %.3gs (attempt %d of %d failed%s)",
                 message.id,
                 message.topic,
                 pause,
                 message.attempt,
                 policy.max_attempts,
+                _reason(outcome.error),
+                exc_info=handler_traceback(outcome.error),
             )
             if runtime.listeners:
                 runtime.listeners.retried(
@@ -222,6 +232,10 @@ async def _release(store: Any, group: str, message_id: str) -> None:
     except Exception:
         # The lease expires by itself (idempotency_lease); a duplicate waits until then.
         logger.exception("could not release the idempotency lease of message %s", message_id)
+
+
+def _reason(error: BaseException | None) -> str:
+    return f": {type(error).__name__}: {error}" if error is not None else ""
 
 
 def _bind(middleware: Middleware, message: Message, call_next: Next) -> Next:

@@ -10,6 +10,7 @@ import pytest_asyncio
 from .cases_delivery import DeliveryCases
 from .cases_groups import GroupCases
 from .cases_operations import OperationsCases
+from .cases_request import RequestCases
 from .cases_restart import RestartCases
 from .cases_retry import RetryCases
 from .cases_time import DelayCases, IdempotencyCases, OrderingCases, ShutdownCases
@@ -27,6 +28,7 @@ class ConformanceSuite(
     ShutdownCases,
     RestartCases,
     OperationsCases,
+    RequestCases,
 ):
     """Subclass and provide a ``backend`` fixture returning a :class:`Backend`."""
 
