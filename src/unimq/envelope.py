@@ -1,10 +1,12 @@
 """The envelope: the one map between unimq's reserved headers and a message's bookkeeping.
 
-A message on the wire carries its identity in ``unimq-*`` headers (DESIGN.md section 3): its id,
-its attempt number, the logical topic (on a retry topic), its content type and the time it is
-due. Everything that writes or reads those headers goes through this module — ``Broker.publish``,
-the retry, re-hop and dead-letter copies of the delivery pipeline, and the ``unimq dlq`` tools —
-so a new bookkeeping header, or a change of its format, is made here once.
+A message on the wire carries its identity in ``unimq-*`` headers (docs/semantics.md,
+"Reserved headers"): its id, its attempt number, the logical topic (on a retry topic), its
+content type, the time it is due and, for a request, where its reply goes. Everything that
+writes or reads those headers goes through this module — ``Broker.publish`` and
+``Broker.request``, the retry, re-hop, dead-letter and reply copies of the delivery pipeline,
+and the ``unimq dlq`` tools — so a new bookkeeping header, or a change of its format, is made
+here once.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ class Envelope(NamedTuple):
 
 
 def read(delivery: Delivery) -> Envelope:
-    """The envelope of a delivery, with the fallbacks of DESIGN.md section 3 for messages that
-    other clients published (no unimq headers): the broker's own id, the physical topic."""
+    """The envelope of a delivery, with the fallbacks for messages that other clients published
+    (no unimq headers; docs/semantics.md): the broker's own id, the physical topic."""
     raw = delivery.headers
     attempt_text = raw.get(h.ATTEMPT)
     due_text = raw.get(h.DELIVER_AT)

@@ -1,4 +1,4 @@
-"""Reserved header names (DESIGN.md section 3): unimq's own headers all start ``unimq-``."""
+"""Reserved header names: unimq's own headers all start ``unimq-`` (docs/semantics.md)."""
 
 from __future__ import annotations
 

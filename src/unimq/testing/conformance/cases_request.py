@@ -1,4 +1,4 @@
-"""Request/reply (DESIGN.md section 9): the handler's return value answers a request.
+"""Request/reply (docs/semantics.md, "Request/reply"): the handler's return value answers a request.
 
 Requester and responder are separate broker instances (separate services), so the reply
 really travels through the broker on the requester's per-instance reply topic.
