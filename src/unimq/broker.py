@@ -142,6 +142,7 @@ class Broker:
         self._executor: HandlerThreads | None = None
         self._connected = False
         self._running = False
+        self.declared_publishers: list[tuple[str, Any, str]] = []  # see publishes()
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._started_hooks = False  # the startup hooks ran: the shutdown hooks run on stop
@@ -197,6 +198,12 @@ class Broker:
             return func
 
         return register
+
+    def publishes(self, topic: str, body_type: Any, *, description: str = "") -> None:
+        """Declare that this service publishes ``body_type`` to ``topic``: documentation only
+        (the AsyncAPI document, ``unimq asyncapi``); publishing does not require it."""
+        validation.check_name(topic, "topic")
+        self.declared_publishers.append((topic, body_type, description))
 
     def include_router(self, router: Router) -> None:
         for subscriber in router.subscribers:
