@@ -40,18 +40,25 @@ def read(delivery: Delivery) -> Envelope:
     """The envelope of a delivery, with the fallbacks of DESIGN.md section 3 for messages that
     other clients published (no unimq headers): the broker's own id, the physical topic."""
     raw = delivery.headers
+    message_id = raw.get(h.ID)
     attempt_text = raw.get(h.ATTEMPT)
+    content_type = raw.get(h.CONTENT_TYPE)
     due_text = raw.get(h.DELIVER_AT)
+    topic = raw.get(h.TOPIC)
+    if len(raw) == 3 and message_id and attempt_text and content_type:
+        user: dict[str, str] = {}  # a plain publish without headers: nothing else to copy
+    else:
+        user = {k: v for k, v in raw.items() if k not in _BOOKKEEPING}
     # Runs once per delivery: tuple.__new__ skips NamedTuple's Python-level constructor.
     return _make(
         Envelope,
         (
-            raw.get(h.ID) or delivery.native_id,
-            raw.get(h.TOPIC) or delivery.topic,
+            message_id or delivery.native_id,
+            topic or delivery.topic,
             1 if attempt_text is None or attempt_text == "1" else parse_attempt(attempt_text),
-            raw.get(h.CONTENT_TYPE),
+            content_type,
             None if due_text is None else parse_due(due_text),
-            {k: v for k, v in raw.items() if k not in _BOOKKEEPING},
+            user,
         ),
     )
 

@@ -106,7 +106,7 @@ class Settlement:
         """Settle with ``outcome`` unless already settled; never raises (but cancellation)."""
         if self._state != _OPEN:
             return
-        if outcome is ACK and not self.host.subscriber.idempotent:
+        if outcome is ACK and self.host.plain_ack:
             # The path of nearly every message: nothing to copy, nothing to mark.
             self._state = _SETTLING
             try:
