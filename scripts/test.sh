@@ -25,7 +25,7 @@ for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
     --no-setup) setup=0 ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) pytest_args+=("$arg") ;;
   esac
 done
