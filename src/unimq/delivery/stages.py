@@ -23,30 +23,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import envelope
 from ..codec import DecodeError
 from ..message import Message
 from ..transport import Delivery
-from .outcome import ACK, DROP, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff
+from .host import Host, Middleware, Next
+from .outcome import ACK, DROP, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff, decide
 from .settle import Settlement
-
-if TYPE_CHECKING:
-    from .runtime import SubscriberRuntime
 
 logger = logging.getLogger("unimq.pipeline")
 
 #: A delivery up to this many seconds early is held in place; earlier ones are forwarded.
 HOLD_IN_PLACE = 2.0
 
-Next = Callable[[], Awaitable[Any]]
-Middleware = Callable[[Message, Next], Awaitable[Any]]
 Stage = Callable[[Settlement], Awaitable[Outcome]]
 Handle = Callable[[Delivery], Awaitable[None]]
 
 
-def build(runtime: SubscriberRuntime) -> Handle:
+def build(runtime: Host) -> Handle:
     """The whole pipeline of one subscriber, as one callable per delivery."""
     subscriber = runtime.subscriber
     stage = invoke_stage(runtime)
@@ -90,12 +86,20 @@ def build(runtime: SubscriberRuntime) -> Handle:
     return handle
 
 
-def invoke_stage(runtime: SubscriberRuntime) -> Stage:
-    """User middleware around the handler; the handler's ending as an outcome."""
-    handler = runtime.subscriber.handler
-    executor = runtime.executor
-    middlewares = runtime.middlewares  # the broker's list: later additions apply too
-    success = MANUAL if runtime.subscriber.ack == "manual" else ACK
+def invoke_stage(host: Host) -> Stage:
+    """User middleware around the handler; the handler's ending as an outcome.
+
+    Middleware sees the handler's return value or exception as always, and also
+    ``message.outcome``: what unimq decided that ending means, set by the innermost call before
+    control returns to the middleware (so a metrics middleware can count retries and dead
+    letters without a listener). What propagates out of the middleware decides in the end: a
+    middleware that swallows an exception turns the ending into a success.
+    """
+    handler = host.subscriber.handler
+    executor = host.executor
+    middlewares = host.middlewares  # the broker's list: later additions apply too
+    policy = host.subscriber.retry
+    success = MANUAL if host.subscriber.ack == "manual" else ACK
 
     async def invoke(settlement: Settlement) -> Outcome:
         kwargs = settlement.kwargs
@@ -103,7 +107,17 @@ def invoke_stage(runtime: SubscriberRuntime) -> Stage:
             if middlewares:
                 message = settlement.message
                 assert message is not None
-                call: Next = lambda: handler.invoke(kwargs, executor)  # noqa: E731
+
+                async def innermost() -> Any:
+                    try:
+                        result = await handler.invoke(kwargs, executor)
+                    except Exception as error:
+                        message.outcome = decide(error, message.attempt, policy)
+                        raise
+                    message.outcome = success
+                    return result
+
+                call: Next = innermost
                 for middleware in reversed(middlewares):
                     call = _bind(middleware, message, call)
                 await call()
@@ -118,7 +132,7 @@ def invoke_stage(runtime: SubscriberRuntime) -> Stage:
     return invoke
 
 
-def in_place_retry_stage(runtime: SubscriberRuntime, invoke: Stage) -> Stage:
+def in_place_retry_stage(runtime: Host, invoke: Stage) -> Stage:
     """Retry a failed attempt in place, after its backoff, until it ends otherwise.
 
     For ordered subscribers (the key's later messages wait behind the failing one) and for
@@ -159,7 +173,7 @@ def in_place_retry_stage(runtime: SubscriberRuntime, invoke: Stage) -> Stage:
     return retry_in_place
 
 
-def idempotency_stage(runtime: SubscriberRuntime, run: Stage) -> Stage:
+def idempotency_stage(runtime: Host, run: Stage) -> Stage:
     """Run a message id at most once per group: begin a lease, skip what is already done, and
     release the lease when the run did not complete (the mark is written on ack)."""
     store = runtime.store
