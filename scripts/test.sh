@@ -4,7 +4,7 @@
 #   bash scripts/test.sh            every suite: unit, memory and toy conformance, the store
 #                                   tests (Redis, PostgreSQL), the real-broker suites
 #   bash scripts/test.sh --quick    the edit loop: unit, memory and toy only, no containers,
-#                                   no servers, no machine set-up (under 2 minutes)
+#                                   no servers, no machine set-up (about 2 minutes)
 #   bash scripts/test.sh --no-setup every suite, but never change the machine (only report
 #                                   what is missing)
 # Any other argument goes to pytest: scripts/test.sh -m kafka, scripts/test.sh -k retry.
