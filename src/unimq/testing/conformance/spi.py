@@ -26,11 +26,13 @@ import pytest_asyncio
 
 from ... import headers as h
 from ...broker import Broker
+from ...pipeline import HOLD_IN_PLACE
 from ...transport import (
     Delivery,
     OutgoingMessage,
     Subscription,
     SubscriptionSpec,
+    SupportsDeadLetters,
     SupportsDeclareTopic,
     Transport,
 )
@@ -195,7 +197,10 @@ class TransportSuite:
             assert isinstance(delivery.body, bytes)
             assert delivery.key == message.key, "Delivery.key must give back the published key"
             for name, value in message.headers.items():
-                assert delivery.headers.get(name) == value, f"Delivery.headers[{name!r}]"
+                # The one header an adapter may leave off the wire: attempt 1, the value the
+                # core reads when unimq-attempt is absent.
+                default = "1" if name == h.ATTEMPT else None
+                assert delivery.headers.get(name, default) == value, f"Delivery.headers[{name!r}]"
 
     async def test_spi_publish_to_a_topic_no_one_reads_yet_keeps_the_message(
         self, transports: Transports, names: Names, scale: float
@@ -442,31 +447,41 @@ class TransportSuite:
     async def test_spi_publish_deliver_at_holds_the_message(
         self, transports: Transports, names: Names, scale: float
     ) -> None:
+        """The core holds a delivery that comes up to ``HOLD_IN_PLACE`` seconds early, so the
+        broker may be that early, but no earlier."""
         transport = await transports.open()
         subscription = await transports.subscribe(transport, spec(names.topic(), names.group()))
-        due = time.time() + 1.5
+        due = time.time() + 4.0
         message = outgoing(names.topic(), b"later", headers={h.DELIVER_AT: str(int(due * 1000))})
         message.deliver_at = due
         await transport.publish(message)
         delivery = await self.receive(subscription, scale, "Transport.publish(deliver_at)")
-        arrived = time.time()
-        assert arrived >= due - 0.1, f"deliver_at: arrived {due - arrived:.2f}s early"
+        early = due - time.time()
+        assert early <= HOLD_IN_PLACE + 0.1, f"deliver_at: arrived {early:.2f}s early"
         await delivery.ack()
 
     # -- optional SPI -------------------------------------------------------------------------
 
     @requires(SupportsDeclareTopic)
-    async def test_spi_declare_topic_keeps_messages_for_a_later_group(
-        self, transports: Transports, names: Names, scale: float
+    async def test_spi_declare_topic_keeps_messages_no_group_reads(
+        self, transports: Transports, names: Names
     ) -> None:
+        """A declared (dead-letter) topic accepts messages before anyone reads it, and, with
+        ``SupportsDeadLetters``, a dead-letter session finds them."""
         transport = await transports.open()
         assert isinstance(transport, SupportsDeclareTopic)
-        await transport.declare_topic(names.topic("dlq"))
-        await transport.declare_topic(names.topic("dlq"))  # idempotent
-        await transport.publish(outgoing(names.topic("dlq"), b"dead letter"))
-        subscription = await transports.subscribe(
-            await transports.open(), spec(names.topic("dlq"), names.group("inspect"))
-        )
-        delivery = await self.receive(subscription, scale, "SupportsDeclareTopic.declare_topic")
-        assert delivery.body == b"dead letter"
-        await delivery.ack()
+        topic = names.topic("dlq")
+        await transport.declare_topic(topic)
+        await transport.declare_topic(topic)  # idempotent
+        await transport.publish(outgoing(topic, b"dead letter"))  # must not be unroutable
+        if not isinstance(transport, SupportsDeadLetters):
+            return
+        session = await transport.open_dead_letters(topic)
+        try:
+            assert await session.count() == 1, "SupportsDeadLetters: declared topic count"
+            letter = await session.next()
+            assert letter is not None and letter.body == b"dead letter", (
+                "SupportsDeclareTopic.declare_topic: the message was not kept"
+            )
+        finally:
+            await session.close()
