@@ -91,13 +91,15 @@ class Ledger:
             if (subscriber, message_id) not in self._resolved
         ]
 
-    def violations(self) -> list[str]:
+    def violations(self, *, finished: bool = True) -> list[str]:
+        """Every invariant broken; ``finished=False`` (the run was cut short as stuck) reports
+        unresolved messages as such rather than as lost."""
         found: list[str] = []
         for plan in self.schedule.subscribers:
-            found += self._check(plan)
+            found += self._check(plan, finished)
         return found
 
-    def _check(self, plan: SubscriberPlan) -> list[str]:
+    def _check(self, plan: SubscriberPlan, finished: bool) -> list[str]:
         index = plan.index
         events = [event for event in self.events if event.subscriber == index]
         found: list[str] = []
@@ -121,6 +123,8 @@ class Ledger:
             if message_id not in resolved_at:
                 found.append(
                     f"t{index}: {message_id} lost: never handled successfully, not dead-lettered"
+                    if finished
+                    else f"t{index}: {message_id} not resolved when the run was cut short"
                 )
         for message_id, seen in attempts.items():
             if seen != set(range(1, max(seen) + 1)):

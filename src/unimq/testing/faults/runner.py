@@ -136,10 +136,12 @@ async def run_schedule(schedule: Schedule, target: Target) -> RunResult:
         # The publish phase may sit out an outage; the settle phase has its own bound.
         await asyncio.wait_for(run.drive(), PUBLISH_PHASE_LIMIT)
         await asyncio.wait_for(run.settle(), target.settle_within * 2)
+    except Stuck as overrun:
+        result.violations.append(str(overrun))
     except asyncio.TimeoutError:
         result.violations.append(
             f"stuck: the run did not end within {target.settle_within * 2:.0f}s of the faults "
-            "stopping (a clock advance or drain that never returns)"
+            "stopping"
         )
     except Exception as exc:  # the harness itself must not hide a failure
         result.violations.append(f"the run raised {type(exc).__name__}: {exc}")
@@ -148,7 +150,8 @@ async def run_schedule(schedule: Schedule, target: Target) -> RunResult:
             await asyncio.wait_for(broker.stop(timeout=1.0), 10)
         except asyncio.TimeoutError:
             result.violations.append("stuck: Broker.stop() did not return in 10s")
-    result.violations += ledger.violations()
+    cut_short = any(violation.startswith("stuck") for violation in result.violations)
+    result.violations += ledger.violations(finished=not cut_short)
     result.injected = faults.injected
     return result
 
@@ -176,6 +179,10 @@ def _subscribe(broker: Broker, plan: SubscriberPlan, seed: int, ledger: Ledger) 
         ledger.succeeded(plan.index, message.id, message.attempt)
 
 
+class Stuck(Exception):
+    """A wait of the run that never returned (reported as a violation)."""
+
+
 @dataclass
 class _Run:
     schedule: Schedule
@@ -189,10 +196,19 @@ class _Run:
     async def let_time_pass(self, seconds: float) -> None:
         if seconds <= 0:
             return
-        if self.clock is not None:
-            await self.clock.advance(seconds)
-        else:
+        if self.clock is None:
             await asyncio.sleep(seconds)
+            return
+        limit = self.target.settle_within
+        if self.faults.active and self.schedule.plan.outage > 0:
+            limit += 2 * self.schedule.plan.outage_seconds  # may wait out an outage meanwhile
+        try:
+            await asyncio.wait_for(self.clock.advance(seconds), limit)
+        except asyncio.TimeoutError:
+            raise Stuck(
+                f"stuck: VirtualClock.advance({seconds:g}) did not return within {limit:.0f}s"
+                + ("" if self.faults.active else " of the faults stopping")
+            ) from None
 
     async def drive(self) -> None:
         broker = self.broker
@@ -235,10 +251,7 @@ class _Run:
                     f"after the faults stopped: {missing[:5]}"
                 )
                 return
-            if self.clock is not None:
-                await asyncio.wait_for(self.clock.advance(step), self.target.settle_within)
-            else:
-                await asyncio.sleep(0.005)
+            await self.let_time_pass(step if self.clock is not None else 0.005)
         try:
             await self.broker.drain(timeout=self.target.settle_within)
         except asyncio.TimeoutError:
