@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, TypeVar
@@ -16,6 +15,8 @@ import uuid_utils
 from . import headers as h
 from .clock import Clock, SystemClock
 from .codec import encode
+from .delivery.host import Middleware
+from .delivery.runtime import PipelineContext, SubscriberRuntime
 from .errors import (
     BrokerUnreachableError,
     ConfigurationError,
@@ -26,12 +27,13 @@ from .errors import (
 from .handler import HandlerFunc
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore
 from .instrumentation import Listener, Listeners, PublishMiddleware
-from .pipeline import Middleware, PipelineContext, SubscriberRuntime
+from .naming import retry_topic
 from .plugins import plugins, store_registry, transport_registry
 from .publishing import Publisher
 from .retry import RetryPolicy
 from .router import Router, Subscriber
 from .settings import options_from_env, positive_seconds
+from .threads import HandlerThreads
 from .transport import SupportsWaitIdle, Transport, TransportContext
 from .url import BrokerURL
 
@@ -122,7 +124,7 @@ class Broker:
         self.listeners = Listeners()
         self._router = Router()
         self._runtimes: list[SubscriberRuntime] = []
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: HandlerThreads | None = None
         self._connected = False
         self._running = False
         plugins.manager.hook.unimq_broker_created(broker=self)
@@ -198,6 +200,15 @@ class Broker:
     def _check_capabilities(self, subscriber: Subscriber) -> None:
         capabilities = self.capabilities
         scheme = self.url.scheme
+        target = subscriber.dead_letter_topic
+        if target is not None and target in (
+            subscriber.topic,
+            retry_topic(subscriber.topic, subscriber.group),
+        ):
+            raise ConfigurationError(
+                f"subscriber {subscriber.handler.name}: dead_letter={target!r} is the topic it "
+                "consumes, so a dead letter would come back to it forever; name another topic"
+            )
         if subscriber.ordered and not capabilities.ordering:
             raise UnsupportedFeatureError(
                 f"subscriber {subscriber.handler.name}: ordered=True, but the {scheme}:// backend "
@@ -243,9 +254,7 @@ class Broker:
         await self.connect()
         if any(not s.handler.is_async for s in self._router.subscribers):
             workers = sum(s.concurrency for s in self._router.subscribers if not s.handler.is_async)
-            self._executor = ThreadPoolExecutor(
-                max_workers=max(1, min(workers, 256)), thread_name_prefix="unimq-handler"
-            )
+            self._executor = HandlerThreads(max_workers=max(1, min(workers, 256)))
         context = PipelineContext(
             transport=self.transport,
             publisher=self.publisher,
@@ -289,6 +298,12 @@ class Broker:
             logger.info("disconnected from %s", self.url.redacted())
             self.listeners.broker_disconnected(self)
         if self._executor is not None:
+            if self._executor.running:
+                logger.warning(
+                    "%d plain-def handler(s) still running in worker threads after shutdown; "
+                    "they are abandoned (the process can exit) and their messages redelivered",
+                    self._executor.running,
+                )
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
         close_store = getattr(self.idempotency_store, "close", None)
