@@ -14,9 +14,6 @@ pytestmark = pytest.mark.realbroker
 
 #: Known defects (issue 12); the fixes remove the entries (the cases are strict xfails).
 KNOWN_DEFECTS = {
-    "test_hot_key_does_not_block_other_keys": (
-        "pipeline v2: one shared lane room, a hot key blocks other keys while slots are free"
-    ),
     "test_spi_publish_to_a_topic_no_one_reads_yet_keeps_the_message": (
         "RabbitMQ refuses a publish to a topic no queue is bound to (PublishError, returned "
         "unroutable) where docs/writing-an-adapter.md says the message is kept"

@@ -30,6 +30,7 @@ from ...transport import (
     SupportsDeadLetters,
     SupportsDeclareTopic,
     SupportsLag,
+    SupportsPark,
     SupportsWaitIdle,
     Transport,
 )
@@ -55,11 +56,30 @@ class _NoObserver:
 class FaultyDelivery:
     """One hand-out of an inner delivery (a duplicate or a redelivery is another hand-out)."""
 
-    __slots__ = ("_inner", "_subscription")
+    __slots__ = ("_inner", "_parked", "_subscription")
 
     def __init__(self, inner: Delivery, subscription: FaultySubscription) -> None:
         self._inner = inner
         self._subscription = subscription
+        self._parked = False
+
+    # The optional delivery SPI is passed through: ``park``/``unpark`` (SupportsPark) per
+    # hand-out, counted per inner delivery since a duplicate shares it; ``revoked``
+    # (SupportsRevocation) as the inner delivery says.
+
+    def park(self) -> None:
+        if not self._parked:
+            self._parked = True
+            self._subscription.parks(self._inner, +1)
+
+    def unpark(self) -> None:
+        if self._parked:
+            self._parked = False
+            self._subscription.parks(self._inner, -1)
+
+    @property
+    def revoked(self) -> bool:
+        return bool(getattr(self._inner, "revoked", False))
 
     @property
     def topic(self) -> str:
@@ -85,6 +105,7 @@ class FaultyDelivery:
         subscription = self._subscription
         faults = subscription.faults
         await faults.stall()
+        self.unpark()
         if faults.chance("ack_lost"):
             subscription.give_back(self._inner)  # as after a dropped connection: comes again
             return
@@ -102,7 +123,23 @@ class FaultySubscription:
         self.observer = observer
         self._ready: deque[Delivery] = deque()  # to hand out before pulling from the broker
         self._wakers: set[asyncio.Future[None]] = set()
+        self._parks: dict[int, int] = {}
         self._stopped = False
+
+    def parks(self, delivery: Delivery, change: int) -> None:
+        """Park the inner delivery while any hand-out of it is parked."""
+        key = id(delivery)
+        before = self._parks.get(key, 0)
+        after = before + change
+        if after:
+            self._parks[key] = after
+        else:
+            self._parks.pop(key, None)
+        if isinstance(delivery, SupportsPark):
+            if before == 0 and after > 0:
+                delivery.park()
+            elif before > 0 and after == 0:
+                delivery.unpark()
 
     def give_back(self, delivery: Delivery) -> None:
         """Hand ``delivery`` out again on a later ``receive()`` (lost ack, duplicate)."""
