@@ -54,8 +54,6 @@ class Target:
     time_unit: float = 1.0
     #: Real seconds the run may take to settle after the faults stop.
     settle_within: float = 15.0
-    #: Keep clear of today's known ordering defects (see ``Schedule.generate``).
-    gentle_ordering: bool = False
 
 
 @dataclass
@@ -115,7 +113,6 @@ def schedule_for(seed: int, target: Target, plan: FaultPlan) -> Schedule:
         plan,
         ordering=target.ordering,
         time_unit=target.time_unit,
-        gentle_ordering=target.gentle_ordering,
     )
 
 

@@ -8,7 +8,7 @@ same seed gives the same workload on every backend and every replay.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ...naming import dead_letter_topic, retry_topic
 from .plan import FaultPlan
@@ -90,16 +90,9 @@ class Schedule:
         *,
         ordering: bool = True,
         time_unit: float = 1.0,
-        gentle_ordering: bool = False,
     ) -> Schedule:
         """A small schedule: 1-3 subscribers, 4-24 messages; times in ``time_unit`` seconds
         (1 on a virtual clock; a few milliseconds in real time).
-
-        ``gentle_ordering`` gives ordered subscribers concurrency 1 and retries that do not
-        wait, keeping clear of two defects of today's pipeline (issue 12: a delivery handed
-        to a waiting receiver is overtaken by a later one of its key; ``VirtualClock.advance``
-        hangs while an ordered in-place retry waits out its backoff and another delivery waits
-        for the slot). The draws are the same either way, so a seed keeps its workload.
         """
         dice = random.Random(seed)
         subscribers = []
@@ -117,8 +110,6 @@ class Schedule:
                 turns=dice.choice([0, 2, 8]),
                 later=dice.choice([0.0, 0.1, 0.5]) * time_unit,
             )
-            if gentle_ordering and subscriber.ordered:
-                subscriber = replace(subscriber, concurrency=1, backoff=0.0, later=0.0)
             subscribers.append(subscriber)
         publishes = []
         for n in range(dice.randint(4, 24)):
