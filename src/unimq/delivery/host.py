@@ -42,5 +42,5 @@ class Host(Protocol):
 
     def now(self) -> float: ...
 
-    async def pause(self, seconds: float, delivery: Delivery) -> bool:
+    async def pause(self, seconds: float, delivery: Delivery, *others: Delivery) -> bool:
         """Wait on the clock, the delivery parked; ``False`` if stopping cut it short."""
