@@ -4,16 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
-# An editable install follows source edits by itself: reinstall only when the packaging changed
-# (pyproject.toml) or unimq is not importable from .venv.
-stamp=".venv/.unimq-demo-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! python -c "import unimq" 2>/dev/null; then
+# Skipped while the stamp holds the hash of pyproject.toml and the Python version (unimq is
+# installed editable, so code changes need no reinstall).
+stamp=.venv/.unimq-demo-deps
+want=$( { python --version 2>&1; cat pyproject.toml; } | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "==> installing unimq into .venv"
   python -m pip install --quiet --disable-pip-version-check -e .
-  echo "$want" > "$stamp"
-else
-  echo "==> unimq already installed in .venv (pyproject.toml unchanged)"
+  echo "$want" >"$stamp"
 fi
 echo "==> python -m examples.orders"
 python -m examples.orders "$@"

@@ -9,7 +9,7 @@ from typing import Literal, TypeVar
 from .batch import BatchHandler, BatchPolicy
 from .errors import ConfigurationError, InvalidMessageError
 from .handler import BoundHandler, HandlerFunc, describe
-from .naming import dead_letter_topic
+from .naming import dead_letter_topic, retry_topic
 from .ratelimit import RateLimit
 from .retry import RetryPolicy
 from .validation import check_name
@@ -98,17 +98,18 @@ def make_subscriber(
         raise ConfigurationError(
             f"{where}: dead_letter must be True, False or a topic name, got {dead_letter!r}"
         )
+    group = group or describe(func)
     if isinstance(dead_letter, str):
         _check_name(dead_letter, "dead_letter", where)
-        if dead_letter == topic:
+        if dead_letter in (topic, retry_topic(topic, group)):
             raise ConfigurationError(
-                f"{where}: dead_letter is the subscriber's own topic {topic!r}: a failing "
-                "message would come back to the same handler forever"
+                f"{where}: dead_letter={dead_letter!r} is the subscriber's own topic (or its "
+                "retry topic): a failing message would come back to the same handler forever"
             )
     return Subscriber(
         topic=topic,
         handler=handler,
-        group=group or describe(func),
+        group=group,
         retry=retry or RetryPolicy(),
         dead_letter=dead_letter,
         ordered=ordered,

@@ -1,6 +1,6 @@
 """Publish arguments, checked before anything is sent.
 
-Every backend has its own limits and its own way of failing on bad input: RabbitMQ truncates
+Every backend has its own limits and its own way of failing on bad input: pamqp (RabbitMQ) cuts
 long header names and cannot marshal a lone surrogate, a huge delay overflows a timestamp after
 the broker already holds the message, NaN compares false with everything. ``Broker.publish``
 therefore checks its arguments here first and raises :class:`~unimq.errors.InvalidMessageError`
@@ -9,7 +9,7 @@ therefore checks its arguments here first and raises :class:`~unimq.errors.Inval
 that half-failed. The limits are the smallest common ones of the supported brokers
 (docs/configuration.md, "Limits"):
 
-- header names: 1..128 UTF-8 bytes (RabbitMQ truncates longer field names); names starting
+- header names: 1..128 UTF-8 bytes (pamqp, RabbitMQ's codec, cuts longer names); names starting
   ``unimq-`` are reserved, except the dead-letter diagnostics (``headers.DLQ_DIAGNOSTICS``) and
   ``unimq-replayed-at`` (:data:`ALLOWED_RESERVED`), so a dead letter can be republished with them;
 - header values: ``str`` (``int``/``float``/``bool`` are converted with ``str()``; NaN and
@@ -92,7 +92,7 @@ def user_headers(headers: Any) -> dict[str, str]:
         if size > MAX_HEADER_NAME_BYTES:
             raise InvalidMessageError(
                 f"header name {name[:40]!r}... is {size} UTF-8 bytes; the limit is "
-                f"{MAX_HEADER_NAME_BYTES} (RabbitMQ truncates longer names)"
+                f"{MAX_HEADER_NAME_BYTES} (pamqp, the RabbitMQ codec, cuts longer names)"
             )
         if name[:6].lower() == h.PREFIX and name not in ALLOWED_RESERVED:
             raise InvalidMessageError(

@@ -32,6 +32,8 @@ class Host(Protocol):
     store: IdempotencyStore
     listeners: Listeners
     retry_in_place: bool
+    #: An ack is only an ack (not idempotent: no mark to write first).
+    plain_ack: bool
     revocable: bool
     executor: Executor | None
     middlewares: list[Middleware]

@@ -109,6 +109,7 @@ class SubscriberRuntime:
         self.revocable = capabilities.revocable
         # Without native delay a retry copy cannot wait on the broker: retry in place instead.
         self.retry_in_place = subscriber.ordered or capabilities.max_delay == 0
+        self.plain_ack = not subscriber.idempotent
         self._clock = context.clock
         self.now = context.clock.now
         self._subscriptions: list[Subscription] = []
@@ -124,6 +125,7 @@ class SubscriberRuntime:
         self.bucket = (
             TokenBucket(subscriber.rate_limit, context.clock) if subscriber.rate_limit else None
         )
+        self._gated = self.revocable or self.bucket is not None  # checks before a handler starts
         self._batches = Batches(self) if subscriber.batch is not None else None
         self._handle = stages.build(self) if self._batches is None else None
 
@@ -207,15 +209,18 @@ class SubscriberRuntime:
 
     async def handle(self, delivery: Delivery) -> None:
         """Run the stack for one delivery; never raises (except cancellation)."""
-        if self.revocable and delivery.revoked:  # type: ignore[attr-defined]
-            logger.debug("message %s was revoked before it ran; dropping it", delivery.native_id)
-            return
-        self.in_flight += 1
-        try:
+        if self._gated:
+            if self.revocable and delivery.revoked:  # type: ignore[attr-defined]
+                logger.debug(
+                    "message %s was revoked before it ran; dropping it", delivery.native_id
+                )
+                return
             if self.bucket is not None:
                 wait = self.bucket.reserve()
                 if wait and not await self.pause(wait, delivery):
                     return  # stopping: unacked, the broker redelivers it
+        self.in_flight += 1
+        try:
             await self._handle(delivery)  # type: ignore[misc]
         except asyncio.CancelledError:
             raise

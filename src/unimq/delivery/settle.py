@@ -24,7 +24,7 @@ import traceback
 import uuid_utils
 
 from .. import envelope
-from ..errors import ConfigurationError, DeliveryControl, MessageTooLargeError
+from ..errors import ConfigurationError, DeliveryControl, EncodeError, MessageTooLargeError
 from ..message import Message
 from ..transport import Delivery
 from .host import Host
@@ -111,7 +111,7 @@ class Settlement:
         """Settle with ``outcome`` unless already settled; never raises (but cancellation)."""
         if self._state != _OPEN:
             return
-        if outcome is ACK and not self.host.subscriber.idempotent and self.reply is None:
+        if outcome is ACK and self.host.plain_ack and self.reply is None:
             # The path of nearly every message: nothing to copy, nothing to mark.
             self._state = _SETTLING
             try:
@@ -137,7 +137,7 @@ class Settlement:
                 return
             except asyncio.CancelledError:
                 raise
-            except (MessageTooLargeError, ConfigurationError) as exc:
+            except (MessageTooLargeError, EncodeError, ConfigurationError) as exc:
                 if isinstance(outcome, (Retry, Forward)):
                     logger.error(
                         "the retry copy of message %s cannot be published (%s); dead-lettering it",
@@ -210,7 +210,7 @@ class Settlement:
             await self.host.publisher.send_now(
                 env.reply_to or "", body, wire, None, reply_id, content_type, "reply"
             )
-        except (MessageTooLargeError, ConfigurationError) as exc:
+        except (MessageTooLargeError, EncodeError, ConfigurationError) as exc:
             logger.error("the reply to message %s cannot be published (%s); dropped", env.id, exc)
 
     async def _publish_retry(self, outcome: Retry) -> None:
