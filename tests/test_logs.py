@@ -159,3 +159,29 @@ def test_unimq_run_prints_the_delivery_context() -> None:
 
 def test_public_names() -> None:
     assert unimq.logs.current_message is current_message
+
+
+def test_tracking_is_off_until_asked_for() -> None:
+    code = (
+        "import asyncio\n"
+        "import unimq\n"
+        "from unimq import Broker, Message\n"
+        "seen = []\n"
+        "async def run():\n"
+        "    b = Broker('memory://logs-off')\n"
+        "    @b.subscriber('t', group='g')\n"
+        "    async def h(m: Message) -> None:\n"
+        "        seen.append(unimq.logs.current_message() is m)\n"
+        "    async with b:\n"
+        "        await b.publish('t', b'x')\n"
+        "        await b.drain(5)\n"
+        "asyncio.run(run())\n"
+        "unimq.logs.enable()\n"
+        "asyncio.run(run())\n"
+        "print(seen)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[False, True]"

@@ -15,6 +15,11 @@ the message id, topic, group and attempt without passing the message around.
 Attributes added: ``unimq_message_id``, ``unimq_topic``, ``unimq_group``, ``unimq_attempt``
 (``"-"`` outside a delivery) and ``unimq_context`` (``" [topic=… group=… id=… attempt=…]"``,
 empty outside a delivery). ``unimq run`` installs the filter and prints ``unimq_context``.
+
+Setting a context variable costs a few hundred nanoseconds per delivery, a few per cent of the
+in-memory path, so unimq tracks the current message only once it is asked for: creating a
+:class:`DeliveryContextFilter` or calling :func:`enable` turns it on for subscribers that start
+afterwards (do either when you configure logging, before the broker starts).
 """
 
 from __future__ import annotations
@@ -28,8 +33,22 @@ from .message import Message
 CURRENT: ContextVar[Message | None] = ContextVar("unimq_current_message", default=None)
 
 
+_enabled = False
+
+
+def enable() -> None:
+    """Track the message being handled from now on (subscribers that start afterwards)."""
+    global _enabled
+    _enabled = True
+
+
+def enabled() -> bool:
+    return _enabled
+
+
 def current_message() -> Message | None:
-    """The message being handled in this context, or ``None`` outside a delivery."""
+    """The message being handled in this context, or ``None`` outside a delivery (or when
+    tracking is off: see :func:`enable`)."""
     return CURRENT.get()
 
 
@@ -40,6 +59,10 @@ class DeliveryContextFilter(logging.Filter):
     attempt is read when the line is logged, so lines of an in-place retry show the attempt
     that is running. Records that already carry the attributes keep them.
     """
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        enable()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if hasattr(record, "unimq_context"):

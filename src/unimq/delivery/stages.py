@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .. import envelope
+from .. import envelope, logs
 from ..codec import DecodeError, encode
 from ..logs import CURRENT
 from ..message import Message
@@ -59,7 +59,7 @@ def build(runtime: Host) -> Handle:
     success = MANUAL if subscriber.ack == "manual" else ACK
     group = subscriber.group
     now = runtime.now
-    current = CURRENT
+    current = CURRENT if logs.enabled() else None  # the delivery context costs: only if asked
 
     async def handle(delivery: Delivery) -> None:
         env = envelope.read(delivery)
@@ -83,7 +83,8 @@ def build(runtime: Host) -> Handle:
             settler=settlement,
         )
         settlement.message = message
-        token = current.set(message)  # log lines of this delivery carry it (unimq.logs)
+        # log lines of this delivery carry it (unimq.logs)
+        token = current.set(message) if current is not None else None
         try:
             try:
                 kwargs = settlement.kwargs = arguments(message)
@@ -106,7 +107,8 @@ def build(runtime: Host) -> Handle:
                 return
             await settlement.carry_out(success)
         finally:
-            current.reset(token)
+            if token is not None:
+                current.reset(token)  # type: ignore[union-attr]
 
     return handle
 
