@@ -43,6 +43,8 @@ CAPABILITIES = Capabilities(
     broadcast=True,
     durable=True,
     max_message_size=MAX_MESSAGE_SIZE,
+    # Deliveries of a revoked or lost partition say so (subscription.KafkaDelivery.revoked).
+    revocable=True,
 )
 
 #: A message due this close to now is published straight to its topic (the core holds it).
@@ -101,7 +103,7 @@ class KafkaTransport:
         admin = self._admin
         if admin is not None:
             for _, spec in subscriptions:
-                if spec.broadcast and spec.topic.endswith(f".{spec.group}.retry"):
+                if spec.broadcast and spec.role == "retry":
                     await admin.delete(spec.topic)  # this instance's own retry topic
         self._admin = None
 
