@@ -29,6 +29,7 @@ from .admin import TopicAdmin
 from .consumer import CONSUMER_DEFAULTS
 from .dead_letters import KafkaDeadLetters, open_dead_letters
 from .delay import TIER_RETENTION_MS, DelayRouter, DelayScheduler, delay_headers
+from .headers import to_wire
 from .names import check_topic
 from .options import MAX_MESSAGE_SIZE, MAX_RECORD_BYTES, KafkaSettings, parse_settings
 from .positions import group_spans
@@ -126,8 +127,9 @@ class KafkaTransport:
                 headers = delay_headers(message.headers, topic, deliver_at, release)
                 await producer.send(tier, message.body, key, headers)
                 return
-        # The dict as it is (the client encodes its text values): no per-message copy here.
-        wire: dict[str, str] = message.headers
+        # The dict as it is (the client encodes its text values): no per-message copy here,
+        # unless a NUL character needs the headers packed (see headers.py).
+        wire = to_wire(message.headers)
         if wire and type(wire) is not dict:
             wire = dict(wire)
         await producer.send(topic, message.body, key, wire or None)

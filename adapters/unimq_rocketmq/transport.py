@@ -33,8 +33,9 @@ from unimq.url import BrokerURL
 
 from . import codec, dead_letters, names, remoting
 from .admin import RemotingAdmin, pop_retry_topics
+from .codec import MAX_BODY_WITH_HEADERS
 from .consumer import RocketMQSubscription, start_consumer
-from .options import MAX_BODY, RocketMQOptions
+from .options import RocketMQOptions
 from .provisioning import ProvisionCache, RemotingProvisioner
 
 logger = logging.getLogger("unimq.rocketmq")
@@ -56,7 +57,7 @@ class RocketMQTransport:
             ordering=True,
             broadcast=True,
             durable=True,
-            max_message_size=MAX_BODY,
+            max_message_size=MAX_BODY_WITH_HEADERS,
             # Invisibility is renewed while a delivery is held; one that lapsed says so.
             revocable=True,
         )
