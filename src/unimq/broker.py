@@ -16,6 +16,8 @@ import uuid_utils
 from . import headers as h
 from .clock import Clock, SystemClock
 from .codec import encode
+from .delivery.runtime import PipelineContext, SubscriberRuntime
+from .delivery.stages import Middleware
 from .errors import (
     BrokerUnreachableError,
     ConfigurationError,
@@ -26,7 +28,7 @@ from .errors import (
 from .handler import HandlerFunc
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore
 from .instrumentation import Listener, Listeners, PublishMiddleware
-from .pipeline import Middleware, PipelineContext, SubscriberRuntime
+from .naming import retry_topic
 from .plugins import plugins, store_registry, transport_registry
 from .publishing import Publisher
 from .retry import RetryPolicy
@@ -198,6 +200,15 @@ class Broker:
     def _check_capabilities(self, subscriber: Subscriber) -> None:
         capabilities = self.capabilities
         scheme = self.url.scheme
+        target = subscriber.dead_letter_topic
+        if target is not None and target in (
+            subscriber.topic,
+            retry_topic(subscriber.topic, subscriber.group),
+        ):
+            raise ConfigurationError(
+                f"subscriber {subscriber.handler.name}: dead_letter={target!r} is the topic it "
+                "consumes, so a dead letter would come back to it forever; name another topic"
+            )
         if subscriber.ordered and not capabilities.ordering:
             raise UnsupportedFeatureError(
                 f"subscriber {subscriber.handler.name}: ordered=True, but the {scheme}:// backend "
