@@ -47,7 +47,6 @@ async def _wait(predicate: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.xfail(strict=True, reason="needs pipeline v2 revoked check")
 async def test_deliveries_of_a_revoked_partition_do_not_run(kafka_broker: Any) -> None:
     tag = uuid.uuid4().hex[:8]
     topic, group = f"revoke.{tag}.events", f"revoke-{tag}"
