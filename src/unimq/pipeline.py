@@ -7,7 +7,8 @@ middleware is typed here as it always was: ``async def mw(message, call_next)``.
 
 from __future__ import annotations
 
+from .delivery.host import Middleware, Next
 from .delivery.runtime import PipelineContext, SubscriberRuntime
-from .delivery.stages import HOLD_IN_PLACE, Middleware, Next
+from .delivery.stages import HOLD_IN_PLACE
 
 __all__ = ["HOLD_IN_PLACE", "Middleware", "Next", "PipelineContext", "SubscriberRuntime"]

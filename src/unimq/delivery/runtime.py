@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from .. import envelope
 from ..clock import Clock
@@ -34,6 +35,7 @@ from ..idempotency import IdempotencyStore
 from ..instrumentation import Listeners
 from ..naming import retry_topic
 from ..publishing import Publisher
+from ..ratelimit import TokenBucket
 from ..router import Subscriber
 from ..slots import Slots
 from ..transport import (
@@ -45,11 +47,11 @@ from ..transport import (
     Transport,
 )
 from . import stages
-
-if TYPE_CHECKING:
-    from .stages import Middleware
+from .batching import Batches
+from .host import Middleware
 
 logger = logging.getLogger("unimq.pipeline")
+T = TypeVar("T")
 
 #: Received deliveries of an ordered subscriber that may wait in lanes (besides the running ones).
 LANE_ROOM = 64
@@ -109,6 +111,8 @@ class SubscriberRuntime:
         self.revocable = capabilities.revocable
         # Without native delay a retry copy cannot wait on the broker: retry in place instead.
         self.retry_in_place = subscriber.ordered or capabilities.max_delay == 0
+        self.plain_ack = not subscriber.idempotent
+        self.running_ids: dict[str, int] = {}
         self._clock = context.clock
         self.now = context.clock.now
         self._subscriptions: list[Subscription] = []
@@ -121,7 +125,12 @@ class SubscriberRuntime:
         self._lane_room = Slots(subscriber.concurrency + LANE_ROOM)
         self._stopping = False
         self.in_flight = 0
-        self._handle = stages.build(self)
+        self.bucket = (
+            TokenBucket(subscriber.rate_limit, context.clock) if subscriber.rate_limit else None
+        )
+        self._gated = self.revocable or self.bucket is not None  # checks before a handler starts
+        self._batches = Batches(self) if subscriber.batch is not None else None
+        self._handle = stages.build(self) if self._batches is None else None
 
     @property
     def stopping(self) -> bool:
@@ -134,7 +143,11 @@ class SubscriberRuntime:
         if dead_letter_topic is not None and isinstance(transport, SupportsDeclareTopic):
             await transport.declare_topic(dead_letter_topic)
         ordered = subscriber.ordered
-        prefetch = subscriber.concurrency + (LANE_ROOM if ordered else 0)
+        batches = self._batches
+        if batches is not None:
+            prefetch = batches.prefetch
+        else:
+            prefetch = subscriber.concurrency + (LANE_ROOM if ordered else 0)
         roles = (("main", subscriber.topic), ("retry", self.retry_topic))
         for role, topic in roles:
             spec = SubscriptionSpec(
@@ -148,6 +161,10 @@ class SubscriberRuntime:
             subscription = await transport.subscribe(spec)
             self._subscriptions.append(subscription)
             name = f"unimq:{subscriber.topic}:{self.group}:{role}"
+            if batches is not None:
+                task = asyncio.create_task(batches.receive(subscription), name=name)
+                self._tasks.append(task)
+                continue
             if ordered:
                 task = asyncio.create_task(self._dispatch(subscription), name=name)
                 self._tasks.append(task)
@@ -155,19 +172,24 @@ class SubscriberRuntime:
             for index in range(subscriber.concurrency):
                 task = asyncio.create_task(self._work(subscription), name=f"{name}:{index}")
                 self._tasks.append(task)
+        if batches is not None:
+            for index in range(batches.collectors):
+                name = f"unimq:{subscriber.topic}:{self.group}:batch:{index}"
+                self._lane_tasks.add(asyncio.create_task(batches.collect(), name=name))
 
     # -- waiting on the clock --------------------------------------------------------------
 
-    async def pause(self, seconds: float, delivery: Delivery) -> bool:
-        """Wait ``seconds`` on the clock with ``delivery`` parked; ``False`` when the subscriber
-        stops meanwhile (the delivery then stays unacked and goes back to the broker)."""
+    async def pause(self, seconds: float, delivery: Delivery, *others: Delivery) -> bool:
+        """Wait ``seconds`` on the clock with ``delivery`` (and ``others`` waiting behind it)
+        parked; ``False`` when the subscriber stops meanwhile (they then stay unacked and go
+        back to the broker)."""
         if self._stopping:
             return False
         sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
         self._pauses.add(sleeper)
-        park = delivery.park if isinstance(delivery, SupportsPark) else None
-        if park is not None:
-            park()
+        parked = [d for d in (delivery, *others) if isinstance(d, SupportsPark)]
+        for waiting in parked:
+            waiting.park()
         lane = self._lanes.get(delivery.key) if delivery.key is not None else None
         if lane is not None:
             _set_parked(lane, True)
@@ -180,8 +202,8 @@ class SubscriberRuntime:
             return False
         finally:
             self._pauses.discard(sleeper)
-            if park is not None:
-                delivery.unpark()  # type: ignore[attr-defined]
+            for waiting in parked:
+                waiting.unpark()
             if lane is not None:
                 _set_parked(lane, False)
         return not self._stopping
@@ -190,12 +212,19 @@ class SubscriberRuntime:
 
     async def handle(self, delivery: Delivery) -> None:
         """Run the stack for one delivery; never raises (except cancellation)."""
-        if self.revocable and delivery.revoked:  # type: ignore[attr-defined]
-            logger.debug("message %s was revoked before it ran; dropping it", delivery.native_id)
-            return
+        if self._gated:
+            if self.revocable and delivery.revoked:  # type: ignore[attr-defined]
+                logger.debug(
+                    "message %s was revoked before it ran; dropping it", delivery.native_id
+                )
+                return
+            if self.bucket is not None:
+                wait = self.bucket.reserve()
+                if wait and not await self.pause(wait, delivery):
+                    return  # stopping: unacked, the broker redelivers it
         self.in_flight += 1
         try:
-            await self._handle(delivery)
+            await self._handle(delivery)  # type: ignore[misc]
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -205,29 +234,41 @@ class SubscriberRuntime:
         finally:
             self.in_flight -= 1
 
-    async def _receive(self, subscription: Subscription) -> Delivery | None:
+    async def receive_or_retry(self, subscription: Subscription) -> Delivery | None:
+        """Receive; when receiving fails, log and retry each second (``None`` once stopped)."""
+        return await self._receive(subscription, failed=False)
+
+    async def _receive(self, subscription: Subscription, failed: bool = True) -> Delivery | None:
+        """Receive; when receiving fails (or ``failed``: it just did), log and retry each second."""
         while True:
+            if failed:
+                if self._stopping:
+                    return None
+                logger.exception("receiving for %r failed; retrying in 1s", self.subscriber.topic)
+                await asyncio.sleep(1)
             try:
                 return await subscription.receive()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                if self._stopping:
-                    return None
-                logger.exception("receiving for %r failed; retrying in 1s", self.subscriber.topic)
-                await asyncio.sleep(1)
+                failed = True
 
     async def _work(self, subscription: Subscription) -> None:
         """An unordered worker: receive, take a slot, run, repeat."""
         slots = self._slots
         while not self._stopping:
-            delivery = await self._receive(subscription)
+            try:
+                delivery = await subscription.receive()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                delivery = await self._receive(subscription)  # logs, waits, receives again
             if delivery is None:
                 return
             if DELIVER_AT in delivery.headers and self._held_early(delivery):
                 continue
             if not slots.take_now():
-                await slots.take()
+                await self._wait_for_slot(delivery, None)
             try:
                 await self.handle(delivery)
             finally:
@@ -248,7 +289,8 @@ class SubscriberRuntime:
     async def _release_when_due(self, delivery: Delivery, early: float) -> None:
         if not await self.pause(early, delivery):
             return  # stopping: it stays unacked and the broker redelivers it
-        await self._slots.take()
+        if not self._slots.take_now():
+            await self._wait_for_slot(delivery, None)
         try:
             await self.handle(delivery)
         finally:
@@ -259,7 +301,7 @@ class SubscriberRuntime:
         room = self._lane_room
         while not self._stopping:
             await room.take()
-            delivery = await self._receive(subscription)
+            delivery = await self._receive(subscription, failed=False)
             if delivery is None:
                 room.give()
                 return
@@ -282,7 +324,8 @@ class SubscriberRuntime:
         room = self._lane_room
         try:
             while True:
-                await slots.take()
+                if not slots.take_now():
+                    await self._wait_for_slot(delivery, lane)
                 try:
                     await self.handle(delivery)
                 finally:
@@ -300,6 +343,35 @@ class SubscriberRuntime:
                     room.give()
                 _set_parked(lane, False)
 
+    async def parked(self, awaitable: Awaitable[T], delivery: Delivery) -> T:
+        """Await ``awaitable`` with ``delivery`` parked: for waits that end only when another
+        delivery, itself waiting on the clock, goes on."""
+        park = isinstance(delivery, SupportsPark)
+        if park:
+            delivery.park()  # type: ignore[attr-defined]
+        try:
+            return await awaitable
+        finally:
+            if park:
+                delivery.unpark()  # type: ignore[attr-defined]
+
+    async def _wait_for_slot(self, delivery: Delivery, lane: _Lane | None) -> None:
+        """Wait for a slot with the delivery (and its lane) parked: when every slot is held by a
+        delivery that waits on the clock, this one waits on the clock too, and a VirtualClock's
+        ``advance`` must not wait for it (it would wait forever)."""
+        park = isinstance(delivery, SupportsPark)
+        if park:
+            delivery.park()  # type: ignore[attr-defined]
+        if lane is not None:
+            _set_parked(lane, True)
+        try:
+            await self._slots.take()
+        finally:
+            if park:
+                delivery.unpark()  # type: ignore[attr-defined]
+            if lane is not None:
+                _set_parked(lane, False)
+
     async def stop(self, timeout: float) -> None:
         """Stop taking messages, let running handlers finish (up to ``timeout``), release."""
         self._stopping = True
@@ -307,6 +379,9 @@ class SubscriberRuntime:
             await subscription.stop()
         for sleeper in list(self._pauses):
             sleeper.cancel()  # waiting on the clock: nothing runs, the broker keeps the message
+        if self._batches is not None:
+            await asyncio.wait(self._tasks, timeout=timeout)  # the receivers end first
+            self._batches.stop()  # then each collector, after the batch it runs
         waiting: list[asyncio.Task[Any]] = [*self._tasks, *self._lane_tasks]
         if waiting:
             _, pending = await asyncio.wait(waiting, timeout=timeout)

@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from typing import TYPE_CHECKING, Protocol
 
 from .. import envelope
-from ..errors import ConfigurationError, MessageTooLargeError
+from ..errors import ConfigurationError, EncodeError, MessageTooLargeError
 from ..message import Message
 from ..transport import Delivery
+from .host import Host
 from .outcome import (
+    ACK,
     Ack,
     DeadLetter,
     Drop,
@@ -39,12 +40,6 @@ from .outcome import (
     nacked,
 )
 
-if TYPE_CHECKING:
-    from ..idempotency import IdempotencyStore
-    from ..instrumentation import Listeners
-    from ..publishing import Publisher
-    from ..router import Subscriber
-
 logger = logging.getLogger("unimq.pipeline")
 
 #: Pause between two tries of a settlement that failed: first, and at most.
@@ -54,26 +49,6 @@ MAX_PAUSE = 5.0
 PARK_FOREVER = 1e9
 
 _OPEN, _SETTLING, _SETTLED = 0, 1, 2
-
-
-class Host(Protocol):
-    """What a settlement needs from the subscriber runtime that owns it."""
-
-    subscriber: Subscriber
-    group: str
-    retry_topic: str
-    publisher: Publisher
-    store: IdempotencyStore
-    listeners: Listeners
-    retry_in_place: bool
-
-    @property
-    def stopping(self) -> bool: ...
-
-    def now(self) -> float: ...
-
-    async def pause(self, seconds: float, delivery: Delivery) -> bool:
-        """Wait on the clock, the delivery parked; ``False`` if stopping cut it short."""
 
 
 class Settlement:
@@ -129,7 +104,20 @@ class Settlement:
 
     async def carry_out(self, outcome: Outcome) -> None:
         """Settle with ``outcome`` unless already settled; never raises (but cancellation)."""
-        if self._state != _OPEN or isinstance(outcome, (Manual, Drop)):
+        if self._state != _OPEN:
+            return
+        if outcome is ACK and self.host.plain_ack:
+            # The path of nearly every message: nothing to copy, nothing to mark.
+            self._state = _SETTLING
+            try:
+                await self.delivery.ack()
+                self._state = _SETTLED
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("acking message %s failed; trying again", self.envelope.id)
+        elif isinstance(outcome, (Manual, Drop)):
             return
         self._state = _SETTLING
         pause = FIRST_PAUSE
@@ -144,7 +132,7 @@ class Settlement:
                 return
             except asyncio.CancelledError:
                 raise
-            except (MessageTooLargeError, ConfigurationError) as exc:
+            except (MessageTooLargeError, EncodeError, ConfigurationError) as exc:
                 if isinstance(outcome, (Retry, Forward)):
                     logger.error(
                         "the retry copy of message %s cannot be published (%s); dead-lettering it",
