@@ -166,7 +166,9 @@ async def test_an_early_delivery_is_held_without_blocking_the_subscriber() -> No
 
 
 async def test_lanes_of_a_hot_key_are_bounded() -> None:
-    """ordered=True: deliveries queued behind a busy key stay bounded (not all 50)."""
+    """ordered=True: deliveries queued behind a busy key stay bounded (not all of them)."""
+    from unimq.delivery.runtime import LANE_ROOM
+
     broker = Broker("memory://")
     release = asyncio.Event()
     seen: list[int] = []
@@ -177,14 +179,13 @@ async def test_lanes_of_a_hot_key_are_bounded() -> None:
         seen.append(body["n"])
 
     async with broker:
-        for n in range(50):
+        for n in range(LANE_ROOM * 2):
             await broker.publish("t", {"n": n}, key="hot")
         await asyncio.sleep(0.1)
         runtime = broker._runtimes[0]
-        queued = sum(len(lane) for lane in runtime._lanes.values())
-        # concurrency room tokens, plus one delivery per worker (2 x concurrency workers:
-        # topic and retry topic) that appended and waits for a token
-        assert queued <= 4 + 8, f"{queued} deliveries queued in lanes with concurrency=4"
+        queued = sum(len(lane.queue) for lane in runtime._lanes.values())
+        # concurrency + LANE_ROOM may wait in lanes (so other keys behind a hot one are reached)
+        assert 0 < queued <= 4 + LANE_ROOM, f"{queued} deliveries queued in lanes"
         release.set()
         await broker.drain(timeout=10)
-    assert seen == list(range(50))
+    assert seen == list(range(LANE_ROOM * 2))

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from . import envelope
 from . import headers as h
 from .errors import ConfigurationError, UnsupportedFeatureError
 from .transport import DeadLetterSession, Delivery, SupportsDeadLetters
@@ -35,7 +36,7 @@ from .transport import DeadLetterSession, Delivery, SupportsDeadLetters
 if TYPE_CHECKING:
     from .broker import Broker
 
-REPLAYED_AT = "unimq-replayed-at"
+REPLAYED_AT = h.REPLAYED_AT
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)``: called after each message a replay or purge handled."""
@@ -63,7 +64,7 @@ class DeadLetter:
         raw = delivery.headers
         attempts = raw.get(h.ATTEMPTS)
         return cls(
-            id=raw.get(h.ID) or delivery.native_id,
+            id=envelope.read(delivery).id,
             key=delivery.key,
             reason=raw.get(h.DLQ_REASON, ""),
             error_type=raw.get(h.ERROR_TYPE, ""),
@@ -79,11 +80,7 @@ class DeadLetter:
 
     def user_headers(self) -> dict[str, str]:
         """The publisher's own headers (no unimq bookkeeping, no diagnostics)."""
-        return {
-            k: v
-            for k, v in self.headers.items()
-            if k not in h.BOOKKEEPING and k not in h.DLQ_DIAGNOSTICS and k != REPLAYED_AT
-        }
+        return envelope.user_headers(self.headers)
 
 
 @dataclass(frozen=True)
@@ -245,13 +242,8 @@ class DeadLetterQueue:
                 f"dead letter {letter.id} has no {h.ORIGINAL_TOPIC} header (it was not "
                 "dead-lettered by unimq); replay it with an explicit target topic (--to TOPIC)"
             )
-        wire = letter.user_headers()
-        wire[h.ID] = letter.id
-        wire[h.ATTEMPT] = "1"
+        wire = envelope.replay_copy(letter.headers, message_id=letter.id, replayed_at=_now_iso())
         content_type = letter.headers.get(h.CONTENT_TYPE)
-        if content_type is not None:
-            wire[h.CONTENT_TYPE] = content_type
-        wire[REPLAYED_AT] = _now_iso()
         await self.broker.publisher.send_now(
             topic, letter.body, wire, letter.key, letter.id, content_type, "replay"
         )

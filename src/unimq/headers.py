@@ -18,6 +18,8 @@ ORIGINAL_TOPIC = "unimq-original-topic"
 ORIGINAL_GROUP = "unimq-original-group"
 ATTEMPTS = "unimq-attempts"
 FAILED_AT = "unimq-failed-at"
+# Set on a dead letter published back to its topic by ``unimq dlq replay`` (ISO-8601 UTC).
+REPLAYED_AT = "unimq-replayed-at"
 
 # What a dead-letter copy adds to the original message's headers.
 DLQ_DIAGNOSTICS = frozenset(

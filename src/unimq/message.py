@@ -38,6 +38,7 @@ class Message:
         "headers",
         "id",
         "key",
+        "outcome",
         "topic",
     )
 
@@ -63,6 +64,10 @@ class Message:
         self.group = group
         self.content_type = content_type
         self._settler = settler
+        #: What unimq decided the handler's ending means (``unimq.delivery.outcome``: Ack,
+        #: Retry(delay), DeadLetter(reason), Manual), set before control returns to handler
+        #: middleware; ``None`` before the handler ended.
+        self.outcome: object | None = None
 
     async def ack(self) -> None:
         """Mark the message handled; it will not be delivered to this group again."""

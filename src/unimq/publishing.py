@@ -6,12 +6,11 @@ so every copy of a message is built by the same rules.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from . import headers as h
 from .clock import Clock
-from .errors import MessageTooLargeError, PublishError, UnimqError, UnsupportedFeatureError
+from .errors import MessageTooLargeError, UnsupportedFeatureError
 from .instrumentation import Publish, PublishKind, PublishMiddleware, PublishNext
 from .transport import OutgoingMessage, Transport
 
@@ -93,49 +92,6 @@ class Publisher:
             f"message for {topic!r} is {len(body)} bytes; this backend accepts at most "
             f"{self._max_size} bytes"
         )
-
-    async def send_reliably(
-        self,
-        topic: str,
-        body: bytes,
-        headers: dict[str, str],
-        *,
-        key: str | None,
-        message_id: str,
-        content_type: str | None,
-        due: float | None = None,
-        attempts: int = 6,
-        kind: PublishKind = "retry",
-    ) -> None:
-        """``send`` with a few retries, for copies whose failure would leave a message unsettled.
-
-        Raises the last error when every try failed: the caller then leaves the original
-        unacked, so the broker redelivers it (at-least-once, never lost).
-        """
-        pause = 0.2
-        for attempt in range(1, attempts + 1):
-            try:
-                await self.send(
-                    topic,
-                    body,
-                    dict(headers),
-                    key=key,
-                    message_id=message_id,
-                    content_type=content_type,
-                    due=due,
-                    kind=kind,
-                )
-                return
-            except (MessageTooLargeError, UnsupportedFeatureError):
-                raise
-            except (UnimqError, OSError, asyncio.TimeoutError) as exc:
-                if attempt == attempts:
-                    raise PublishError(f"could not publish to {topic!r}: {exc}") from exc
-                logger.warning(
-                    "publishing to %r failed (try %d of %d): %s", topic, attempt, attempts, exc
-                )
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
 
 
 def _bind(middleware: PublishMiddleware, publish: Publish, call_next: PublishNext) -> PublishNext:

@@ -176,11 +176,28 @@ class SupportsDeclareTopic(Protocol):
 class SupportsWaitIdle(Protocol):
     """Optional: a backend that can tell when nothing is ready or unsettled (the memory one).
 
-    Unsettled deliveries that the pipeline parked on the clock (``unimq.parking``) count as
+    Unsettled deliveries that the pipeline parked on the clock (:class:`SupportsPark`) count as
     delayed, not in flight. ``Broker.drain`` uses this when the transport offers it.
     """
 
     async def wait_idle(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsPark(Protocol):
+    """Optional on a :class:`Delivery` of a backend that offers :class:`SupportsWaitIdle`.
+
+    The pipeline parks a delivery it holds on purpose until a time — an ordered retry waiting
+    for its backoff (and the deliveries of the same key queued behind it), a delivery that
+    arrived a little early, a settlement waiting to try again after a broker fault — and
+    unparks it when it goes on. A parked delivery is "delayed, not yet due" for ``drain``: on a
+    virtual clock it waits for ``clock.advance``, so ``drain`` must not wait for it. Calls come
+    in pairs and never nest on one delivery.
+    """
+
+    def park(self) -> None: ...
+
+    def unpark(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ import itertools
 from collections import deque
 from typing import TYPE_CHECKING
 
-from .. import parking
 from ..clock import Clock
 
 if TYPE_CHECKING:
@@ -110,11 +109,9 @@ class Hub:
         self.topics: dict[str, Topic] = {}
         self.ready = 0
         self.unsettled = 0
+        self.parked = 0  # unsettled deliveries the pipeline holds on the clock (SupportsPark)
         self.delayed = 0
         self._ids = itertools.count(1)
-        register = getattr(clock, "register_idle_probe", None)
-        if register is not None:
-            register(self.wait_idle)
 
     def next_sequence(self) -> int:
         return next(self._ids)
@@ -172,7 +169,20 @@ class Hub:
             queue.items.clear()
 
     def idle(self) -> bool:
-        return self.ready == 0 and self.unsettled <= parking.parked(self.clock)
+        """Nothing in flight but parked deliveries, and nothing ready that a subscription could
+        take now: messages of a group with no running subscriber wait for one, and messages
+        queued while everything in flight is parked wait behind what is parked (an ordered key's
+        backoff, a full lane) until the clock moves. ``wait_idle`` asks several loop turns in a
+        row, so a worker between two receives is not mistaken for a stalled one."""
+        if self.unsettled > self.parked:
+            return False
+        if self.ready == 0 or self.parked > 0:
+            return True
+        return not any(
+            queue.items and queue.subscriptions
+            for topic in self.topics.values()
+            for queue in topic.groups.values()
+        )
 
     async def wait_idle(self) -> None:
         """Return once nothing is ready or in flight (deliveries parked on the clock excepted)."""

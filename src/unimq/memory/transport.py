@@ -12,6 +12,9 @@ from ..transport import Capabilities, OutgoingMessage, SubscriptionSpec, Transpo
 from ..url import BrokerURL
 from .hub import GroupQueue, Hub, StoredMessage, named_hub
 
+#: A receiver that finds messages queued yields to the event loop once every this many.
+YIELD_EVERY = 64
+
 CAPABILITIES = Capabilities(
     max_delay=None, ordering=True, broadcast=True, durable=False, max_message_size=None
 )
@@ -47,17 +50,31 @@ class StoredView:
 
 
 class MemoryDelivery(StoredView):
-    __slots__ = ("_settled", "_subscription")
+    __slots__ = ("_parked", "_settled", "_subscription")
 
     def __init__(self, message: StoredMessage, subscription: MemorySubscription) -> None:
         self._message = message
         self._subscription = subscription
         self._settled = False
+        self._parked = False
 
     async def ack(self) -> None:
         if not self._settled:
             self._settled = True
+            if self._parked:
+                self.unpark()
             self._subscription.settled(self)
+
+    def park(self) -> None:
+        """Held by the pipeline on the clock: delayed, not in flight (``SupportsPark``)."""
+        if not self._parked and not self._settled:
+            self._parked = True
+            self._subscription._hub.parked += 1
+
+    def unpark(self) -> None:
+        if self._parked:
+            self._parked = False
+            self._subscription._hub.parked -= 1
 
 
 class MemorySubscription:
@@ -67,6 +84,7 @@ class MemorySubscription:
         self._unsettled: set[MemoryDelivery] = set()
         self._waiting: set[asyncio.Future[StoredMessage | None]] = set()
         self._stopped = False
+        self._streak = 0
         self._activated = asyncio.Event()
         queue.subscriptions.append(self)
         if not queue.ordered or queue.active is None:
@@ -82,6 +100,16 @@ class MemorySubscription:
             if self._stopped:
                 return None
         if queue.items:
+            self._streak += 1
+            if self._streak >= YIELD_EVERY:
+                # Never awaiting while items are queued would starve the event loop (a handler
+                # that publishes to its own topic keeps the queue full): yield now and then.
+                self._streak = 0
+                await asyncio.sleep(0)
+                if self._stopped:
+                    return None
+                if not queue.items:
+                    return await self.receive()
             message = queue.items.popleft()
             self._hub.ready -= 1
             self._hub.unsettled += 1
@@ -124,6 +152,7 @@ class MemorySubscription:
         queue = self._queue
         # Unsettled deliveries go back to the front of the queue, in their original order.
         for delivery in sorted(self._unsettled, key=_arrival, reverse=True):  # newest first
+            delivery.unpark()
             delivery._settled = True
             self._hub.unsettled -= 1
             queue.push_front(delivery._message)
@@ -170,12 +199,22 @@ class MemoryTransport:
         self._subscriptions: list[MemorySubscription] = []
 
     async def connect(self) -> None:
+        if not self._connected:
+            # A VirtualClock's advance() waits for the memory backends on it to be idle: only
+            # while this transport is connected (a closed one must not hold later advances up).
+            register = getattr(self._clock, "register_idle_probe", None)
+            if register is not None:
+                register(self.hub.wait_idle)
         self._connected = True
 
     async def close(self) -> None:
         for subscription in self._subscriptions:
             await subscription.close()
         self._subscriptions.clear()
+        if self._connected:
+            unregister = getattr(self._clock, "unregister_idle_probe", None)
+            if unregister is not None:
+                unregister(self.hub.wait_idle)
         self._connected = False
 
     async def publish(self, message: OutgoingMessage) -> None:

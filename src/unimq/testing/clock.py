@@ -58,8 +58,15 @@ class VirtualClock:
             timer.cancel()
 
     def register_idle_probe(self, probe: Callable[[], Awaitable[None]]) -> None:
-        """Called by a memory backend: ``probe()`` returns once that backend is idle."""
+        """Called by a memory backend when it connects: ``probe()`` returns once it is idle."""
         self._idle_probes.append(probe)
+
+    def unregister_idle_probe(self, probe: Callable[[], Awaitable[None]]) -> None:
+        """Called by a memory backend when it closes (one registration per call)."""
+        try:
+            self._idle_probes.remove(probe)
+        except ValueError:
+            pass
 
     async def advance(self, seconds: float) -> None:
         """Move virtual time ``seconds`` forward, firing due timers and letting their work run."""
@@ -85,5 +92,5 @@ class VirtualClock:
     async def _settle(self) -> None:
         for _ in range(3):
             await asyncio.sleep(0)
-        for probe in self._idle_probes:
+        for probe in list(self._idle_probes):
             await probe()

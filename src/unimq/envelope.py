@@ -1,0 +1,178 @@
+"""The envelope: the one map between unimq's reserved headers and a message's bookkeeping.
+
+A message on the wire carries its identity in ``unimq-*`` headers (DESIGN.md section 3): its id,
+its attempt number, the logical topic (on a retry topic), its content type and the time it is
+due. Everything that writes or reads those headers goes through this module — ``Broker.publish``,
+the retry, re-hop and dead-letter copies of the delivery pipeline, and the ``unimq dlq`` tools —
+so a new bookkeeping header, or a change of its format, is made here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import NamedTuple
+
+from . import headers as h
+from .transport import Delivery
+
+#: A dead letter's ``unimq-error-message`` is cut to this many characters.
+MAX_ERROR_MESSAGE = 1000
+
+
+class Envelope(NamedTuple):
+    """What the reserved headers of one delivery say (read with :func:`read`).
+
+    ``headers`` are the publisher's own headers (bookkeeping removed; the dead-letter
+    diagnostics of a dead-letter copy stay); ``due`` is the epoch time in seconds before which
+    the message must not be handled, or ``None``.
+    """
+
+    id: str
+    topic: str
+    attempt: int
+    content_type: str | None
+    due: float | None
+    headers: dict[str, str]
+
+
+def read(delivery: Delivery) -> Envelope:
+    """The envelope of a delivery, with the fallbacks of DESIGN.md section 3 for messages that
+    other clients published (no unimq headers): the broker's own id, the physical topic."""
+    raw = delivery.headers
+    message_id = raw.get(h.ID)
+    attempt_text = raw.get(h.ATTEMPT)
+    content_type = raw.get(h.CONTENT_TYPE)
+    due_text = raw.get(h.DELIVER_AT)
+    topic = raw.get(h.TOPIC)
+    if len(raw) == 3 and message_id and attempt_text and content_type:
+        user: dict[str, str] = {}  # a plain publish without headers: nothing else to copy
+    else:
+        user = {k: v for k, v in raw.items() if k not in _BOOKKEEPING}
+    # Runs once per delivery: tuple.__new__ skips NamedTuple's Python-level constructor.
+    return _make(
+        Envelope,
+        (
+            message_id or delivery.native_id,
+            topic or delivery.topic,
+            1 if attempt_text is None or attempt_text == "1" else parse_attempt(attempt_text),
+            content_type,
+            None if due_text is None else parse_due(due_text),
+            user,
+        ),
+    )
+
+
+_make = tuple.__new__
+_BOOKKEEPING = h.BOOKKEEPING
+
+
+def parse_attempt(text: str | None) -> int:
+    """``unimq-attempt`` as a number >= 1; garbage from a foreign client counts as 1."""
+    try:
+        return max(1, int(text)) if text is not None else 1
+    except (TypeError, ValueError):
+        return 1
+
+
+def parse_due(text: str | None) -> float | None:
+    """``unimq-deliver-at`` (epoch milliseconds) in epoch seconds; unreadable means not delayed."""
+    if text is None:
+        return None
+    try:
+        return int(text) / 1000
+    except (TypeError, ValueError):
+        return None
+
+
+def outgoing(
+    headers: Mapping[str, str] | None,
+    *,
+    message_id: str,
+    attempt: int = 1,
+    content_type: str | None = None,
+    topic: str | None = None,
+    due: float | None = None,
+) -> dict[str, str]:
+    """The headers to put on the wire: the user's ``headers`` plus the bookkeeping.
+
+    ``topic`` is the logical topic, written only for copies that travel on another topic (a
+    retry topic); ``due`` (epoch seconds) marks a delayed message.
+    """
+    wire = {k: v for k, v in headers.items() if k not in h.BOOKKEEPING} if headers else {}
+    wire[h.ID] = message_id
+    wire[h.ATTEMPT] = str(attempt)
+    if content_type is not None:
+        wire[h.CONTENT_TYPE] = content_type
+    if topic is not None:
+        wire[h.TOPIC] = topic
+    if due is not None:
+        wire[h.DELIVER_AT] = str(int(due * 1000))
+    return wire
+
+
+def retry_copy(envelope: Envelope, *, attempt: int, due: float | None) -> dict[str, str]:
+    """A retry or re-hop copy: same id and headers, on the group's retry topic."""
+    return outgoing(
+        envelope.headers,
+        message_id=envelope.id,
+        attempt=attempt,
+        content_type=envelope.content_type,
+        topic=envelope.topic,
+        due=due,
+    )
+
+
+def dead_letter_copy(
+    envelope: Envelope,
+    *,
+    reason: str,
+    error_type: str,
+    detail: str,
+    group: str,
+    failed_at: float,
+) -> dict[str, str]:
+    """A dead-letter copy: the original's id and headers plus the diagnostics of section 1."""
+    wire = outgoing(envelope.headers, message_id=envelope.id, content_type=envelope.content_type)
+    wire[h.DLQ_REASON] = reason
+    wire[h.ERROR_TYPE] = _text(error_type)
+    wire[h.ERROR_MESSAGE] = _text(detail[:MAX_ERROR_MESSAGE])
+    wire[h.ORIGINAL_TOPIC] = envelope.topic
+    wire[h.ORIGINAL_GROUP] = group
+    wire[h.ATTEMPTS] = str(envelope.attempt)
+    wire[h.FAILED_AT] = iso_utc(failed_at)
+    return wire
+
+
+def user_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The publisher's own headers of a dead letter: no bookkeeping, no diagnostics."""
+    return {
+        k: v
+        for k, v in headers.items()
+        if k not in h.BOOKKEEPING and k not in h.DLQ_DIAGNOSTICS and k != h.REPLAYED_AT
+    }
+
+
+def replay_copy(headers: Mapping[str, str], *, message_id: str, replayed_at: str) -> dict[str, str]:
+    """A dead letter published back to its topic: the publisher's headers, attempt 1 again,
+    no diagnostics, and ``unimq-replayed-at``."""
+    wire = outgoing(
+        user_headers(headers), message_id=message_id, content_type=headers.get(h.CONTENT_TYPE)
+    )
+    wire[h.REPLAYED_AT] = replayed_at
+    return wire
+
+
+def _text(value: str) -> str:
+    """A diagnostic as a header can carry it: an exception's text may hold lone surrogates,
+    which no broker can encode, and the dead letter must never fail for its diagnostics."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def iso_utc(epoch_seconds: float) -> str:
+    """ISO-8601 UTC with a ``Z``, as ``unimq-failed-at`` is written."""
+    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")
