@@ -415,3 +415,28 @@ async def test_several_relays_share_the_work_without_duplicates_or_reordering(
         for w in range(3):
             mine = [n for n in numbers if n // 1000 == w]
             assert mine == sorted(mine), key
+
+
+async def test_prometheus_metrics_show_relayed_backlog_and_age(engine: AsyncEngine, db: DB) -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry
+    from unimq_prometheus import OutboxMetrics
+
+    outbox = make_outbox(engine, db)
+    await outbox.create_table()
+    registry = CollectorRegistry()
+    OutboxMetrics(outbox).register(registry)
+    labels = {"table": db.table}
+    assert registry.get_sample_value("unimq_outbox_relayed_total", labels) is None  # no relay
+    async with AsyncSession(engine) as session, session.begin():
+        for n in range(4):
+            await outbox.publish(session, "orders", n)
+    await asyncio.sleep(0.2)
+    async with Broker(f"memory://outbox-metrics-{db.table}", outbox=outbox):
+        relay = outbox.relay
+        assert relay is not None
+        await eventually(lambda: relay.relayed == 4 and relay.last_status is not None)
+        assert registry.get_sample_value("unimq_outbox_relayed_total", labels) == 4
+        assert registry.get_sample_value("unimq_outbox_failed_total", labels) == 0
+        assert registry.get_sample_value("unimq_outbox_backlog", labels) is not None
+        assert registry.get_sample_value("unimq_outbox_oldest_age_seconds", labels) is not None
