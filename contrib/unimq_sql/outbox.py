@@ -298,11 +298,15 @@ class SQLOutbox:
         await relay.start()
         self._relay = relay
 
-    async def stop_relay(self) -> None:
-        """Finish the batch in progress and stop (the broker calls this before disconnecting)."""
+    async def stop_relay(self, *, abort: bool = False) -> None:
+        """Finish the batch in progress and stop (the broker calls this before disconnecting).
+
+        ``abort=True`` stops at once, mid-batch, as a crash would: rows already published in
+        the batch stay pending and are published again (tests and demos of the failure
+        semantics use it)."""
         relay, self._relay = self._relay, None
         if relay is not None:
-            await relay.stop()
+            await relay.stop(timeout=0 if abort else 10.0)
 
     @property
     def relay(self) -> OutboxRelay | None:

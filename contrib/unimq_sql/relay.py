@@ -103,8 +103,10 @@ class OutboxRelay:
                 continue
             if task is self._listener:
                 task.cancel()
+            if timeout <= 0:
+                task.cancel()
             try:
-                await asyncio.wait_for(task, timeout)
+                await asyncio.wait_for(task, timeout if timeout > 0 else None)
             except (asyncio.CancelledError, asyncio.TimeoutError):
                 pass
             except Exception:  # already logged by the loop
