@@ -185,7 +185,9 @@ class SQLOutbox:
             for statement in statements:
                 await session.execute(statement)
         except DBAPIError as exc:
-            raise self._write_error(exc) from None
+            if _missing_table(exc):
+                raise self._write_error(exc) from None
+            raise  # the caller's database error, handled as any other in its transaction
         return receipt
 
     def publish_sync(
@@ -223,7 +225,9 @@ class SQLOutbox:
             for statement in statements:
                 session.execute(statement)
         except DBAPIError as exc:
-            raise self._write_error(exc) from None
+            if _missing_table(exc):
+                raise self._write_error(exc) from None
+            raise  # the caller's database error, handled as any other in its transaction
         return receipt
 
     def _statements(
@@ -278,8 +282,8 @@ class SQLOutbox:
     def _write_error(self, exc: DBAPIError) -> UnimqError:
         return OutboxUsageError(
             f"could not write to the outbox table {self.table.name!r} "
-            f"({type(exc.orig).__name__}: {mask(str(exc.orig), self._url())}); does it exist? "
-            "Create it with 'await outbox.create_table()' or your migrations "
+            f"({type(exc.orig).__name__}: {mask(str(exc.orig), self._url())}): create it with "
+            "'await outbox.create_table()' or your migrations "
             "(unimq_sql.outbox_table)"
         )
 
@@ -387,6 +391,11 @@ class SQLOutbox:
     def __repr__(self) -> str:  # never the password
         shown = self.engine.url.render_as_string(hide_password=True)
         return f"SQLOutbox({shown!r}, table={self.table.name!r})"
+
+
+def _missing_table(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
 
 
 def _require_transaction(session: Any) -> None:
