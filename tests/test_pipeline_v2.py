@@ -340,3 +340,22 @@ async def test_middleware_sees_the_outcome() -> None:
     assert kinds == ["Ack", "DeadLetter", "DeadLetter", "Retry"], outcomes
     assert {o.reason for o in outcomes if isinstance(o, DeadLetter)} == {"rejected", "max-attempts"}
     assert any(isinstance(o, Retry) for o in outcomes) and any(isinstance(o, Ack) for o in outcomes)
+
+
+async def test_a_dead_letter_of_an_error_with_a_lone_surrogate_is_written() -> None:
+    """The diagnostics of a dead letter must always be encodable (found in review of #12)."""
+    broker = Broker("memory://")
+    seen: list[str] = []
+
+    @broker.subscriber("t", group="g")
+    async def handle(body: bytes) -> None:
+        raise Reject("bad \ud800 text")
+
+    @broker.subscriber("t.g.dlq", group="ops")
+    async def read_dead(message: Message) -> None:
+        seen.append(message.headers["unimq-error-message"])
+
+    async with broker:
+        await broker.publish("t", b"x")
+        await broker.drain(timeout=5)
+    assert seen and seen[0].encode("utf-8")

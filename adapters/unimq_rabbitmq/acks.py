@@ -10,10 +10,10 @@ message, as it would after any lost ack.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import aiormq
 from pamqp.commands import Basic
+from pamqp.frame import marshal
 
 from .batching import TurnBatch
 
@@ -28,8 +28,14 @@ class AckBatcher(TurnBatch[int]):
             raise aiormq.exceptions.ChannelInvalidStateError(f"{self.channel!r} closed")
         self._add(delivery_tag)
 
-    def _frames(self, items: list[int]) -> list[Any]:
-        return [Basic.Ack(delivery_tag=tag) for tag in items]
+    def _payload(self, items: list[int]) -> bytes:
+        number = self.channel.number
+        return b"".join([marshal(Basic.Ack(delivery_tag=tag), number) for tag in items])
+
+    def _failed(self, items: list[int], error: Exception) -> None:
+        logger.warning(
+            "%d ack(s) not sent (%s); RabbitMQ will redeliver those messages", len(items), error
+        )
 
     def _undeliverable(self, items: list[int]) -> None:
         logger.warning(

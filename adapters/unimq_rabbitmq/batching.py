@@ -10,14 +10,23 @@ writer a single buffer (see docs/backends/rabbitmq.md, "Publishing and acking in
 
 Order is kept: batches reach the write queue in the order they were flushed, and while a full
 write queue holds one back, what arrives meanwhile waits for the next flush.
+
+A flush runs from the event loop (a callback at the end of the turn), where an exception would
+reach only the loop's exception handler and leave the items' waiters hanging. So subclasses
+encode what can fail (a message pamqp refuses) when an item is added, in the caller's task, and
+``_payload`` only joins bytes; should it fail all the same, the batch's items are failed with
+the error (``_failed``) and nothing escapes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Generic, TypeVar
 
 from aiormq.abc import ChannelFrame
+
+logger = logging.getLogger("unimq.rabbitmq")
 
 Item = TypeVar("Item")
 
@@ -48,12 +57,17 @@ class TurnBatch(Generic[Item]):
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._end_of_turn)
 
-    def _frames(self, items: list[Item]) -> list[Any]:
-        """The frames for ``items`` (the channel is open); called once per flush, in order."""
+    def _payload(self, items: list[Item]) -> bytes:
+        """The encoded frames of ``items`` (the channel is open); called once per flush, in
+        order. Empty when there is nothing to write."""
         raise NotImplementedError
 
     def _undeliverable(self, items: list[Item]) -> None:
         """The channel closed before ``items`` could be written."""
+        raise NotImplementedError
+
+    def _failed(self, items: list[Item], error: Exception) -> None:
+        """``_payload`` raised: ``items`` were not written (a bug; must not raise)."""
         raise NotImplementedError
 
     def _end_of_turn(self) -> None:
@@ -69,10 +83,15 @@ class TurnBatch(Generic[Item]):
         if channel.is_closed:
             self._undeliverable(items)
             return
-        frames = self._frames(items)
-        if not frames:
+        try:
+            payload = self._payload(items)
+        except Exception as exc:
+            logger.exception("could not write %d frame(s) on %r", len(items), channel)
+            self._failed(items, exc)
             return
-        frame = ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+        if not payload:
+            return
+        frame = ChannelFrame(payload=payload, should_close=False)
         try:
             channel.write_queue.put_nowait(frame)
         except asyncio.QueueFull:  # the writer is behind: wait for room, keep the order

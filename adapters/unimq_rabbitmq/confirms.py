@@ -8,6 +8,13 @@ publish, found through its message id), and the same frames; only the writing is
 uses; :func:`supported` checks they are there, and the transport falls back to
 ``basic_publish`` when they are not (another aiormq version).
 
+Each message is encoded (its frames marshalled) when it is queued, before it gets anything
+else: a message pamqp refuses (a lone surrogate in a header, a message id over 255 bytes) fails
+its own ``publish`` call with :class:`~unimq.errors.EncodeError` and takes no delivery tag, so
+the broker's count of the frames written and the tags handed out can never drift apart (a
+drift would resolve later confirmations on the wrong futures: messages never written reported
+confirmed).
+
 Delivery tags are handed out when the batch is flushed, not when a publish is queued, so a
 publish withdrawn before the flush leaves no gap in the broker's count. One batcher owns the
 publishing of its channel: nothing else may publish on that channel, or tags would be handed
@@ -17,13 +24,17 @@ out in a different order than frames are written.
 from __future__ import annotations
 
 import asyncio
+import struct
 import uuid
 from functools import partial
 from typing import Any, NamedTuple
 
 import aiormq
 from pamqp.commands import Basic
+from pamqp.frame import marshal
 from pamqp.header import ContentHeader
+
+from unimq.errors import EncodeError, PublishError
 
 from .batching import TurnBatch
 
@@ -47,11 +58,9 @@ def supported(channel: Any) -> bool:
 
 
 class _Publish(NamedTuple):
-    """One queued publish: the ``basic.publish`` fields, its id and its confirmation."""
+    """One queued publish: its encoded frames, its id and its confirmation."""
 
-    method: Basic.Publish
-    properties: Basic.Properties
-    body: bytes
+    frames: bytes
     message_id: str
     confirmation: asyncio.Future[Any]
 
@@ -78,9 +87,9 @@ class ConfirmBatcher(TurnBatch[_Publish]):
             raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
         # A return is matched to its publish by message id, so every publish needs one.
         message_id = properties.message_id = properties.message_id or uuid.uuid4().hex
-        method = Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory)
+        frames = encode(channel, body, exchange, routing_key, properties, mandatory)
         confirmation: asyncio.Future[Any] = channel.create_future()
-        self._add(_Publish(method, properties, body, message_id, confirmation), len(body))
+        self._add(_Publish(frames, message_id, confirmation), len(body))
         return confirmation
 
     def _undeliverable(self, items: list[_Publish]) -> None:
@@ -89,9 +98,15 @@ class ConfirmBatcher(TurnBatch[_Publish]):
             if not publish.confirmation.done():
                 publish.confirmation.set_exception(closed)
 
-    def _frames(self, items: list[_Publish]) -> list[Any]:
+    def _failed(self, items: list[_Publish], error: Exception) -> None:
+        failure = PublishError(f"the message could not be written to RabbitMQ: {error!r}")
+        for publish in items:
+            if not publish.confirmation.done():
+                publish.confirmation.set_exception(failure)
+
+    def _payload(self, items: list[_Publish]) -> bytes:
         channel = self.channel
-        frames: list[Any] = []
+        frames: list[bytes] = []
         for publish in items:
             confirmation = publish.confirmation
             if confirmation.done():  # withdrawn (cancelled) before it was sent
@@ -102,12 +117,41 @@ class ConfirmBatcher(TurnBatch[_Publish]):
             channel.confirmations[tag] = confirmation
             channel.message_id_delivery_tag[message_id] = tag
             confirmation.add_done_callback(partial(self._forget, message_id, tag))
-            frames.append(publish.method)
-            frames.append(ContentHeader(properties=publish.properties, body_size=len(publish.body)))
-            frames.extend(channel._split_body(publish.body))
-        return frames
+            frames.append(publish.frames)
+        return b"".join(frames)
 
     def _forget(self, message_id: str, tag: int, _confirmation: asyncio.Future[Any]) -> None:
         mapping = self.channel.message_id_delivery_tag
         if mapping.get(message_id) == tag:
             del mapping[message_id]
+
+
+def encode(
+    channel: Any,
+    body: bytes,
+    exchange: str,
+    routing_key: str,
+    properties: Basic.Properties,
+    mandatory: bool,
+) -> bytes:
+    """The frames of one publish, as ``basic_publish`` builds them, marshalled for ``channel``.
+
+    Raises :class:`~unimq.errors.EncodeError` for what pamqp cannot encode (lone surrogates,
+    short strings over 255 bytes, values of the wrong type)."""
+    number = channel.number
+    try:
+        parts = [
+            marshal(
+                Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory),
+                number,
+            ),
+            marshal(ContentHeader(properties=properties, body_size=len(body)), number),
+        ]
+        parts += [marshal(part, number) for part in channel._split_body(body)]
+    except (TypeError, ValueError, struct.error) as exc:  # UnicodeError is a ValueError
+        raise EncodeError(
+            f"RabbitMQ cannot carry this message ({type(exc).__name__}: {exc}): header names "
+            "and values, the key, the message id and the content type must be valid UTF-8 (no "
+            "lone surrogates), the message id and the content type at most 255 bytes"
+        ) from None
+    return b"".join(parts)

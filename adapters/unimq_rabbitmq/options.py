@@ -23,8 +23,9 @@ class RabbitMQOptions(BaseModel):
     - ``verify_tls``: verify the server certificate (default true).
     - ``publish_window``: publisher confirms in flight per connection (pipelined publishing).
     - ``reconnect_interval``: seconds between reconnect attempts after a connection loss.
-    - ``publish_timeout``: how long a publish (and ``lag``, a dead-letter session) waits for a
-      lost connection to come back.
+    - ``publish_timeout``: the longest a publish waits (for a window slot, a lost connection
+      and the broker's confirm together) before it raises ``PublishError``; also how long
+      ``lag`` and a dead-letter session wait for a lost connection to come back.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -40,7 +40,7 @@ from unimq.slots import Slots
 from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
 from unimq.url import BrokerURL
 
-from . import confirms, topology
+from . import confirms, topology, wire_headers
 from .acks import AckBatcher
 from .confirms import ConfirmBatcher
 from .options import DEFAULT_PORT, RabbitMQOptions
@@ -50,8 +50,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("unimq.rabbitmq")
 
-#: Carries the message key: AMQP has no key field. Internal to this adapter.
-KEY_HEADER = "unimq-key"
+KEY_HEADER = wire_headers.KEY_HEADER  # kept importable from here
 
 CAPABILITIES = Capabilities(
     max_delay=float(topology.MAX_DELAY_SECONDS),
@@ -59,14 +58,20 @@ CAPABILITIES = Capabilities(
     broadcast=True,
     durable=True,
     max_message_size=128 * 1024 * 1024,
+    revocable=True,
 )
 
 
 class RabbitMQDelivery:
     """A delivery decoded from its AMQP properties; ``ack`` acks it on the channel it came on
-    (through that channel's :class:`~.acks.AckBatcher`)."""
+    (through that channel's :class:`~.acks.AckBatcher`).
 
-    __slots__ = ("_acks", "_tag", "body", "headers", "key", "native_id", "topic")
+    ``revoked`` (:class:`unimq.transport.SupportsRevocation`) turns true once that channel is
+    closed (a reconnect, the broker closed it): the delivery can no longer be acked, and
+    RabbitMQ has put the message back in its queue for redelivery, possibly to another consumer.
+    """
+
+    __slots__ = ("_acks", "_channel", "_tag", "body", "headers", "key", "native_id", "topic")
 
     def __init__(
         self,
@@ -77,17 +82,12 @@ class RabbitMQDelivery:
         delivery_tag: int | None,
     ) -> None:
         self._acks = acks
+        self._channel = acks.channel if acks is not None else None
         self._tag = delivery_tag
         self.topic = topic
         self.body = body
         raw = properties.headers or {}
-        headers: dict[str, str] = {}
-        key: str | None = None
-        for name, value in raw.items():
-            if name == KEY_HEADER:
-                key = _text(value)
-            elif not name.startswith("x-"):  # x-death & co. are RabbitMQ's dead-letter records
-                headers[name] = _text(value)
+        headers, key = wire_headers.decode(raw)
         if properties.content_type and h.CONTENT_TYPE not in headers:
             headers[h.CONTENT_TYPE] = properties.content_type
         message_id = properties.message_id
@@ -96,6 +96,11 @@ class RabbitMQDelivery:
             headers[h.ID] = message_id  # unimq's id travels as the AMQP message_id
         self.headers: Mapping[str, str] = headers
         self.key = key
+
+    @property
+    def revoked(self) -> bool:
+        channel = self._channel
+        return channel is not None and bool(channel.is_closed)
 
     async def ack(self) -> None:
         acks, tag = self._acks, self._tag
@@ -156,10 +161,15 @@ class RabbitMQSubscription:
     async def receive(self) -> RabbitMQDelivery | None:
         if self._stopped:
             return None
-        message = await self._inbox.get()
-        if message is None:
-            self._inbox.put_nowait(None)  # wake the next waiting worker too
-            return None
+        while True:
+            message = await self._inbox.get()
+            if message is None:
+                self._inbox.put_nowait(None)  # wake the next waiting worker too
+                return None
+            if not message.channel.is_closed:
+                break
+            # Prefetched on a channel that has closed since (a reconnect): RabbitMQ has put it
+            # back in the queue and redelivers it; handing it out would only run it twice.
         return RabbitMQDelivery(
             message.body,
             message.header.properties,
@@ -267,25 +277,12 @@ class RabbitMQTransport:
         if exchange is None:
             raise NotConnectedError("the RabbitMQ transport is not connected")
         topology.check_name("topic", message.topic)
-        # AMQP properties carry what they can (id, content type); only the rest becomes a
-        # header table, which is the costly part of encoding a message.
-        headers: dict[str, Any] = {}
-        message_id = message.message_id
-        content_type = message.content_type
-        for name, value in message.headers.items():
-            if name == h.CONTENT_TYPE:
-                content_type = value
-            elif (name == h.ID and value == message_id) or (name == h.ATTEMPT and value == "1"):
-                continue
-            else:
-                headers[name] = value
-        if message.key is not None:
-            headers[KEY_HEADER] = message.key
+        headers, content_type = wire_headers.encode(message)
         properties = Basic.Properties(
             delivery_mode=2,  # persistent
-            message_id=message_id,
+            message_id=message.message_id,
             content_type=content_type,
-            headers=headers or None,
+            headers=headers,
         )
         exchange_name = topology.MAIN_EXCHANGE
         routing_key = message.topic
@@ -299,11 +296,22 @@ class RabbitMQTransport:
         if delay >= 1:
             exchange_name = topology.level_name(topology.LEVELS - 1)
             routing_key = topology.delay_routing_key(delay, message.topic)
+        # One bound for the whole publish (a window slot, a lost channel, the confirm): a broker
+        # that blocks publishers (memory or disk alarm) must not hold the caller forever.
+        timeout = self.options.publish_timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         window = self._window
         if not window.take_now():
-            await window.take()
+            try:
+                await asyncio.wait_for(window.take(), timeout)
+            except asyncio.TimeoutError:
+                raise self._unconfirmed(message.topic) from None
         try:
-            confirmation = await self._send(message.body, exchange_name, routing_key, properties)
+            confirmation = await self._send(
+                message.body, exchange_name, routing_key, properties, deadline
+            )
+        except asyncio.TimeoutError:
+            raise self._unconfirmed(message.topic) from None
         except PublishError:
             raise
         except Exception as exc:
@@ -322,26 +330,49 @@ class RabbitMQTransport:
                 "queues)"
             )
 
+    def _unconfirmed(self, topic: str) -> PublishError:
+        timeout = self.options.publish_timeout
+        return PublishError(
+            f"RabbitMQ did not confirm the message for {topic!r} within {timeout:g}s "
+            "(publish_timeout); it may or may not be stored. A broker that blocks publishers "
+            "(memory or disk alarm) does this; publishing again may duplicate the message"
+        )
+
     async def _send(
-        self, body: bytes, exchange: str, routing_key: str, properties: Basic.Properties
+        self,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        properties: Basic.Properties,
+        deadline: float,
     ) -> Any:
         """Publish on the current channel and wait for RabbitMQ's answer: ``Basic.Ack``, the
-        returned message (unroutable), or an exception (nack, channel lost)."""
+        returned message (unroutable), or an exception (nack, channel lost); raises
+        ``asyncio.TimeoutError`` when there is none by ``deadline`` (loop time)."""
+        loop = asyncio.get_running_loop()
         channel = self._underlay
         if channel is None or channel.is_closed:
-            channel = await self._reacquire_channel()
+            channel = await self._reacquire_channel(max(deadline - loop.time(), 0.0))
         batcher = self._batcher
         if batcher is None:  # an aiormq without the attributes the batcher relies on
-            return await channel.basic_publish(
-                body,
-                exchange=exchange,
-                routing_key=routing_key,
-                properties=properties,
-                mandatory=True,
+            return await asyncio.wait_for(
+                channel.basic_publish(
+                    body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=properties,
+                    mandatory=True,
+                ),
+                max(deadline - loop.time(), 0.0),
             )
         confirmation = batcher.publish(
             body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=True
         )
+        # A timer rather than asyncio.wait_for, which costs a task switch and three objects
+        # more per publish: expiring cancels the confirmation (withdrawn if not yet written;
+        # if written, aiormq ignores the late confirm of a cancelled one).
+        expiry = _Expiry(confirmation)
+        timer = loop.call_at(deadline, expiry)
         try:
             # Shielded so that a cancelled caller can be told apart from a closed channel,
             # which rejects its pending confirmations with a CancelledError of their own.
@@ -350,19 +381,22 @@ class RabbitMQTransport:
             if not confirmation.done():
                 confirmation.cancel()  # our caller is cancelled: withdraw it if not yet sent
                 raise
+            if expiry.expired:
+                raise asyncio.TimeoutError from None
             raise aiormq.exceptions.ChannelInvalidStateError(
                 "the channel closed before RabbitMQ confirmed the message"
             ) from None
+        finally:
+            timer.cancel()
 
-    async def _reacquire_channel(self) -> aiormq.abc.AbstractChannel:
-        """The publish channel's current AMQP channel, waiting (bounded) for a reconnect."""
+    async def _reacquire_channel(self, wait: float) -> aiormq.abc.AbstractChannel:
+        """The publish channel's current AMQP channel, waiting up to ``wait`` seconds for a
+        reconnect."""
         robust = self._publish_channel
         if robust is None or self._connection is None:  # never connected, or closed
             raise NotConnectedError("the RabbitMQ transport is not connected")
         try:
-            channel = await asyncio.wait_for(
-                robust.get_underlay_channel(), self.options.publish_timeout
-            )
+            channel = await asyncio.wait_for(robust.get_underlay_channel(), wait)
         except asyncio.TimeoutError:
             raise PublishError(
                 f"RabbitMQ at {self.url.redacted()} is unreachable: no connection within "
@@ -430,10 +464,19 @@ class RabbitMQTransport:
         return await RabbitMQDeadLetters.open(connection, topic, self.options.publish_timeout)
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
+class _Expiry:
+    """Cancels a confirmation that is still pending at the publish's deadline, and says so."""
+
+    __slots__ = ("confirmation", "expired")
+
+    def __init__(self, confirmation: asyncio.Future[Any]) -> None:
+        self.confirmation = confirmation
+        self.expired = False
+
+    def __call__(self) -> None:
+        if not self.confirmation.done():
+            self.expired = True
+            self.confirmation.cancel()
 
 
 def _fingerprint(body: bytes, headers: Mapping[str, Any], timestamp: Any) -> str:

@@ -1,6 +1,7 @@
 """unimq: one messaging API and one set of semantics on RabbitMQ, Kafka, RocketMQ and memory."""
 
 from . import testing
+from .batch import BatchFailed, BatchPolicy, Outgoing, PublishBatchError
 from .broker import Broker, PublishReceipt
 from .errors import (
     AuthenticationError,
@@ -22,6 +23,7 @@ from .errors import (
 )
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore
 from .message import Message
+from .ratelimit import RateLimit
 from .retry import RetryPolicy, exponential, fixed
 from .router import Router
 from .transport import Capabilities
@@ -30,6 +32,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError",
+    "BatchFailed",
+    "BatchPolicy",
     "Broker",
     "BrokerUnreachableError",
     "Capabilities",
@@ -44,8 +48,11 @@ __all__ = [
     "MessageTooLargeError",
     "MissingDependencyError",
     "NotConnectedError",
+    "Outgoing",
+    "PublishBatchError",
     "PublishError",
     "PublishReceipt",
+    "RateLimit",
     "Reject",
     "RetryLater",
     "RetryPolicy",

@@ -36,16 +36,20 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .broker import Broker, PublishReceipt
-from .errors import NotConnectedError, PublishError, UnimqError
+from .errors import NotConnectedError, OperationTimeoutError, PublishError, UnimqError
+from .settings import positive_seconds
 
 T = TypeVar("T")
+# Distinct classes on Python 3.10, all the builtin TimeoutError from 3.11 on.
+_TIMEOUTS = (concurrent.futures.TimeoutError, asyncio.TimeoutError, TimeoutError)
 
 
 class BlockingBroker:
     """A :class:`~unimq.Broker` driven from ordinary threads.
 
     ``timeout`` (seconds, default 30) bounds each blocking call; when it passes, the call
-    raises :class:`~unimq.PublishError` (for ``publish``) or :class:`~unimq.UnimqError` and
+    raises :class:`~unimq.PublishError` (for ``publish``) or
+    :class:`~unimq.errors.OperationTimeoutError` (a ``UnimqError`` and a ``TimeoutError``) and
     its work on the loop is cancelled. Subscribers declared with :meth:`subscriber` (or on the
     wrapped ``broker``) run on the facade's loop once :meth:`start` is called; plain ``def``
     handlers run in worker threads as usual.
@@ -53,7 +57,7 @@ class BlockingBroker:
 
     def __init__(self, url: str | Broker, *, timeout: float = 30.0, **options: Any) -> None:
         self.broker = url if isinstance(url, Broker) else Broker(url, **options)
-        self.timeout = timeout
+        self.timeout = positive_seconds(timeout, "timeout")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -62,7 +66,7 @@ class BlockingBroker:
     @classmethod
     def from_env(cls, default_url: str | None = None, **overrides: Any) -> BlockingBroker:
         """Like :meth:`Broker.from_env`: ``UNIMQ_URL`` and ``UNIMQ_*`` options."""
-        timeout = float(overrides.pop("timeout", 30.0))
+        timeout = overrides.pop("timeout", 30.0)  # checked by __init__ (a typed error)
         return cls(Broker.from_env(default_url, **overrides), timeout=timeout)
 
     # -- declaring subscribers (before start) ---------------------------------------------
@@ -173,8 +177,18 @@ class BlockingBroker:
             ) from None
 
     def drain(self, timeout: float | None = None) -> None:
-        """Block until no message is in flight (see :meth:`Broker.drain`)."""
-        self._call(self.broker.drain(timeout), (timeout or self.timeout) + 1)
+        """Block until no message is in flight (see :meth:`Broker.drain`); raises
+        :class:`~unimq.errors.OperationTimeoutError` (a ``TimeoutError``) after ``timeout``."""
+        try:
+            self._call(self.broker.drain(timeout), (timeout or self.timeout) + 1)
+        except OperationTimeoutError:
+            raise
+        except _TIMEOUTS:
+            waited = timeout or self.timeout
+            failure = OperationTimeoutError(f"drain: messages still in flight after {waited:g}s")
+        else:
+            return
+        raise failure from None
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run any coroutine on the facade's loop (e.g. ``DeadLetterQueue`` operations)."""
@@ -198,9 +212,11 @@ class BlockingBroker:
         future = asyncio.run_coroutine_threadsafe(coroutine, loop)
         try:
             return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"timed out after {timeout:g}s") from None
+        except _TIMEOUTS:
+            if future.done():  # the coroutine's own error, not our wait: let it through
+                raise
+        future.cancel()
+        raise OperationTimeoutError(f"timed out after {timeout:g}s")
 
     def __repr__(self) -> str:
         state = "started" if self._started else "stopped"

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import uuid_utils
 
-from . import headers as h
+from . import envelope, validation
+from .batch import BatchPolicy, Outgoing, PublishBatchError
 from .clock import Clock, SystemClock
 from .codec import encode
 from .delivery.host import Middleware
@@ -27,15 +28,15 @@ from .errors import (
 from .handler import HandlerFunc
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore
 from .instrumentation import Listener, Listeners, PublishMiddleware
-from .naming import retry_topic
 from .plugins import plugins, store_registry, transport_registry
 from .publishing import Publisher
+from .ratelimit import RateLimit
 from .retry import RetryPolicy
 from .router import Router, Subscriber
 from .settings import options_from_env, positive_seconds
 from .threads import HandlerThreads
 from .transport import SupportsWaitIdle, Transport, TransportContext
-from .url import BrokerURL
+from .url import BrokerURL, option_secrets, scrub
 
 logger = logging.getLogger("unimq")
 F = TypeVar("F", bound=HandlerFunc)
@@ -125,15 +126,20 @@ class Broker:
             raise ConfigurationError(f"outbox must be an outbox (SQLOutbox), got {self.outbox!r}")
         entry = transport_registry().get(self.url.scheme)
         context = TransportContext(clock=self.clock, instance_id=self.instance_id)
+        # Secret transport options (sasl_password=...) are masked like the URL's password.
+        self._secrets = (*self.url.secrets, *option_secrets(self.transport_options))
+        failure: UnimqError | None = None
         try:
             self.transport: Transport = entry.factory(self.url, self.transport_options, context)
-        except UnimqError:
-            raise
+        except UnimqError as exc:  # the adapter's own error: its text may still hold a secret
+            failure = scrub(exc, self._mask)
         except Exception as exc:  # a third-party factory's own error: wrap, mask the URL
-            raise ConfigurationError(
+            failure = ConfigurationError(
                 f"cannot create the {self.url.scheme}:// transport for {self.url.redacted()}: "
-                f"{type(exc).__name__}: {self.url.mask(str(exc))}"
-            ) from None
+                f"{type(exc).__name__}: {self._mask(str(exc))}"
+            )
+        if failure is not None:  # raised outside the except: no __context__ holding the raw error
+            raise failure from None
         self.capabilities = self.transport.capabilities
         self.publisher = Publisher(self.transport, self.clock)
         self.middlewares: list[Middleware] = []
@@ -144,6 +150,10 @@ class Broker:
         self._connected = False
         self._running = False
         plugins.manager.hook.unimq_broker_created(broker=self)
+
+    def _mask(self, text: str) -> str:
+        """``text`` with the URL's password and every secret option masked."""
+        return self.url.mask(text, self._secrets)
 
     @classmethod
     def from_env(cls, default_url: str | None = None, **overrides: Any) -> Broker:
@@ -166,6 +176,8 @@ class Broker:
         idempotent: bool = False,
         ack: Literal["auto", "manual"] = "auto",
         broadcast: bool = False,
+        batch: BatchPolicy | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function as a handler; see :meth:`Router.subscriber`."""
         decorate = self._router.subscriber(
@@ -178,6 +190,8 @@ class Broker:
             idempotent=idempotent,
             ack=ack,
             broadcast=broadcast,
+            batch=batch,
+            rate_limit=rate_limit,
         )
 
         def register(func: F) -> F:
@@ -216,15 +230,6 @@ class Broker:
     def _check_capabilities(self, subscriber: Subscriber) -> None:
         capabilities = self.capabilities
         scheme = self.url.scheme
-        target = subscriber.dead_letter_topic
-        if target is not None and target in (
-            subscriber.topic,
-            retry_topic(subscriber.topic, subscriber.group),
-        ):
-            raise ConfigurationError(
-                f"subscriber {subscriber.handler.name}: dead_letter={target!r} is the topic it "
-                "consumes, so a dead letter would come back to it forever; name another topic"
-            )
         if subscriber.ordered and not capabilities.ordering:
             raise UnsupportedFeatureError(
                 f"subscriber {subscriber.handler.name}: ordered=True, but the {scheme}:// backend "
@@ -242,23 +247,24 @@ class Broker:
         """Connect without starting subscribers (enough for a publish-only application)."""
         if self._connected:
             return
+        failure: UnimqError | None = None
         try:
             await asyncio.wait_for(self.transport.connect(), self.connect_timeout)
         except asyncio.TimeoutError:
-            await _quietly(self.transport.close())
-            raise BrokerUnreachableError(
+            failure = BrokerUnreachableError(
                 f"could not connect to {self.url.redacted()} within {self.connect_timeout:g}s "
                 "(connect_timeout); is the broker running and reachable?"
-            ) from None
-        except UnimqError:
-            await _quietly(self.transport.close())
-            raise
+            )
+        except UnimqError as exc:  # the adapter's own error: its text may still hold a secret
+            failure = scrub(exc, self._mask)
         except Exception as exc:
-            await _quietly(self.transport.close())
-            raise BrokerUnreachableError(
+            failure = BrokerUnreachableError(
                 f"could not connect to {self.url.redacted()}: {type(exc).__name__}: "
-                f"{self.url.mask(str(exc))}"
-            ) from None
+                f"{self._mask(str(exc))}"
+            )
+        if failure is not None:  # raised outside the except: no __context__ holding the raw error
+            await _quietly(self.transport.close())
+            raise failure from None
         self._connected = True
         logger.info("connected to %s", self.url.redacted())
         self.listeners.broker_connected(self)
@@ -365,68 +371,120 @@ class Broker:
                 "the broker is not connected: publish inside 'async with broker:' "
                 "(or after 'await broker.connect()')"
             )
-        if not isinstance(topic, str) or not topic:
-            raise ConfigurationError(f"topic must be a non-empty string, got {topic!r}")
-        payload, content_type = encode(body)
-        wire: dict[str, str] = {}
-        if headers:
-            for name, value in headers.items():
-                if not isinstance(name, str) or not name:
-                    raise ConfigurationError(
-                        f"header names must be non-empty strings, got {name!r}"
-                    )
-                if name in h.BOOKKEEPING:
-                    continue  # unimq's own bookkeeping is set below
-                if not isinstance(value, str):
-                    if isinstance(value, (int, float, bool)):
-                        value = str(value)
-                    else:
-                        raise ConfigurationError(
-                            f"header {name!r} must be a string, got {type(value).__name__}"
-                        )
-                wire[name] = value
-        if key is not None and not isinstance(key, str):
-            raise ConfigurationError(f"key must be a string or None, got {type(key).__name__}")
-        if message_id is None:
-            message_id = str(uuid_utils.uuid7())
-        elif not isinstance(message_id, str) or not message_id:
-            raise ConfigurationError(f"message_id must be a non-empty string, got {message_id!r}")
-        wire[h.ID] = message_id
-        wire[h.ATTEMPT] = "1"
-        wire[h.CONTENT_TYPE] = content_type
-        if delay is None and deliver_at is None:
+        topic, payload, wire, key, message_id, content_type, due = self._prepare(
+            topic, body, key, headers, delay, deliver_at, message_id
+        )
+        if due is None:
             await self.publisher.send_now(topic, payload, wire, key, message_id, content_type)
             return PublishReceipt(message_id, topic)
-        due = self._due(delay, deliver_at)
         await self.publisher.send(
             topic, payload, wire, key=key, message_id=message_id, content_type=content_type, due=due
         )
-        return PublishReceipt(
-            message_id=message_id,
-            topic=topic,
-            deliver_at=datetime.fromtimestamp(due, tz=timezone.utc) if due is not None else None,
+        return PublishReceipt(message_id, topic, datetime.fromtimestamp(due, tz=timezone.utc))
+
+    async def publish_batch(
+        self,
+        topic: str,
+        items: Iterable[Any],
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[PublishReceipt]:
+        """Publish many messages; returns one receipt per item, in order, once every item is
+        durable. ``items`` are bodies or :class:`~unimq.Outgoing` (its own key, headers, id,
+        delay); ``key``/``headers`` apply to items that give none.
+
+        Every item is checked before any is sent. The items go out together (the broker's own
+        pipelining: one write per loop turn on RabbitMQ, librdkafka's queue on Kafka), and the
+        call waits for all of them: if some were not confirmed it raises
+        :class:`~unimq.PublishBatchError`, which names them; the confirmed ones stay published.
+        """
+        if not self._connected:
+            raise NotConnectedError(
+                "the broker is not connected: publish inside 'async with broker:' "
+                "(or after 'await broker.connect()')"
+            )
+        prepared = []
+        for index, item in enumerate(items):
+            try:
+                if isinstance(item, Outgoing):
+                    prepared.append(
+                        self._prepare(
+                            topic,
+                            item.body,
+                            item.key if item.key is not None else key,
+                            item.headers if item.headers is not None else headers,
+                            item.delay,
+                            item.deliver_at,
+                            item.message_id,
+                        )
+                    )
+                else:
+                    prepared.append(self._prepare(topic, item, key, headers, None, None, None))
+            except UnimqError as exc:
+                exc.args = (f"item {index}: {exc}", *exc.args[1:])  # say which item
+                raise
+        results = await asyncio.gather(
+            *(
+                self.publisher.send(
+                    name, payload, wire, key=k, message_id=mid, content_type=ctype, due=due
+                )
+                for name, payload, wire, k, mid, ctype, due in prepared
+            ),
+            return_exceptions=True,
         )
+        receipts: list[PublishReceipt | None] = []
+        failures: dict[int, BaseException] = {}
+        for index, (result, (name, _, _, _, mid, _, due)) in enumerate(
+            zip(results, prepared, strict=True)
+        ):
+            if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                failures[index] = result
+                receipts.append(None)
+                continue
+            at = datetime.fromtimestamp(due, tz=timezone.utc) if due is not None else None
+            receipts.append(PublishReceipt(mid, name, at))
+        if failures:
+            raise PublishBatchError(failures, receipts)
+        return receipts  # type: ignore[return-value]
+
+    def _prepare(
+        self,
+        topic: str,
+        body: Any,
+        key: str | None,
+        headers: Mapping[str, str] | None,
+        delay: timedelta | float | None,
+        deliver_at: datetime | None,
+        message_id: str | None,
+    ) -> tuple[str, bytes, dict[str, str], str | None, str, str, float | None]:
+        """Check every argument (``validation`` has the limits) and build what goes on the
+        wire, before anything is sent."""
+        validation.check_name(topic, "topic")
+        user = validation.user_headers(headers) if headers is not None else None
+        if key is not None:
+            validation.check_name(key, "key", optional=True)
+        if message_id is None:
+            message_id = str(uuid_utils.uuid7())
+        else:
+            validation.check_name(message_id, "message_id")
+        due = self._due(delay, deliver_at) if delay is not None or deliver_at is not None else None
+        payload, content_type = encode(body)
+        wire = envelope.outgoing(user, message_id=message_id, content_type=content_type)
+        return topic, payload, wire, key, message_id, content_type, due
 
     def _due(self, delay: timedelta | float | None, deliver_at: datetime | None) -> float | None:
         if delay is not None and deliver_at is not None:
             raise ConfigurationError("give either delay or deliver_at, not both")
         if delay is not None:
-            seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-            if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
-                raise ConfigurationError(f"delay must be a timedelta or seconds, got {delay!r}")
-            if seconds < 0:
-                raise ConfigurationError(f"delay must not be negative, got {seconds}")
+            seconds = validation.delay_seconds(delay)
             return self.clock.now() + seconds if seconds > 0 else None
         if deliver_at is not None:
-            if not isinstance(deliver_at, datetime):
-                raise ConfigurationError(f"deliver_at must be a datetime, got {deliver_at!r}")
-            if deliver_at.tzinfo is None:
-                raise ConfigurationError(
-                    "deliver_at must be timezone-aware (e.g. datetime.now(timezone.utc) + ...); "
-                    "a naive datetime is ambiguous"
-                )
-            due = deliver_at.timestamp()
-            return due if due > self.clock.now() else None
+            now = self.clock.now()
+            due = validation.deliver_at_timestamp(deliver_at, now)
+            return due if due > now else None
         return None
 
     # -- testing helpers ------------------------------------------------------------------

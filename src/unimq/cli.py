@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -21,7 +23,7 @@ from .cli_operations import UsageError, add_commands, broker_for
 from .cli_outbox import add_commands as add_outbox_commands
 from .errors import MissingDependencyError, UnimqError
 from .plugins import transport_registry
-from .url import redact
+from .url import mask_secrets, option_secrets, redact
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -37,17 +39,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    mask_logs(())
     try:
         result: int = args.func(args)
         return result
     except UsageError as exc:
-        parser.exit(EXIT_USAGE, f"unimq {args.command}: error: {exc}\n")
-    except UnimqError as exc:
-        print(f"unimq {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        parser.exit(EXIT_USAGE, f"unimq {args.command}: error: {redact(str(exc))}\n")
+    except (UnimqError, OSError) as exc:  # OSError: e.g. the metrics port is taken
+        print(f"unimq {args.command}: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
     return EXIT_ERROR  # pragma: no cover - parser.exit does not return
+
+
+class MaskingFormatter(logging.Formatter):
+    """Masks every log line the command prints, third-party libraries' included (a client
+    library may log its connection URL): URL passwords, ``name=value`` secret options, and the
+    loaded broker's own secrets."""
+
+    def __init__(self, base: logging.Formatter | None, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        self.base = base or logging.Formatter()
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(self.base.format(record), self.secrets)
+
+
+def _secrets_of(broker: Broker) -> tuple[str, ...]:
+    return (*broker.url.secrets, *option_secrets(broker.transport_options))
+
+
+def mask_logs(secrets: tuple[str, ...]) -> None:
+    """Put a :class:`MaskingFormatter` (knowing ``secrets``) on the root logger's handlers."""
+    for handler in logging.getLogger().handlers:
+        current = handler.formatter
+        if isinstance(current, MaskingFormatter):
+            current.secrets = secrets
+        else:
+            handler.setFormatter(MaskingFormatter(current, secrets))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("target", metavar="MODULE:ATTR", help="e.g. myservice.app:broker")
     run.add_argument(
         "--metrics-port",
-        type=int,
+        type=_port,
         metavar="PORT",
         help="serve Prometheus metrics on http://ADDR:PORT/metrics (needs unimq[prometheus])",
     )
@@ -99,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--key", help="ordering / partition key")
     publish.add_argument("--header", action="append", default=[], metavar="NAME=VALUE")
     publish.add_argument(
-        "--delay", type=float, metavar="SECONDS", help="deliver after this many seconds"
+        "--delay", type=_seconds, metavar="SECONDS", help="deliver after this many seconds"
     )
     publish.add_argument("--id", dest="message_id", help="message id (default: a new UUIDv7)")
     publish.set_defaults(func=_publish)
@@ -120,6 +151,26 @@ def _parser() -> argparse.ArgumentParser:
     add_commands(commands)
     add_outbox_commands(commands)
     return parser
+
+
+def _port(text: str) -> int:
+    """A TCP port for argparse (1-65535): a clean usage error instead of an OverflowError."""
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a TCP port from 1 to 65535, got {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    """A finite number of seconds >= 0 for argparse (``inf`` and ``nan`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a finite, non-negative number of seconds, got {text!r}"
+        )
+    return value
 
 
 # -- run ----------------------------------------------------------------------------------
@@ -144,6 +195,15 @@ def load_broker(target: str) -> Broker:
     except AttributeError:
         raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
     if callable(obj) and not isinstance(obj, Broker):
+        try:  # a factory must be callable without arguments: say so rather than a TypeError
+            inspect.signature(obj).bind()
+        except TypeError as exc:
+            raise UsageError(
+                f"{target} must be a Broker or a function returning one that takes no "
+                f"arguments ({exc})"
+            ) from None
+        except ValueError:
+            pass  # no signature to check (a builtin): just call it
         obj = obj()
     if not isinstance(obj, Broker):
         raise UsageError(f"{target} is a {type(obj).__name__}, not a unimq Broker")
@@ -152,6 +212,7 @@ def load_broker(target: str) -> Broker:
 
 def _run(args: argparse.Namespace) -> int:
     broker = load_broker(args.target)
+    mask_logs(_secrets_of(broker))
     if args.metrics_port is not None:
         metrics = _contrib("unimq_prometheus", "prometheus").PrometheusMetrics()
         metrics.instrument(broker)
@@ -208,6 +269,7 @@ async def _serve(broker: Broker) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     broker = broker_for(args.url)  # --url or UNIMQ_URL, with the UNIMQ_* options, as dlq/lag
+    mask_logs(_secrets_of(broker))
     text = args.body if args.body is not None else sys.stdin.read()
     body: Any = text
     if args.json:
@@ -221,8 +283,6 @@ def _publish(args: argparse.Namespace) -> int:
         if not sep or not name:
             raise UsageError(f"--header expects NAME=VALUE, got {item!r}")
         headers[name] = value
-    if args.delay is not None and args.delay < 0:
-        raise UsageError("--delay must not be negative")
 
     async def send() -> str:
         await broker.connect()

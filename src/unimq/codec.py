@@ -1,7 +1,9 @@
 """Bodies on the wire: how published objects become bytes and bytes become handler arguments.
 
 ``BaseModel``/dict/list and other JSON-able values are sent as JSON, ``str`` as UTF-8 text,
-``bytes`` as they are. On the way in, the handler's annotation decides: ``bytes`` gets the raw
+``bytes`` as they are. NaN and infinity are refused (:class:`~unimq.errors.EncodeError`): they
+are not JSON, so a consumer in another language could not parse the message.
+On the way in, the handler's annotation decides: ``bytes`` gets the raw
 body, ``str`` the UTF-8 text, anything else is validated from JSON by pydantic (a
 ``TypeAdapter``, built once per handler). A body that does not decode is a poison message.
 """
@@ -23,14 +25,21 @@ def encode(body: Any) -> tuple[bytes, str]:
     if isinstance(body, bytes):
         return body, h.BINARY
     if isinstance(body, str):
-        return body.encode("utf-8"), h.TEXT
+        try:
+            return body.encode("utf-8"), h.TEXT
+        except UnicodeEncodeError:
+            raise EncodeError(
+                "cannot encode a str body as UTF-8: it contains a lone surrogate"
+            ) from None
     if isinstance(body, BaseModel):
         return body.model_dump_json().encode("utf-8"), h.JSON
     if isinstance(body, (bytearray, memoryview)):
         return bytes(body), h.BINARY
     try:
         if isinstance(body, (dict, list, tuple, int, float, bool)) or body is None:
-            return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), h.JSON
+            # allow_nan=False: NaN/Infinity are not JSON, and other languages' parsers refuse them.
+            text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            return text.encode(), h.JSON
         return _ANY.dump_json(body), h.JSON
     except Exception as exc:
         raise EncodeError(

@@ -40,18 +40,25 @@ def read(delivery: Delivery) -> Envelope:
     """The envelope of a delivery, with the fallbacks of DESIGN.md section 3 for messages that
     other clients published (no unimq headers): the broker's own id, the physical topic."""
     raw = delivery.headers
+    message_id = raw.get(h.ID)
     attempt_text = raw.get(h.ATTEMPT)
+    content_type = raw.get(h.CONTENT_TYPE)
     due_text = raw.get(h.DELIVER_AT)
+    topic = raw.get(h.TOPIC)
+    if len(raw) == 3 and message_id and attempt_text and content_type:
+        user: dict[str, str] = {}  # a plain publish without headers: nothing else to copy
+    else:
+        user = {k: v for k, v in raw.items() if k not in _BOOKKEEPING}
     # Runs once per delivery: tuple.__new__ skips NamedTuple's Python-level constructor.
     return _make(
         Envelope,
         (
-            raw.get(h.ID) or delivery.native_id,
-            raw.get(h.TOPIC) or delivery.topic,
+            message_id or delivery.native_id,
+            topic or delivery.topic,
             1 if attempt_text is None or attempt_text == "1" else parse_attempt(attempt_text),
-            raw.get(h.CONTENT_TYPE),
+            content_type,
             None if due_text is None else parse_due(due_text),
-            {k: v for k, v in raw.items() if k not in _BOOKKEEPING},
+            user,
         ),
     )
 
@@ -128,8 +135,8 @@ def dead_letter_copy(
     """A dead-letter copy: the original's id and headers plus the diagnostics of section 1."""
     wire = outgoing(envelope.headers, message_id=envelope.id, content_type=envelope.content_type)
     wire[h.DLQ_REASON] = reason
-    wire[h.ERROR_TYPE] = error_type
-    wire[h.ERROR_MESSAGE] = detail[:MAX_ERROR_MESSAGE]
+    wire[h.ERROR_TYPE] = _text(error_type)
+    wire[h.ERROR_MESSAGE] = _text(detail[:MAX_ERROR_MESSAGE])
     wire[h.ORIGINAL_TOPIC] = envelope.topic
     wire[h.ORIGINAL_GROUP] = group
     wire[h.ATTEMPTS] = str(envelope.attempt)
@@ -154,6 +161,16 @@ def replay_copy(headers: Mapping[str, str], *, message_id: str, replayed_at: str
     )
     wire[h.REPLAYED_AT] = replayed_at
     return wire
+
+
+def _text(value: str) -> str:
+    """A diagnostic as a header can carry it: an exception's text may hold lone surrogates,
+    which no broker can encode, and the dead letter must never fail for its diagnostics."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def iso_utc(epoch_seconds: float) -> str:

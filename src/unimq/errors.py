@@ -7,7 +7,13 @@ subclass with a message that says what to do; none of them ever contains a passw
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
+from typing import Any
+
+#: The longest pause a retry may ask for, in seconds (one day): longer ones are capped. A retry
+#: is for a transient failure; a message to act on later is a ``delay=`` publish.
+MAX_RETRY_DELAY = 86400.0
 
 
 class UnimqError(Exception):
@@ -20,6 +26,11 @@ class ConfigurationError(UnimqError):
 
 class InvalidURLError(ConfigurationError):
     """The broker URL cannot be parsed (shown with its password masked)."""
+
+
+class InvalidMessageError(ConfigurationError):
+    """A publish argument is invalid (topic, key, headers, message id, delay); raised by
+    ``Broker.publish`` before anything is sent (limits: docs/configuration.md)."""
 
 
 class UnknownSchemeError(ConfigurationError):
@@ -54,6 +65,11 @@ class NotConnectedError(UnimqError):
     """An operation that needs a running broker was called outside ``async with broker``."""
 
 
+class OperationTimeoutError(UnimqError, TimeoutError):
+    """A blocking call did not finish in time (also a builtin ``TimeoutError``, so existing
+    ``except TimeoutError`` code keeps working)."""
+
+
 class PublishError(UnimqError):
     """The broker did not durably accept a message (nack, unroutable, too large, timed out)."""
 
@@ -71,12 +87,38 @@ class DeliveryControl(Exception):
 
 
 class RetryLater(DeliveryControl):
-    """Retry this message after ``delay`` (counts an attempt; the policy's limit still applies)."""
+    """Retry this message after ``delay`` (counts an attempt; the policy's limit still applies).
 
-    def __init__(self, delay: float | timedelta | None = None, reason: str = "") -> None:
-        self.delay = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    ``delay`` is seconds or a ``timedelta``; ``None`` uses the subscriber's backoff. A string
+    first argument is taken as the reason (``raise RetryLater("service down")``), since that is
+    what such a call means. A NaN, infinite or negative delay is a :class:`ConfigurationError`
+    (raised where the handler builds the exception, so the policy retries it like any error);
+    a delay above :data:`MAX_RETRY_DELAY` is capped.
+    """
+
+    def __init__(self, delay: float | timedelta | str | None = None, reason: str = "") -> None:
+        if isinstance(delay, str):
+            reason = f"{delay}: {reason}" if reason else delay
+            delay = None
+        self.delay = _retry_delay(delay)
         self.reason = reason
         super().__init__(reason or f"retry later (delay={self.delay})")
+
+
+def _retry_delay(delay: Any) -> float | None:
+    if delay is None:
+        return None
+    if isinstance(delay, timedelta):
+        seconds = delay.total_seconds()
+    elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
+        seconds = float(delay)
+    else:
+        raise ConfigurationError(
+            f"RetryLater: delay must be seconds, a timedelta or None, got {delay!r}"
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigurationError(f"RetryLater: delay must be a finite number >= 0, got {delay!r}")
+    return min(seconds, MAX_RETRY_DELAY)
 
 
 class Reject(DeliveryControl):

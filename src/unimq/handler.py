@@ -25,32 +25,25 @@ HandlerFunc = Callable[..., Any]
 
 
 def describe(func: Any) -> str:
+    """``module.qualname`` of a handler: also the default group name, so it must be stable
+    across restarts (no ``repr`` with a memory address): a partial is named after its function,
+    a callable object after its class."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    if getattr(func, "__qualname__", None) is None and not isinstance(func, type):
+        func = type(func)  # a callable object
     module = getattr(func, "__module__", None) or "?"
-    qualname = getattr(func, "__qualname__", None) or repr(func)
+    qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
     return f"{module}.{qualname}"
 
 
 class BoundHandler:
     """A handler with its parameter plan worked out once."""
 
-    __slots__ = ("_decode", "_kinds", "func", "is_async", "name")
+    __slots__ = ("_decode", "_direct", "_kinds", "func", "is_async", "name")
 
     def __init__(self, func: HandlerFunc) -> None:
-        if not callable(func):
-            raise HandlerSignatureError(f"handler {func!r} is not callable")
-        self.func = func
-        self.name = describe(func)
-        self.is_async = _is_async(func)
-        try:
-            signature = inspect.signature(func)
-        except (TypeError, ValueError) as exc:
-            raise HandlerSignatureError(f"cannot inspect handler {self.name}: {exc}") from None
-        try:
-            hints = typing.get_type_hints(func)
-        except Exception as exc:
-            raise HandlerSignatureError(
-                f"cannot resolve the annotations of handler {self.name}: {exc}"
-            ) from None
+        signature, hints = self._bind_callable(func)
         kinds: list[tuple[bool, str]] = []  # (is_message, name)
         body: list[str] = []
         self._decode: Decoder | None = None
@@ -90,6 +83,38 @@ class BoundHandler:
             )
         self._kinds = tuple(kinds)
 
+    def _bind_callable(self, func: HandlerFunc) -> tuple[inspect.Signature, dict[str, Any]]:
+        """How to call ``func`` (on the loop or in a thread); its signature and annotations.
+        Shared with batch handlers, whose parameters are bound differently."""
+        if not callable(func):
+            raise HandlerSignatureError(f"handler {func!r} is not callable")
+        self.func = func
+        self.name = describe(func)
+        target = _target(func)
+        if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
+            # Calling it only builds a generator: the body would never run, yet the message
+            # would be acked.
+            raise HandlerSignatureError(
+                f"handler {self.name} is a generator function (it contains 'yield'); a handler "
+                "must return (or be an 'async def' that returns), not yield"
+            )
+        #: Runs on the event loop (an ``async def``, a partial of one, an object with an
+        #: ``async __call__``, or a sync decorator around an ``async def``).
+        self.is_async = _is_async(func) or inspect.iscoroutinefunction(target)
+        #: A plain ``async def``: its call is the coroutine to await (the fast path).
+        self._direct = inspect.iscoroutinefunction(func)
+        try:
+            signature = inspect.signature(func)
+        except (TypeError, ValueError) as exc:
+            raise HandlerSignatureError(f"cannot inspect handler {self.name}: {exc}") from None
+        try:
+            hints = typing.get_type_hints(_hints_source(func))
+        except Exception as exc:
+            raise HandlerSignatureError(
+                f"cannot resolve the annotations of handler {self.name}: {exc}"
+            ) from None
+        return signature, hints
+
     def arguments(self, message: Message) -> dict[str, Any]:
         """Decode the body for this handler (raises ``codec.DecodeError`` for a poison body)."""
         decode = self._decode
@@ -99,12 +124,57 @@ class BoundHandler:
         return kwargs
 
     def invoke(self, kwargs: dict[str, Any], executor: Executor | None) -> Awaitable[Any]:
-        if self.is_async:
+        if self._direct:
             return self.func(**kwargs)  # type: ignore[no-any-return]
+        if self.is_async:
+            return _outcome(self.func(**kwargs), self.name)
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         call = functools.partial(context.run, self.func, **kwargs)
-        return loop.run_in_executor(executor, call)
+        return _threaded(loop.run_in_executor(executor, call), self.name)
+
+
+async def _threaded(future: Awaitable[Any], name: str) -> Any:
+    return await _outcome(await future, name)
+
+
+async def _outcome(result: Any, name: str) -> Any:
+    """What a handler call returned, awaited if it is awaitable (a ``def`` that returns a
+    coroutine, a decorator that hides an ``async def``): never dropped unawaited, which would
+    ack a message whose handler did not run."""
+    if inspect.isawaitable(result):
+        return await result
+    if inspect.isgenerator(result) or inspect.isasyncgen(result):
+        raise HandlerSignatureError(
+            f"handler {name} returned a generator: its body did not run; return, do not yield"
+        )
+    return result
+
+
+def _target(func: Any) -> Any:
+    """The function that finally runs: through partials and ``functools.wraps`` layers."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    try:
+        func = inspect.unwrap(func)
+    except ValueError:  # a __wrapped__ cycle
+        return func
+    while isinstance(func, functools.partial):
+        func = func.func
+    return func
+
+
+def _hints_source(func: Any) -> Any:
+    """What ``typing.get_type_hints`` can read: the function inside a partial, the bound
+    ``__call__`` of a callable object (``get_type_hints`` refuses both as they are)."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.isfunction(func) or inspect.ismethod(func) or inspect.isbuiltin(func):
+        return func
+    if isinstance(func, type):
+        return func
+    call = getattr(func, "__call__", None)  # noqa: B004 - callable objects
+    return call if call is not None else func
 
 
 def _is_async(func: Any) -> bool:

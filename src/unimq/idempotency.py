@@ -17,6 +17,12 @@ import time
 from collections import OrderedDict
 from typing import Protocol, runtime_checkable
 
+from .errors import ConfigurationError
+from .settings import positive_seconds
+
+#: How long the memory store remembers a handled message id: 7 days, as the Redis store.
+DEFAULT_TTL = 7 * 86400.0
+
 
 @runtime_checkable
 class IdempotencyStore(Protocol):
@@ -44,24 +50,38 @@ class _Lease:
 
 
 class MemoryIdempotencyStore:
-    """Marks kept in this process, oldest forgotten first beyond ``max_entries``.
+    """Marks kept in this process for ``ttl`` seconds (default 7 days, as the Redis store), at
+    most ``max_entries`` of them (default 100,000, about 25 MB; the oldest are forgotten first).
 
     Good for tests and for single-process services; marks do not survive a restart and are not
-    shared between processes (use the Redis or SQL store for that).
+    shared between processes (use the Redis or SQL store for that). Marks are kept in completion
+    order, so expired ones are always at the front: each ``complete`` drops up to two of them
+    (amortized O(1), nothing scanned on the hot path), and ``begin`` ignores an expired mark it
+    meets.
     """
 
-    def __init__(self, max_entries: int = 1_000_000) -> None:
-        self._done: OrderedDict[tuple[str, str], None] = OrderedDict()
+    def __init__(self, max_entries: int = 100_000, ttl: float = DEFAULT_TTL) -> None:
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            raise ConfigurationError(f"max_entries must be an integer >= 1, got {max_entries!r}")
+        self._ttl = positive_seconds(ttl, "ttl")
+        self._done: OrderedDict[tuple[str, str], float] = OrderedDict()  # key -> expiry
         self._leases: dict[tuple[str, str], _Lease] = {}
         self._max_entries = max_entries
+
+    def __len__(self) -> int:
+        """How many completed marks are held (expired ones not yet pruned included)."""
+        return len(self._done)
 
     async def begin(self, group: str, message_id: str, lease: float) -> bool:
         key = (group, message_id)
         while True:
-            if key in self._done:
-                return False
-            holder = self._leases.get(key)
             now = time.monotonic()
+            expires = self._done.get(key)
+            if expires is not None:
+                if expires > now:
+                    return False
+                del self._done[key]
+            holder = self._leases.get(key)
             if holder is None or holder.expires <= now:
                 self._leases[key] = _Lease(now + lease)
                 return True
@@ -72,9 +92,16 @@ class MemoryIdempotencyStore:
 
     async def complete(self, group: str, message_id: str) -> None:
         key = (group, message_id)
-        self._done[key] = None
-        if len(self._done) > self._max_entries:
-            self._done.popitem(last=False)
+        now = time.monotonic()
+        done = self._done
+        done.pop(key, None)  # re-added at the end: expiries stay in order
+        done[key] = now + self._ttl
+        if len(done) > self._max_entries:
+            done.popitem(last=False)
+        for _ in range(2):  # amortized pruning of expired marks, oldest first
+            if next(iter(done.values())) > now:
+                break
+            done.popitem(last=False)
         self._drop_lease(key)
 
     async def release(self, group: str, message_id: str) -> None:

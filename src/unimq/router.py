@@ -6,12 +6,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from .errors import ConfigurationError
+from .batch import BatchHandler, BatchPolicy
+from .errors import ConfigurationError, InvalidMessageError
 from .handler import BoundHandler, HandlerFunc, describe
-from .naming import dead_letter_topic
+from .naming import dead_letter_topic, retry_topic
+from .ratelimit import RateLimit
 from .retry import RetryPolicy
+from .validation import check_name
 
 F = TypeVar("F", bound=HandlerFunc)
+
+#: The largest ``concurrency`` (each unit costs a worker task and a prefetch slot up front).
+MAX_CONCURRENCY = 4096
+# Strings that are a boolean written as text, not a dead-letter topic name.
+_NOT_A_TOPIC = frozenset({"", "true", "false", "yes", "no", "on", "off", "0", "1", "none"})
 AckMode = Literal["auto", "manual"]
 
 
@@ -20,7 +28,7 @@ class Subscriber:
     """One ``@subscriber`` declaration, validated. See DESIGN.md section 1 for each option."""
 
     topic: str
-    handler: BoundHandler
+    handler: BoundHandler  # a BatchHandler when ``batch`` is set
     group: str
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     dead_letter: bool | str = True
@@ -29,6 +37,8 @@ class Subscriber:
     idempotent: bool = False
     ack: AckMode = "auto"
     broadcast: bool = False
+    batch: BatchPolicy | None = None
+    rate_limit: RateLimit | None = None
 
     @property
     def dead_letter_topic(self) -> str | None:
@@ -54,37 +64,71 @@ def make_subscriber(
     idempotent: bool,
     ack: str,
     broadcast: bool,
+    batch: BatchPolicy | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> Subscriber:
-    handler = BoundHandler(func)
+    if batch is not None and not isinstance(batch, BatchPolicy):
+        raise ConfigurationError(f"batch must be a unimq.BatchPolicy, got {batch!r}")
+    if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+        raise ConfigurationError(f"rate_limit must be a unimq.RateLimit, got {rate_limit!r}")
+    handler = BoundHandler(func) if batch is None else BatchHandler(func)
     where = f"subscriber {handler.name}"
-    if not isinstance(topic, str) or not topic.strip():
-        raise ConfigurationError(f"{where}: topic must be a non-empty string, got {topic!r}")
-    if group is not None and (not isinstance(group, str) or not group.strip()):
-        raise ConfigurationError(f"{where}: group must be a non-empty string, got {group!r}")
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+    _check_name(topic, "topic", where)
+    if group is not None:
+        _check_name(group, "group", where)
+    if (
+        not isinstance(concurrency, int)
+        or isinstance(concurrency, bool)
+        or not 1 <= concurrency <= MAX_CONCURRENCY
+    ):
         raise ConfigurationError(
-            f"{where}: concurrency must be an integer >= 1, got {concurrency!r}"
+            f"{where}: concurrency must be an integer from 1 to {MAX_CONCURRENCY}, "
+            f"got {concurrency!r}"
         )
-    if ack not in ("auto", "manual"):
+    for name, value in (("ordered", ordered), ("idempotent", idempotent), ("broadcast", broadcast)):
+        if not isinstance(value, bool):  # "false" is truthy: refuse rather than guess
+            raise ConfigurationError(f"{where}: {name} must be True or False, got {value!r}")
+    if ack not in ("auto", "manual") or not isinstance(ack, str):
         raise ConfigurationError(f"{where}: ack must be 'auto' or 'manual', got {ack!r}")
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise ConfigurationError(f"{where}: retry must be a RetryPolicy, got {retry!r}")
-    if not isinstance(dead_letter, (bool, str)) or dead_letter == "":
+    if not isinstance(dead_letter, (bool, str)) or (
+        isinstance(dead_letter, str) and dead_letter.strip().lower() in _NOT_A_TOPIC
+    ):
         raise ConfigurationError(
             f"{where}: dead_letter must be True, False or a topic name, got {dead_letter!r}"
         )
+    group = group or describe(func)
+    if isinstance(dead_letter, str):
+        _check_name(dead_letter, "dead_letter", where)
+        if dead_letter in (topic, retry_topic(topic, group)):
+            raise ConfigurationError(
+                f"{where}: dead_letter={dead_letter!r} is the subscriber's own topic (or its "
+                "retry topic): a failing message would come back to the same handler forever"
+            )
     return Subscriber(
         topic=topic,
         handler=handler,
-        group=group or describe(func),
+        group=group,
         retry=retry or RetryPolicy(),
         dead_letter=dead_letter,
-        ordered=bool(ordered),
+        ordered=ordered,
         concurrency=concurrency,
-        idempotent=bool(idempotent),
+        idempotent=idempotent,
         ack="manual" if ack == "manual" else "auto",
-        broadcast=bool(broadcast),
+        broadcast=broadcast,
+        batch=batch,
+        rate_limit=rate_limit,
     )
+
+
+def _check_name(value: object, what: str, where: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{where}: {what} must be a non-empty string, got {value!r}")
+    try:
+        check_name(value, what)
+    except InvalidMessageError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
 
 
 class Router:
@@ -105,8 +149,14 @@ class Router:
         idempotent: bool = False,
         ack: Literal["auto", "manual"] = "auto",
         broadcast: bool = False,
+        batch: BatchPolicy | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> Callable[[F], F]:
-        """Register the decorated function as the handler of ``topic`` for ``group``."""
+        """Register the decorated function as the handler of ``topic`` for ``group``.
+
+        ``batch=BatchPolicy(...)`` makes it a batch handler (``list[T]`` and/or
+        ``list[Message]``); ``rate_limit=RateLimit(rate, per)`` caps handler starts.
+        """
 
         def register(func: F) -> F:
             self.add(
@@ -121,6 +171,8 @@ class Router:
                     idempotent=idempotent,
                     ack=ack,
                     broadcast=broadcast,
+                    batch=batch,
+                    rate_limit=rate_limit,
                 )
             )
             return func

@@ -11,6 +11,7 @@ several backends. Other ``UNIMQ_*`` variables are ignored.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,10 +27,10 @@ class CoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", case_sensitive=False)
 
     url: SecretStr | None = None
-    connect_timeout: float = Field(10.0, gt=0)
-    graceful_timeout: float = Field(30.0, gt=0)
+    connect_timeout: float = Field(10.0, gt=0, allow_inf_nan=False)
+    graceful_timeout: float = Field(30.0, gt=0, allow_inf_nan=False)
     idempotency_store: str | None = None
-    idempotency_lease: float = Field(300.0, gt=0)
+    idempotency_lease: float = Field(300.0, gt=0, allow_inf_nan=False)
     instance_id: str | None = None
 
 
@@ -96,9 +97,11 @@ def positive_seconds(value: Any, name: str) -> float:
     """``value`` as a positive number of seconds, or a :class:`ConfigurationError` naming
     ``name``: the one check for every timeout-like option (the core's and the adapters')."""
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}") from None
-    if number <= 0:
-        raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+        number = math.nan if isinstance(value, bool) else float(value)  # True is not 1 second
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    # "not number > 0" rather than "number <= 0": NaN compares false with everything, and an
+    # infinite timeout means "wait forever", which is what a timeout exists to prevent.
+    if not (number > 0 and math.isfinite(number)):
+        raise ConfigurationError(f"{name} must be a finite number of seconds > 0, got {value!r}")
     return number

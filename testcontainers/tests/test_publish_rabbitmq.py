@@ -4,7 +4,8 @@ The conformance suite proves that published messages arrive; these cases pin wha
 could get wrong: a return matched to the right publish inside a batch, a withdrawn publish never
 sent, order kept while the connection's write queue is full, and a connection lost mid-flight
 reported as ``PublishError`` (never as a cancellation of the caller) with every confirmed
-message queued.
+message queued, a message that cannot be encoded failing alone (never shifting the delivery tags
+of the others), and a broker that blocks publishers failing a publish after ``publish_timeout``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pamqp.heartbeat import Heartbeat
 from unimq_rabbitmq.confirms import ConfirmBatcher, supported
 
 from unimq import Broker, Message, PublishError
+from unimq.errors import EncodeError
+from unimq.transport import OutgoingMessage
 
 pytestmark = pytest.mark.realbroker
 
@@ -245,3 +248,79 @@ async def test_large_messages_are_written_at_once_and_in_order(rabbitmq_broker: 
         answers = await asyncio.wait_for(asyncio.gather(*confirmations), 30)
         assert all(isinstance(a, Basic.Ack) for a in answers)
     assert await queued(rabbitmq_broker.url, queue) == bodies
+
+
+def outgoing(topic: str, body: bytes, **fields: Any) -> OutgoingMessage:
+    return OutgoingMessage(topic, body, fields.pop("headers", {}), **fields)
+
+
+UNENCODABLE = {
+    "surrogate header value": {"headers": {"h": "\udc80"}},
+    "surrogate header name": {"headers": {"\ud800": "v"}},
+    "surrogate key": {"key": "k\udfff"},
+    "message id over 255 bytes": {"message_id": "i" * 256},
+}
+
+
+async def test_unencodable_publishes_in_a_batch_fail_alone(rabbitmq_broker: Any) -> None:
+    """Messages pamqp cannot encode, published in the same loop turn as good ones: each fails
+    on its own with ``EncodeError``; every good one is confirmed and queued, in order, and the
+    confirms of later batches still match their own messages."""
+    topic, group = unique("unencodable"), "g"
+    await declare_group(rabbitmq_broker.url, topic, group)
+    async with Broker(rabbitmq_broker.url) as producer:
+        transport = producer.transport
+        good: list[bytes] = []
+        sends = []
+        for i in range(40):
+            if i % 5 == 2:
+                kind = sorted(UNENCODABLE)[(i // 5) % len(UNENCODABLE)]
+                sends.append(transport.publish(outgoing(topic, b"bad", **UNENCODABLE[kind])))
+            else:
+                good.append(f"ok-{i}".encode())
+                sends.append(transport.publish(outgoing(topic, good[-1], headers={"n": "1"})))
+        results = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 30)
+        refused = [r for r in results if isinstance(r, BaseException)]
+        assert len(refused) == 8, results
+        assert all(isinstance(r, EncodeError) for r in refused), refused
+        # The batches after it: every confirm still belongs to its own message.
+        later = [f"later-{i}".encode() for i in range(40)]
+        await asyncio.wait_for(
+            asyncio.gather(*(transport.publish(outgoing(topic, body)) for body in later)), 30
+        )
+    assert await queued(rabbitmq_broker.url, f"{topic}::{group}") == good + later
+
+
+async def test_a_broker_blocking_publishers_fails_publish_within_publish_timeout(
+    rabbitmq_broker: Any,
+) -> None:
+    """A memory alarm makes RabbitMQ block publishing connections: a publish then fails with
+    ``PublishError`` after ``publish_timeout`` instead of waiting for ever, and publishing works
+    again once the alarm clears."""
+    if not rabbitmq_broker.can_control:
+        pytest.skip("external broker: cannot raise a memory alarm")
+    topic, group = unique("blocked"), "g"
+    await declare_group(rabbitmq_broker.url, topic, group)
+
+    async def watermark(value: str) -> None:
+        code, out, err = await asyncio.to_thread(
+            rabbitmq_broker.exec, ["rabbitmqctl", "set_vm_memory_high_watermark", value]
+        )
+        assert code == 0, (out, err)
+
+    async with Broker(rabbitmq_broker.url, publish_timeout=3) as producer:
+        await producer.publish(topic, b"before")
+        await watermark("0")
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(PublishError, match="publish_timeout"):
+                await asyncio.wait_for(producer.publish(topic, b"blocked"), 20)
+            assert loop.time() - started < 6
+        finally:
+            await watermark("0.4")
+        await asyncio.wait_for(producer.publish(topic, b"after"), 20)
+    bodies = await queued(rabbitmq_broker.url, f"{topic}::{group}")
+    # The timed-out message was written before the broker blocked the connection: it may be
+    # stored once the alarm clears (the error says so).
+    assert bodies in ([b"before", b"after"], [b"before", b"blocked", b"after"])

@@ -32,6 +32,8 @@ class Host(Protocol):
     store: IdempotencyStore
     listeners: Listeners
     retry_in_place: bool
+    #: An ack is only an ack (not idempotent: no mark to write first).
+    plain_ack: bool
     revocable: bool
     executor: Executor | None
     middlewares: list[Middleware]
@@ -42,5 +44,5 @@ class Host(Protocol):
 
     def now(self) -> float: ...
 
-    async def pause(self, seconds: float, delivery: Delivery) -> bool:
+    async def pause(self, seconds: float, delivery: Delivery, *others: Delivery) -> bool:
         """Wait on the clock, the delivery parked; ``False`` if stopping cut it short."""

@@ -34,6 +34,7 @@ from ..idempotency import IdempotencyStore
 from ..instrumentation import Listeners
 from ..naming import retry_topic
 from ..publishing import Publisher
+from ..ratelimit import TokenBucket
 from ..router import Subscriber
 from ..slots import Slots
 from ..transport import (
@@ -45,6 +46,7 @@ from ..transport import (
     Transport,
 )
 from . import stages
+from .batching import Batches
 from .host import Middleware
 
 logger = logging.getLogger("unimq.pipeline")
@@ -107,6 +109,7 @@ class SubscriberRuntime:
         self.revocable = capabilities.revocable
         # Without native delay a retry copy cannot wait on the broker: retry in place instead.
         self.retry_in_place = subscriber.ordered or capabilities.max_delay == 0
+        self.plain_ack = not subscriber.idempotent
         self._clock = context.clock
         self.now = context.clock.now
         self._subscriptions: list[Subscription] = []
@@ -119,7 +122,12 @@ class SubscriberRuntime:
         self._lane_room = Slots(subscriber.concurrency + LANE_ROOM)
         self._stopping = False
         self.in_flight = 0
-        self._handle = stages.build(self)
+        self.bucket = (
+            TokenBucket(subscriber.rate_limit, context.clock) if subscriber.rate_limit else None
+        )
+        self._gated = self.revocable or self.bucket is not None  # checks before a handler starts
+        self._batches = Batches(self) if subscriber.batch is not None else None
+        self._handle = stages.build(self) if self._batches is None else None
 
     @property
     def stopping(self) -> bool:
@@ -132,7 +140,11 @@ class SubscriberRuntime:
         if dead_letter_topic is not None and isinstance(transport, SupportsDeclareTopic):
             await transport.declare_topic(dead_letter_topic)
         ordered = subscriber.ordered
-        prefetch = subscriber.concurrency + (LANE_ROOM if ordered else 0)
+        batches = self._batches
+        if batches is not None:
+            prefetch = batches.prefetch
+        else:
+            prefetch = subscriber.concurrency + (LANE_ROOM if ordered else 0)
         roles = (("main", subscriber.topic), ("retry", self.retry_topic))
         for role, topic in roles:
             spec = SubscriptionSpec(
@@ -146,6 +158,10 @@ class SubscriberRuntime:
             subscription = await transport.subscribe(spec)
             self._subscriptions.append(subscription)
             name = f"unimq:{subscriber.topic}:{self.group}:{role}"
+            if batches is not None:
+                task = asyncio.create_task(batches.receive(subscription), name=name)
+                self._tasks.append(task)
+                continue
             if ordered:
                 task = asyncio.create_task(self._dispatch(subscription), name=name)
                 self._tasks.append(task)
@@ -153,19 +169,24 @@ class SubscriberRuntime:
             for index in range(subscriber.concurrency):
                 task = asyncio.create_task(self._work(subscription), name=f"{name}:{index}")
                 self._tasks.append(task)
+        if batches is not None:
+            for index in range(batches.collectors):
+                name = f"unimq:{subscriber.topic}:{self.group}:batch:{index}"
+                self._lane_tasks.add(asyncio.create_task(batches.collect(), name=name))
 
     # -- waiting on the clock --------------------------------------------------------------
 
-    async def pause(self, seconds: float, delivery: Delivery) -> bool:
-        """Wait ``seconds`` on the clock with ``delivery`` parked; ``False`` when the subscriber
-        stops meanwhile (the delivery then stays unacked and goes back to the broker)."""
+    async def pause(self, seconds: float, delivery: Delivery, *others: Delivery) -> bool:
+        """Wait ``seconds`` on the clock with ``delivery`` (and ``others`` waiting behind it)
+        parked; ``False`` when the subscriber stops meanwhile (they then stay unacked and go
+        back to the broker)."""
         if self._stopping:
             return False
         sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
         self._pauses.add(sleeper)
-        park = delivery.park if isinstance(delivery, SupportsPark) else None
-        if park is not None:
-            park()
+        parked = [d for d in (delivery, *others) if isinstance(d, SupportsPark)]
+        for waiting in parked:
+            waiting.park()
         lane = self._lanes.get(delivery.key) if delivery.key is not None else None
         if lane is not None:
             _set_parked(lane, True)
@@ -178,8 +199,8 @@ class SubscriberRuntime:
             return False
         finally:
             self._pauses.discard(sleeper)
-            if park is not None:
-                delivery.unpark()  # type: ignore[attr-defined]
+            for waiting in parked:
+                waiting.unpark()
             if lane is not None:
                 _set_parked(lane, False)
         return not self._stopping
@@ -188,12 +209,19 @@ class SubscriberRuntime:
 
     async def handle(self, delivery: Delivery) -> None:
         """Run the stack for one delivery; never raises (except cancellation)."""
-        if self.revocable and delivery.revoked:  # type: ignore[attr-defined]
-            logger.debug("message %s was revoked before it ran; dropping it", delivery.native_id)
-            return
+        if self._gated:
+            if self.revocable and delivery.revoked:  # type: ignore[attr-defined]
+                logger.debug(
+                    "message %s was revoked before it ran; dropping it", delivery.native_id
+                )
+                return
+            if self.bucket is not None:
+                wait = self.bucket.reserve()
+                if wait and not await self.pause(wait, delivery):
+                    return  # stopping: unacked, the broker redelivers it
         self.in_flight += 1
         try:
-            await self._handle(delivery)
+            await self._handle(delivery)  # type: ignore[misc]
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -202,6 +230,10 @@ class SubscriberRuntime:
             )
         finally:
             self.in_flight -= 1
+
+    async def receive_or_retry(self, subscription: Subscription) -> Delivery | None:
+        """Receive; when receiving fails, log and retry each second (``None`` once stopped)."""
+        return await self._receive(subscription, failed=False)
 
     async def _receive(self, subscription: Subscription, failed: bool = True) -> Delivery | None:
         """Receive; when receiving fails (or ``failed``: it just did), log and retry each second."""
@@ -313,6 +345,9 @@ class SubscriberRuntime:
             await subscription.stop()
         for sleeper in list(self._pauses):
             sleeper.cancel()  # waiting on the clock: nothing runs, the broker keeps the message
+        if self._batches is not None:
+            await asyncio.wait(self._tasks, timeout=timeout)  # the receivers end first
+            self._batches.stop()  # then each collector, after the batch it runs
         waiting: list[asyncio.Task[Any]] = [*self._tasks, *self._lane_tasks]
         if waiting:
             _, pending = await asyncio.wait(waiting, timeout=timeout)

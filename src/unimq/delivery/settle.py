@@ -22,7 +22,7 @@ import logging
 import traceback
 
 from .. import envelope
-from ..errors import ConfigurationError, MessageTooLargeError
+from ..errors import ConfigurationError, EncodeError, MessageTooLargeError
 from ..message import Message
 from ..transport import Delivery
 from .host import Host
@@ -106,7 +106,7 @@ class Settlement:
         """Settle with ``outcome`` unless already settled; never raises (but cancellation)."""
         if self._state != _OPEN:
             return
-        if outcome is ACK and not self.host.subscriber.idempotent:
+        if outcome is ACK and self.host.plain_ack:
             # The path of nearly every message: nothing to copy, nothing to mark.
             self._state = _SETTLING
             try:
@@ -132,7 +132,7 @@ class Settlement:
                 return
             except asyncio.CancelledError:
                 raise
-            except (MessageTooLargeError, ConfigurationError) as exc:
+            except (MessageTooLargeError, EncodeError, ConfigurationError) as exc:
                 if isinstance(outcome, (Retry, Forward)):
                     logger.error(
                         "the retry copy of message %s cannot be published (%s); dead-lettering it",

@@ -45,12 +45,17 @@ Handle = Callable[[Delivery], Awaitable[None]]
 def build(runtime: Host) -> Handle:
     """The whole pipeline of one subscriber, as one callable per delivery."""
     subscriber = runtime.subscriber
-    stage = invoke_stage(runtime)
-    if runtime.retry_in_place:
-        stage = in_place_retry_stage(runtime, stage)
-    if subscriber.idempotent:
-        stage = idempotency_stage(runtime, stage)
-    arguments = subscriber.handler.arguments
+    stage: Stage | None = None  # None: the handler alone, called inline (below)
+    if runtime.middlewares or runtime.retry_in_place or subscriber.idempotent:
+        stage = invoke_stage(runtime)
+        if runtime.retry_in_place:
+            stage = in_place_retry_stage(runtime, stage)
+        if subscriber.idempotent:
+            stage = idempotency_stage(runtime, stage)
+    handler = subscriber.handler
+    arguments = handler.arguments
+    executor = runtime.executor
+    success = MANUAL if subscriber.ack == "manual" else ACK
     group = subscriber.group
     now = runtime.now
 
@@ -77,11 +82,23 @@ def build(runtime: Host) -> Handle:
         )
         settlement.message = message
         try:
-            settlement.kwargs = arguments(message)
+            kwargs = settlement.kwargs = arguments(message)
         except DecodeError as error:
             await settlement.carry_out(DeadLetter("decode-error", error, str(error)))
             return
-        await settlement.carry_out(await stage(settlement))
+        if stage is not None:
+            await settlement.carry_out(await stage(settlement))
+            return
+        # The invoke stage with nothing around it, inlined: one coroutine less per message on
+        # the path of nearly every subscriber (the same decision as invoke_stage's).
+        try:
+            await handler.invoke(kwargs, executor)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            await settlement.carry_out(settlement.after_failure(error))
+            return
+        await settlement.carry_out(success)
 
     return handle
 

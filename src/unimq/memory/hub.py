@@ -170,10 +170,13 @@ class Hub:
 
     def idle(self) -> bool:
         """Nothing in flight but parked deliveries, and nothing ready that a subscription could
-        take (messages of a group with no running subscriber wait for one: not work now)."""
+        take now: messages of a group with no running subscriber wait for one, and messages
+        queued while everything in flight is parked wait behind what is parked (an ordered key's
+        backoff, a full lane) until the clock moves. ``wait_idle`` asks several loop turns in a
+        row, so a worker between two receives is not mistaken for a stalled one."""
         if self.unsettled > self.parked:
             return False
-        if self.ready == 0:
+        if self.ready == 0 or self.parked > 0:
             return True
         return not any(
             queue.items and queue.subscriptions

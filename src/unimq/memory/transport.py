@@ -61,7 +61,8 @@ class MemoryDelivery(StoredView):
     async def ack(self) -> None:
         if not self._settled:
             self._settled = True
-            self.unpark()
+            if self._parked:
+                self.unpark()
             self._subscription.settled(self)
 
     def park(self) -> None:

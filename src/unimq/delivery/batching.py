@@ -1,0 +1,334 @@
+"""Batch subscribers: collect deliveries into batches, call the handler once per batch, and
+settle every message on its own.
+
+Each delivery first passes the per-message stages that do not need the handler — revocation,
+hold/forward of early deliveries, decode (a poison body is dead-lettered alone), idempotency (a
+known id is acked, never handed to the handler) — then waits in the batch being collected. The
+batch goes to the handler when it is full or ``max_wait`` after its first message. The handler's
+ending becomes one outcome per message (success: ack all; an exception: each message as if its
+own handler had raised it; ``BatchFailed``: only those), and each is settled by its own
+:class:`~unimq.delivery.settle.Settlement`, concurrently, so copies and acks of one batch go out
+together (one write per loop turn on RabbitMQ).
+
+Ordered batch subscribers run one batch at a time and retry failed messages in place (the rest
+of the batch is settled first, which keeps per-key order only when a failed message's key has
+nothing behind it in the same batch: so an ordered batch retries *every* message from the first
+failed one of each key on). Unordered ones run up to ``concurrency`` batches at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from .. import envelope
+from ..batch import BatchFailed, BatchHandler
+from ..codec import DecodeError
+from ..message import Message
+from ..slots import Slots
+from ..transport import Delivery, Subscription, SupportsPark
+from .outcome import ACK, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff, decide
+from .settle import Settlement
+from .stages import HOLD_IN_PLACE
+
+if TYPE_CHECKING:
+    from .runtime import SubscriberRuntime
+
+logger = logging.getLogger("unimq.pipeline")
+
+
+class _TimedOut:
+    """No delivery arrived in time for the batch being collected."""
+
+
+TIMED_OUT = _TimedOut()
+
+
+class Batches:
+    """The batch side of one subscriber runtime."""
+
+    def __init__(self, runtime: SubscriberRuntime) -> None:
+        subscriber = runtime.subscriber
+        policy = subscriber.batch
+        assert policy is not None and isinstance(subscriber.handler, BatchHandler)
+        self.runtime = runtime
+        self.handler: BatchHandler = subscriber.handler
+        self.max_size = policy.max_size
+        self.max_wait = policy.max_wait
+        self.ordered = subscriber.ordered
+        self.collectors = 1 if self.ordered else subscriber.concurrency
+        self.room = Slots(self.max_size * self.collectors)
+        # Received, not yet in a batch (None: a collector's stop signal). A deque and an event
+        # rather than an asyncio.Queue, so an ordered collector's pause can park what waits.
+        self.waiting: deque[Delivery | None] = deque()
+        self._arrived = asyncio.Event()
+        self._parked = False  # an ordered collector waits on the clock: so does what arrives
+        self.success = MANUAL if subscriber.ack == "manual" else ACK
+        self._holds: set[asyncio.Task[None]] = set()
+        self.group = subscriber.group
+        self.idempotent = subscriber.idempotent
+
+    @property
+    def prefetch(self) -> int:
+        return self.max_size * self.collectors
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def receive(self, subscription: Subscription) -> None:
+        """One per subscription: hand deliveries to the collectors, ``room`` at most waiting."""
+        runtime = self.runtime
+        while not runtime.stopping:
+            await self.room.take()
+            delivery = await runtime.receive_or_retry(subscription)
+            if delivery is None:
+                self.room.give()
+                return
+            if self._parked and isinstance(delivery, SupportsPark):
+                delivery.park()
+            self._put(delivery)
+
+    def _put(self, item: Delivery | None) -> None:
+        self.waiting.append(item)
+        self._arrived.set()
+
+    async def _get(self, timeout: float | None) -> Delivery | _TimedOut | None:
+        """The next waiting item; ``False`` when ``timeout`` passed first."""
+        while not self.waiting:
+            self._arrived.clear()
+            if timeout is None:
+                await self._arrived.wait()
+                continue
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout)
+            except asyncio.TimeoutError:
+                return TIMED_OUT
+        return self.waiting.popleft()
+
+    def stop(self) -> None:
+        for _ in range(self.collectors):
+            self._put(None)
+
+    async def _pause(self, seconds: float, batch: list[Settlement]) -> bool:
+        """Wait on the clock with the batch parked, and, when ordered, what waits behind it."""
+        behind: list[Delivery] = []
+        if self.ordered:
+            self._parked = True
+            behind = [d for d in self.waiting if d is not None]
+        deliveries = [s.delivery for s in batch] + behind
+        try:
+            return await self.runtime.pause(seconds, deliveries[0], *deliveries[1:])
+        finally:
+            if self.ordered:
+                self._parked = False
+                for late in self.waiting:  # arrived during the pause, parked on arrival
+                    if late is not None and late not in behind and isinstance(late, SupportsPark):
+                        late.unpark()
+
+    # -- collecting --------------------------------------------------------------------------
+
+    async def collect(self) -> None:
+        """One per allowed concurrent batch: build a batch, run it, repeat."""
+        loop = asyncio.get_running_loop()
+        waiting = self.waiting
+        max_size = self.max_size
+        while True:
+            first = await self._get(None)
+            if first is None or isinstance(first, _TimedOut):
+                return
+            batch: list[Settlement] = []
+            stop = False
+            item: Delivery | _TimedOut | None = first
+            deadline = loop.time() + self.max_wait
+            while True:
+                if item is None:
+                    stop = True
+                    break
+                if isinstance(item, _TimedOut):
+                    break
+                pending = self._admit(item, batch)
+                if pending is not None:  # a delivery with more to do than decoding
+                    await pending
+                if len(batch) >= max_size:
+                    break
+                if waiting:  # what is already here joins without a wait
+                    item = waiting.popleft()
+                else:
+                    item = await self._get(max(0.0, deadline - loop.time()))
+            if batch:
+                await self._run(batch)
+            if stop:
+                return
+
+    def _admit(self, delivery: Delivery, batch: list[Settlement]) -> Awaitable[None] | None:
+        """The per-message stages. The common case (no delay, not idempotent, decodes) is
+        appended here without awaiting; anything else returns the work to await."""
+        runtime = self.runtime
+        if runtime.revocable and delivery.revoked:  # type: ignore[attr-defined]
+            self.room.give()
+            return None
+        env = envelope.read(delivery)
+        settlement = Settlement(runtime, delivery, env)
+        if env.due is not None:
+            early = env.due - runtime.now()
+            if early > HOLD_IN_PLACE:
+                return self._alone(settlement, Forward(env.due))
+            if early > 0:
+                task = asyncio.create_task(self._requeue_when_due(delivery, early))
+                self._holds.add(task)
+                task.add_done_callback(self._holds.discard)
+                return None
+        message = Message(
+            id=env.id,
+            topic=env.topic,
+            key=delivery.key,
+            body=delivery.body,
+            headers=env.headers,
+            attempt=env.attempt,
+            group=self.group,
+            content_type=env.content_type,
+            settler=settlement,
+        )
+        settlement.message = message
+        try:
+            settlement.kwargs = {"body": self.handler.decode(message)}
+        except DecodeError as error:
+            return self._alone(settlement, DeadLetter("decode-error", error, str(error)))
+        if self.idempotent:
+            return self._admit_once(settlement, batch)
+        batch.append(settlement)
+        return None
+
+    async def _admit_once(self, settlement: Settlement, batch: list[Settlement]) -> None:
+        """``idempotent=True``: a known id is acked, never handed to the handler."""
+        runtime = self.runtime
+        message_id = settlement.envelope.id
+        try:
+            first = await runtime.store.begin(runtime.group, message_id, runtime.idempotency_lease)
+        except Exception as exc:
+            logger.warning("idempotency store failed for message %s (%s)", message_id, exc)
+            first = True  # run it: at-least-once allows a duplicate, not a loss
+        if not first:
+            settlement.completed = True
+            await self._alone(settlement, ACK)
+            return
+        batch.append(settlement)
+
+    async def _requeue_when_due(self, delivery: Delivery, early: float) -> None:
+        self.room.give()  # it re-enters through the queue, and takes room again there
+        if await self.runtime.pause(early, delivery):
+            await self.room.take()
+            self._put(delivery)
+
+    async def _alone(self, settlement: Settlement, outcome: Outcome) -> None:
+        try:
+            await settlement.carry_out(outcome)
+        finally:
+            self.room.give()
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def _run(self, batch: list[Settlement]) -> None:
+        runtime = self.runtime
+        runtime.in_flight += len(batch)
+        try:
+            if runtime.bucket is not None:
+                wait = runtime.bucket.reserve(len(batch))
+                if wait and not await self._pause(wait, batch):
+                    return  # stopping: unacked, the broker redelivers them
+            pending = batch
+            while pending:
+                outcomes = await self._invoke(pending)
+                if not runtime.retry_in_place:
+                    await self._settle(pending, outcomes)
+                    return
+                pending = await self._settle_in_place(pending, outcomes)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception(
+                "unexpected error in the batch pipeline of %r", runtime.subscriber.topic
+            )
+        finally:
+            runtime.in_flight -= len(batch)
+            for _ in batch:
+                self.room.give()
+
+    async def _invoke(self, batch: list[Settlement]) -> list[Outcome]:
+        runtime = self.runtime
+        policy = runtime.subscriber.retry
+        messages = [s.message for s in batch]
+        bodies = [s.kwargs["body"] for s in batch]
+        kwargs = self.handler.batch_arguments(messages, bodies)  # type: ignore[arg-type]
+        try:
+            await self.handler.invoke(kwargs, runtime.executor)
+        except asyncio.CancelledError:
+            raise
+        except BatchFailed as failed:
+            outcomes: list[Outcome] = [self.success] * len(batch)
+            for index, error in failed.failures.items():
+                if 0 <= index < len(batch):
+                    outcomes[index] = decide(error, batch[index].envelope.attempt, policy)
+                else:
+                    logger.error("BatchFailed names index %d of a batch of %d", index, len(batch))
+            return outcomes
+        except Exception as error:
+            return [s.after_failure(error) for s in batch]
+        return [self.success] * len(batch)
+
+    async def _settle(self, batch: list[Settlement], outcomes: list[Outcome]) -> None:
+        """Acks one after another (an ack only queues work on every backend here); copies
+        concurrently, so a batch's retry and dead-letter copies go out together."""
+        copies = []
+        for settlement, outcome in zip(batch, outcomes, strict=True):
+            if outcome is ACK:
+                await settlement.carry_out(outcome)
+            else:
+                copies.append(settlement.carry_out(outcome))
+        if copies:
+            await asyncio.gather(*copies)
+        await self._release_leases(batch, outcomes)
+
+    async def _settle_in_place(
+        self, batch: list[Settlement], outcomes: list[Outcome]
+    ) -> list[Settlement]:
+        """Ordered (or no native delay): settle what ended; return what retries, after its
+        backoff. From a key's first retried message on, its later ones retry too (order)."""
+        retrying_keys: set[str | None] = set()
+        done: list[tuple[Settlement, Outcome]] = []
+        again: list[Settlement] = []
+        pause = 0.0
+        policy = self.runtime.subscriber.retry
+        for settlement, outcome in zip(batch, outcomes, strict=True):
+            key = settlement.delivery.key
+            if isinstance(outcome, Retry) or (key is not None and key in retrying_keys):
+                if isinstance(outcome, Retry):
+                    delay = outcome.delay
+                    attempt = settlement.envelope.attempt
+                    pause = max(pause, backoff(policy, attempt) if delay is None else delay)
+                    if key is not None:
+                        retrying_keys.add(key)
+                    assert settlement.message is not None
+                    settlement.message.attempt += 1
+                    settlement.envelope = settlement.envelope._replace(attempt=attempt + 1)
+                again.append(settlement)
+            else:
+                done.append((settlement, outcome))
+        if done:
+            await self._settle([s for s, _ in done], [o for _, o in done])
+        if again and not await self._pause(pause, again):
+            return []
+        return again
+
+    async def _release_leases(self, batch: list[Settlement], outcomes: list[Outcome]) -> None:
+        if not self.runtime.subscriber.idempotent:
+            return
+        runtime = self.runtime
+        for settlement, outcome in zip(batch, outcomes, strict=True):
+            if outcome is not ACK and not settlement.completed:
+                try:
+                    await runtime.store.release(runtime.group, settlement.envelope.id)
+                except Exception:
+                    logger.exception("could not release the lease of %s", settlement.envelope.id)
