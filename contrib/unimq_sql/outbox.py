@@ -39,7 +39,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
-from unimq import envelope
 from unimq.broker import PublishReceipt
 from unimq.errors import ConfigurationError, UnimqError
 from unimq.url import redact
@@ -157,11 +156,13 @@ class SQLOutbox:
         key: str | None = None,
         headers: dict[str, str] | None = None,
         delay: Any = None,
+        deliver_at: datetime | None = None,
         message_id: str | None = None,
     ) -> PublishReceipt:
         """Write the message into the outbox inside ``session``'s open transaction and return
         its receipt (the final id) at once; the relay publishes it after the commit. A
-        rollback leaves nothing. Arguments are checked as ``Broker.publish`` checks them.
+        rollback leaves nothing. Arguments are checked as ``Broker.publish`` checks them
+        (:class:`~unimq.errors.InvalidMessageError`); ``delay``/``deliver_at`` count from now.
         """
         if isinstance(session, (Session, Connection)):
             raise OutboxUsageError(
@@ -179,7 +180,7 @@ class SQLOutbox:
             else (session.dialect.name)
         )
         statements, receipt = self._statements(
-            dialect, topic, body, key, headers, delay, message_id
+            dialect, topic, body, key, headers, delay, deliver_at, message_id
         )
         try:
             for statement in statements:
@@ -199,6 +200,7 @@ class SQLOutbox:
         key: str | None = None,
         headers: dict[str, str] | None = None,
         delay: Any = None,
+        deliver_at: datetime | None = None,
         message_id: str | None = None,
     ) -> PublishReceipt:
         """:meth:`publish` for a sync ``Session`` or ``Connection`` (Django, Flask-SQLAlchemy,
@@ -219,7 +221,7 @@ class SQLOutbox:
             else (session.dialect.name)
         )
         statements, receipt = self._statements(
-            dialect, topic, body, key, headers, delay, message_id
+            dialect, topic, body, key, headers, delay, deliver_at, message_id
         )
         try:
             for statement in statements:
@@ -238,18 +240,24 @@ class SQLOutbox:
         key: Any,
         headers: Any,
         delay: Any,
+        deliver_at: Any,
         message_id: Any,
     ) -> tuple[list[Any], PublishReceipt]:
-        checked = check_publish(
-            topic, body, key=key, headers=headers, delay=delay, message_id=message_id
-        )
         now = time.time()
-        due = now + checked.delay if checked.delay > 0 else None
-        # The wire headers exactly as Broker.publish builds them; unimq-deliver-at is added by
-        # the relay's publisher from due_ms, as it is for a direct delayed publish.
-        wire = envelope.outgoing(
-            checked.headers, message_id=checked.message_id, content_type=checked.content_type
+        checked = check_publish(
+            topic,
+            body,
+            key=key,
+            headers=headers,
+            delay=delay,
+            deliver_at=deliver_at,
+            message_id=message_id,
+            now=now,
         )
+        due = checked.due
+        # The wire headers are Broker.publish's; unimq-deliver-at is added by the relay's
+        # publisher from due_ms, as it is for a direct delayed publish.
+        wire = checked.wire
         statements: list[Any] = []
         if dialect == "postgresql":
             name = self.table.name

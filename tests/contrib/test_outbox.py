@@ -11,6 +11,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session
 from unimq_sql import OutboxUsageError, SQLOutbox
 
 from unimq import Broker, Message
-from unimq.errors import ConfigurationError, MessageTooLargeError, PublishError
+from unimq.errors import ConfigurationError, MessageTooLargeError, PublishError, UnimqError
 from unimq.instrumentation import Publish, PublishNext
 from unimq.transport import OutgoingMessage
 
@@ -176,22 +177,46 @@ async def test_misuse_raises_typed_errors(engine: AsyncEngine, db: DB) -> None:
             outbox.publish_sync(session, "orders", "x")  # type: ignore[arg-type]
         with pytest.raises(OutboxUsageError):
             await outbox.publish("not a session", "orders", "x")  # type: ignore[arg-type]
-        for bad in (
-            {"topic": ""},
-            {"key": 5},
-            {"headers": {"h": object()}},
-            {"delay": -1},
-            {"delay": float("nan")},
-            {"message_id": ""},
-        ):
-            arguments: dict[str, Any] = {"topic": "orders", **bad}
-            topic = arguments.pop("topic")
-            with pytest.raises(ConfigurationError):
-                await outbox.publish(session, topic, "x", **arguments)
     with pytest.raises(ConfigurationError):
         Broker("memory://outbox-bad", outbox=object())
     with pytest.raises(ConfigurationError):
         SQLOutbox(engine, batch_size=0)
+
+
+BAD_ARGUMENTS: list[dict[str, Any]] = [
+    {"topic": ""},
+    {"topic": "t" * 300},
+    {"key": 5},
+    {"headers": {"h": object()}},
+    {"headers": {"unimq-id": "forged"}},
+    {"headers": ["not", "a", "mapping"]},
+    {"delay": -1},
+    {"delay": float("nan")},
+    {"delay": 1, "deliver_at": datetime.now(timezone.utc)},
+    {"deliver_at": datetime(2030, 1, 1)},  # naive
+    {"message_id": ""},
+    {"body": object()},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_ARGUMENTS, ids=lambda bad: ",".join(bad))
+async def test_arguments_are_checked_exactly_as_broker_publish_checks_them(
+    engine: AsyncEngine, db: DB, bad: dict[str, Any]
+) -> None:
+    if db.kind != "sqlite":
+        pytest.skip("the checks do not depend on the database")
+    outbox = make_outbox(engine, db)
+    await outbox.create_table()
+    arguments: dict[str, Any] = {"topic": "orders", "body": "x", **bad}
+    topic, body = arguments.pop("topic"), arguments.pop("body")
+    async with Broker("memory://outbox-parity") as broker:
+        with pytest.raises(UnimqError) as direct:
+            await broker.publish(topic, body, **arguments)
+    async with AsyncSession(engine) as session, session.begin():
+        with pytest.raises(UnimqError) as via_outbox:
+            await outbox.publish(session, topic, body, **arguments)
+    assert type(via_outbox.value) is type(direct.value)
+    assert str(via_outbox.value) == str(direct.value)
 
 
 async def test_missing_table_is_a_typed_error(engine: AsyncEngine, db: DB) -> None:
@@ -248,8 +273,12 @@ async def test_a_row_the_broker_refuses_for_good_is_marked_failed_and_the_rest_f
         await outbox.publish(session, "orders", "small", key="k")
     async with broker:
         await eventually(lambda: got == ["small"])
+        relay = outbox.relay
+        assert relay is not None
+        await eventually(lambda: relay.relayed == 1)  # the batch committed
         status = await outbox.status()
     assert (status.pending, status.failed, status.sent) == (0, 1, 1)
+    assert relay.failed == 1
 
 
 async def test_a_transient_publish_error_keeps_the_row_and_it_is_relayed_later(

@@ -193,8 +193,11 @@ async def crash_run(pg: PostgresServer, broker_url: str, relay_url: str, frames:
             deadline = time.monotonic() + 90
             while set(handled_ids) != committed and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(1.0)  # late duplicates, if any, arrive meanwhile
             status = await outbox.status()
+            while status.pending and time.monotonic() < deadline:  # the last marks commit
+                await asyncio.sleep(0.1)
+                status = await outbox.status()
+            await asyncio.sleep(1.0)  # late duplicates, if any, arrive meanwhile
         finally:
             await kill(relay)
     async with engine.connect() as conn:
