@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .outbox import OutboxStatus, OutboxUsageError, SQLOutbox
+    from .outbox import OutboxStatus, OutboxUsageError, SQLOutbox, sqlite_engine
     from .outbox_table import DEFAULT_OUTBOX_TABLE, outbox_metadata, outbox_table
     from .store import (
         DEFAULT_TABLE_NAME,
@@ -40,12 +40,14 @@ __all__ = [
     "metadata",
     "outbox_metadata",
     "outbox_table",
+    "sqlite_engine",
 ]
 
 _OUTBOX = {
     "OutboxStatus": "outbox",
     "OutboxUsageError": "outbox",
     "SQLOutbox": "outbox",
+    "sqlite_engine": "outbox",
     "DEFAULT_OUTBOX_TABLE": "outbox_table",
     "outbox_metadata": "outbox_table",
     "outbox_table": "outbox_table",

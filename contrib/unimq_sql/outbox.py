@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Table, delete, func, insert, select, text
+from sqlalchemy import Table, delete, event, func, insert, select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
@@ -105,7 +105,10 @@ class SQLOutbox:
         if isinstance(engine_or_url, str):
             url, table = _parse_url(engine_or_url, table)
             try:
-                engine = create_async_engine(url, pool_pre_ping=True)
+                if url.startswith("sqlite"):
+                    engine = sqlite_engine(url)
+                else:
+                    engine = create_async_engine(url, pool_pre_ping=True)
             except Exception as exc:
                 raise ConfigurationError(
                     f"SQL outbox: cannot use {redact(engine_or_url)!r}: "
@@ -318,7 +321,7 @@ class SQLOutbox:
         semantics use it)."""
         relay, self._relay = self._relay, None
         if relay is not None:
-            await relay.stop(timeout=0 if abort else 10.0)
+            await relay.stop(abort=abort)
 
     @property
     def relay(self) -> OutboxRelay | None:
@@ -399,6 +402,28 @@ class SQLOutbox:
     def __repr__(self) -> str:  # never the password
         shown = self.engine.url.render_as_string(hide_password=True)
         return f"SQLOutbox({shown!r}, table={self.table.name!r})"
+
+
+def sqlite_engine(url: str, *, busy_timeout: float = 30.0, **options: Any) -> AsyncEngine:
+    """An aiosqlite ``AsyncEngine`` whose transactions start with ``BEGIN IMMEDIATE``.
+
+    SQLite's default deferred transaction takes the write lock only at its first write, and
+    fails at once with "database is locked" when another connection wrote in between (a
+    relay's read-then-mark, a handler's read-then-write). ``BEGIN IMMEDIATE`` takes the write
+    lock first and waits up to ``busy_timeout`` seconds for it: writers take turns instead of
+    failing. SQLite is for development and tests; this makes it dependable there.
+    """
+    engine = create_async_engine(url, connect_args={"timeout": busy_timeout}, **options)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver emits no BEGIN of its own
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
 
 
 def _missing_table(exc: DBAPIError) -> bool:

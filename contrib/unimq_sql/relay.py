@@ -56,6 +56,10 @@ STATUS_EVERY = 5.0
 BLOCKED_PAUSE = 0.02
 
 
+class _Aborted(Exception):
+    """Raised inside a batch by :meth:`OutboxRelay.stop` with ``abort=True``."""
+
+
 class OutboxRelay:
     """Relays one :class:`~unimq_sql.SQLOutbox` through one broker's publisher until stopped.
 
@@ -76,6 +80,7 @@ class OutboxRelay:
         self._listener: asyncio.Task[None] | None = None
         self._listening = False
         self._taken = 0
+        self._aborting = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="unimq-outbox-relay")
@@ -94,19 +99,33 @@ class OutboxRelay:
         """Look for rows now instead of at the next poll."""
         self._wake.set()
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Let the batch in progress finish (at most ``timeout`` seconds), then stop."""
+    def abort(self) -> None:
+        """Crash, as far as the outbox can tell: the batch in progress stops before its next
+        publish and rolls back (see :meth:`stop`); the relay then ends. Synchronous, so a test
+        can abort at an exact point (e.g. from a publish middleware)."""
         self._stopping = True
+        self._aborting = True
+        self._wake.set()
+
+    async def stop(self, timeout: float = 10.0, *, abort: bool = False) -> None:
+        """Let the batch in progress finish (at most ``timeout`` seconds), then stop.
+
+        ``abort=True`` stops the batch in progress (or the next one, if rows are pending)
+        after its first publish and rolls its transaction back without marking anything: what
+        it had published stays pending and is published again, exactly what a crash between
+        publishing and marking leaves behind.
+        (Cancelling the task instead could leave a database connection mid-statement.)
+        """
+        self._stopping = True
+        self._aborting = self._aborting or abort
         self._wake.set()
         for task in (self._listener, self._task):
             if task is None:
                 continue
             if task is self._listener:
                 task.cancel()
-            if timeout <= 0:
-                task.cancel()
             try:
-                await asyncio.wait_for(task, timeout if timeout > 0 else None)
+                await asyncio.wait_for(task, timeout)
             except (asyncio.CancelledError, asyncio.TimeoutError):
                 pass
             except Exception:  # already logged by the loop
@@ -130,6 +149,8 @@ class OutboxRelay:
                 if now >= next_status:
                     next_status = now + STATUS_EVERY
                     self.last_status = await self.outbox.status()
+            except _Aborted:
+                return
             except Exception as exc:
                 logger.warning(
                     "outbox relay: %s: %s; retrying in %.1fs",
@@ -194,6 +215,8 @@ class OutboxRelay:
             async def send_group(group: list[Any]) -> None:
                 async with limit:
                     for row in group:
+                        if self._aborting and sent:
+                            return  # "killed" after publishing, before marking
                         try:
                             await self._send(row)
                         except PERMANENT as exc:
@@ -217,6 +240,8 @@ class OutboxRelay:
                 await send_group(groups[0])
             else:
                 await asyncio.gather(*(send_group(group) for group in groups))
+            if self._aborting:
+                raise _Aborted  # roll back: nothing of this batch is marked
             if errors:
                 error = errors[0]
             now = datetime.now(timezone.utc)

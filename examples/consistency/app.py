@@ -44,7 +44,7 @@ from pydantic import BaseModel
 from sqlalchemy import ForeignKey, String, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from unimq_sql import SQLIdempotencyStore, SQLOutbox, amark_handled
+from unimq_sql import SQLIdempotencyStore, SQLOutbox, amark_handled, sqlite_engine
 
 from unimq import Broker, Message
 from unimq.instrumentation import Publish, PublishNext
@@ -200,7 +200,11 @@ class Crasher:
 
 
 async def demo(db_url: str, broker_url: str, orders: int, crash: bool, seed: int) -> int:
-    engine = create_async_engine(db_url, connect_args=_connect_args(db_url))
+    engine = (
+        sqlite_engine(db_url)  # BEGIN IMMEDIATE: SQLite writers wait their turn
+        if db_url.startswith("sqlite")
+        else create_async_engine(db_url)
+    )
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
         await conn.execute(Stock.__table__.delete())
@@ -309,11 +313,6 @@ async def _moves(engine: AsyncEngine, first_id: int) -> int:
                 )
             ).scalar_one()
         )
-
-
-def _connect_args(db_url: str) -> dict[str, object]:
-    # SQLite: one writer at a time; wait for the lock instead of failing at once.
-    return {"timeout": 30} if db_url.startswith("sqlite") else {}
 
 
 def _database_url(given: str | None) -> str:

@@ -469,3 +469,35 @@ async def test_prometheus_metrics_show_relayed_backlog_and_age(engine: AsyncEngi
         assert registry.get_sample_value("unimq_outbox_failed_total", labels) == 0
         assert registry.get_sample_value("unimq_outbox_backlog", labels) is not None
         assert registry.get_sample_value("unimq_outbox_oldest_age_seconds", labels) is not None
+
+
+async def test_an_aborted_relay_leaves_what_it_published_pending_and_it_is_sent_again(
+    engine: AsyncEngine, db: DB
+) -> None:
+    outbox = make_outbox(engine, db)
+    await outbox.create_table()
+    async with AsyncSession(engine) as session, session.begin():
+        for n in range(5):
+            await outbox.publish(session, "orders", n, key="k", message_id=f"m-{n}")
+    broker = Broker(f"memory://outbox-abort-{db.table}")
+    sent = capture(broker)
+    aborted: list[bool] = []
+
+    async def crash_after_first(publish: Publish, call_next: PublishNext) -> None:
+        await call_next()
+        if not aborted and outbox.relay is not None:  # "SIGKILL" after the first publish
+            outbox.relay.abort()
+            aborted.append(True)
+
+    broker.add_publish_middleware(crash_after_first)
+    async with broker:
+        await outbox.start_relay(broker)
+        await eventually(lambda: bool(aborted))
+        await outbox.stop_relay(abort=True)
+        assert (await outbox.status()).pending == 5  # nothing was marked
+        assert [m.message_id for m in sent] == ["m-0"]
+        await outbox.start_relay(broker)
+        await eventually(lambda: len(sent) == 6)
+        await outbox.stop_relay()
+    assert [m.message_id for m in sent] == ["m-0", "m-0", "m-1", "m-2", "m-3", "m-4"]
+    assert (await outbox.status()).sent == 5
