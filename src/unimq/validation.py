@@ -13,8 +13,8 @@ that half-failed. The limits are the smallest common ones of the supported broke
   ``unimq-`` are reserved, except the dead-letter diagnostics (``headers.DLQ_DIAGNOSTICS``) and
   ``unimq-replayed-at`` (:data:`ALLOWED_RESERVED`), so a dead letter can be republished with them;
 - header values: ``str`` (``int``/``float``/``bool`` are converted with ``str()``; NaN and
-  infinity are refused); all names and values together at most 32 KiB (RocketMQ's property
-  limit);
+  infinity are refused); all names and values together at most 32 KiB (every adapter carries
+  that much; RocketMQ's moves header sets over its proxy's 16 KiB into the body);
 - ``key``: at most 255 UTF-8 bytes; ``message_id`` and ``topic``: 1..255 UTF-8 bytes (AMQP
   ``shortstr``);
 - every string must be encodable as UTF-8 (no lone surrogates);
@@ -113,7 +113,7 @@ def user_headers(headers: Any) -> dict[str, str]:
     if total > MAX_HEADERS_BYTES:
         raise InvalidMessageError(
             f"headers total {total} UTF-8 bytes (names and values); the limit is "
-            f"{MAX_HEADERS_BYTES} (RocketMQ's property limit)"
+            f"{MAX_HEADERS_BYTES} (what every backend carries; see docs/configuration.md, Limits)"
         )
     return wire
 
