@@ -145,6 +145,7 @@ class Broker:
         self.middlewares: list[Middleware] = []
         self.listeners = Listeners()
         self._router = Router()
+        self._checked_topic: object = None  # the last topic publish found valid
         self._runtimes: list[SubscriberRuntime] = []
         self._executor: HandlerThreads | None = None
         self._connected = False
@@ -462,7 +463,9 @@ class Broker:
     ) -> tuple[str, bytes, dict[str, str], str | None, str, str, float | None]:
         """Check every argument (``validation`` has the limits) and build what goes on the
         wire, before anything is sent."""
-        validation.check_name(topic, "topic")
+        if topic is not self._checked_topic:  # a str is immutable: the same object passed
+            validation.check_name(topic, "topic")
+            self._checked_topic = topic
         user = validation.user_headers(headers) if headers is not None else None
         if key is not None:
             validation.check_name(key, "key", optional=True)

@@ -62,6 +62,8 @@ def utf8_size(value: str, what: str) -> int:
 
 def check_name(value: Any, what: str, *, optional: bool = False) -> None:
     """``topic``/``key``/``message_id``: a string of 1..255 UTF-8 bytes (``key`` may be empty)."""
+    if type(value) is str and value.isascii() and 0 < len(value) <= MAX_NAME_BYTES:
+        return  # the common case, checked without a call per part
     if not isinstance(value, str):
         raise InvalidMessageError(
             f"{what} must be a {'string or None' if optional else 'non-empty string'}, "
