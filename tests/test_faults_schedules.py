@@ -5,11 +5,9 @@ CI runs 1,000 fixed seeds with every kind of fault: 400 on memory with a virtual
 third-party adapter, plus a few broker outages. A failing seed is printed with the command that
 replays it; ``UNIMQ_FAULT_SEED`` runs other seeds (``=1234``, ``=1,2,3`` or ``=random:500``).
 
-One known defect is kept out of the green runs and run on its own as a strict xfail (it flips
-when fixed): on a virtual clock, a delivery that the pipeline pauses (an ordered in-place retry,
-or a settlement trying again after a publish fault) while it holds the subscriber's only slot
-stops ``VirtualClock.advance()`` for good as soon as another delivery is ready. So the virtual
-clock runs have no ordered subscribers and no publish faults; the real-time runs have both.
+The seeds that found the last defect (on a virtual clock, a paused delivery holding the
+subscriber's only slot stopped ``VirtualClock.advance()`` once another delivery was ready: the
+delivery waiting for the slot counted as in flight) run on their own too, as its regression test.
 """
 
 from __future__ import annotations
@@ -31,7 +29,11 @@ from unimq.testing.faults import (
 HERE = "tests/test_faults_schedules.py"
 
 MEMORY_VIRTUAL = Target(
-    "memory (virtual clock)", "memory://", virtual_time=True, ordering=False, settle_within=15
+    "memory (virtual clock, ordered)",
+    "memory://",
+    virtual_time=True,
+    ordering=True,
+    settle_within=15,
 )
 MEMORY_REAL = Target(
     "memory (real time, ordered)",
@@ -54,8 +56,6 @@ TOY = Target(
 
 #: Every fault kind but the outage (wall-time seconds each: run on a few seeds only, below).
 GREEN_PLAN = FaultPlan.default().without("outage")
-#: On the virtual clock, without the publish faults that trigger the known defect.
-VIRTUAL_PLAN = GREEN_PLAN.without("publish_before", "publish_after")
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +79,7 @@ async def check(target: Target, plan: FaultPlan, seeds: list[int], test: str) ->
 
 async def test_memory_virtual_clock_schedules() -> None:
     seeds = seeds_from_environment(range(0, 400))
-    await check(MEMORY_VIRTUAL, VIRTUAL_PLAN, seeds, "memory_virtual_clock_schedules")
+    await check(MEMORY_VIRTUAL, GREEN_PLAN, seeds, "memory_virtual_clock_schedules")
 
 
 async def test_memory_real_time_ordered_schedules() -> None:
@@ -99,18 +99,13 @@ async def test_memory_outage_schedules() -> None:
     assert sum(result.injected["outage"] for result in results) >= 3, "too few outages"
 
 
-# -- a known defect, as seeds that hit it (strict: it flips when fixed) ---------------------
+# -- the seeds that found the last defect --------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pipeline v2: on a VirtualClock, a paused delivery (ordered in-place retry, or a "
-        "settlement trying again after a publish fault) holding the subscriber's only slot "
-        "stops VirtualClock.advance() for good once another delivery is ready"
-    ),
-)
-async def test_memory_virtual_clock_paused_only_slot_known_defect() -> None:
+async def test_memory_virtual_clock_paused_only_slot() -> None:
+    """A paused delivery (ordered in-place retry, or a settlement trying again after a publish
+    fault) holding the only slot: advance() waited forever for the delivery queued for the slot
+    (main at 10b6959; fixed by parking deliveries that wait for a slot)."""
     ordered = Target(
         "memory (virtual clock, ordered)",
         "memory://",
@@ -129,5 +124,5 @@ async def test_memory_virtual_clock_paused_only_slot_known_defect() -> None:
     results += await run_seeds([145, 148], unordered, FaultPlan(publish_before=0.05))
     assert all(result.ok for result in results), report(
         results,
-        replay("paused_only_slot_known_defect"),  # type: ignore[arg-type]
+        replay("paused_only_slot"),  # type: ignore[arg-type]
     )

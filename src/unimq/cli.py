@@ -20,6 +20,7 @@ from . import __version__
 from .broker import Broker
 from .cli_asyncapi import add_command as add_asyncapi_command
 from .cli_operations import UsageError, add_commands, broker_for, refuse_memory_from_shell
+from .cli_outbox import add_commands as add_outbox_commands
 from .errors import MissingDependencyError, UnimqError
 from .logs import DeliveryContextFilter
 from .plugins import missing_extra, transport_registry
@@ -159,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     conformance.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments")
     conformance.set_defaults(func=_conformance)
     add_commands(commands)
+    add_outbox_commands(commands)
     add_asyncapi_command(commands)
     _log_level_everywhere(commands)
     return parser

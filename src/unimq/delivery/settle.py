@@ -83,6 +83,23 @@ class Settlement:
         # A request's reply (encoded body, content type), set by the invoke stage on success.
         self.reply: tuple[bytes, str] | None = None
 
+    def open_message(self, group: str) -> Message:
+        """The :class:`Message` a handler sees for this delivery (settled through ``self``)."""
+        env = self.envelope
+        delivery = self.delivery
+        message = self.message = Message(
+            id=env.id,
+            topic=env.topic,
+            key=delivery.key,
+            body=delivery.body,
+            headers=env.headers,
+            attempt=env.attempt,
+            group=group,
+            content_type=env.content_type,
+            settler=self,
+        )
+        return message
+
     @property
     def settled(self) -> bool:
         """Settled, or being settled: a later outcome or call changes nothing."""

@@ -124,6 +124,7 @@ class FaultySubscription:
         self._ready: deque[Delivery] = deque()  # to hand out before pulling from the broker
         self._wakers: set[asyncio.Future[None]] = set()
         self._parks: dict[int, int] = {}
+        self._buffered: dict[int, Delivery] = {}  # parked for sitting in _ready (see below)
         self._stopped = False
 
     def parks(self, delivery: Delivery, change: int) -> None:
@@ -144,7 +145,23 @@ class FaultySubscription:
     def give_back(self, delivery: Delivery) -> None:
         """Hand ``delivery`` out again on a later ``receive()`` (lost ack, duplicate)."""
         self._ready.append(delivery)
+        self._sync_buffer()
         self._wake()
+
+    def _sync_buffer(self) -> None:
+        """A delivery waiting in ``_ready`` is, for ``drain`` and ``VirtualClock.advance``, what
+        a message in a broker's prefetch buffer is: ready, not in flight. It is parked while it
+        waits there (the memory hub counts a ready message as work only while nothing in flight
+        waits on the clock), so a held-back delivery never stops a virtual clock."""
+        waiting = {id(delivery): delivery for delivery in self._ready}
+        for key, delivery in list(self._buffered.items()):
+            if key not in waiting:
+                del self._buffered[key]
+                self.parks(delivery, -1)
+        for key, delivery in waiting.items():
+            if key not in self._buffered:
+                self._buffered[key] = delivery
+                self.parks(delivery, +1)
 
     def _wake(self) -> None:
         for waker in self._wakers:
@@ -172,6 +189,7 @@ class FaultySubscription:
                 delivery = self._reorder(delivery)
             if faults.chance("redeliver"):
                 self.give_back(delivery)
+            self._sync_buffer()
             return FaultyDelivery(delivery, self)
 
     def _keep_key_order(self, pulled: Delivery) -> Delivery:
@@ -207,6 +225,7 @@ class FaultySubscription:
                 break
             await asyncio.sleep(0)
         await _cancel_keeping(pulling, self._ready)
+        self._sync_buffer()
 
     async def _pull(self) -> Delivery | None:
         """The inner ``receive()``, cut short (and cancelled) when something is given back or
@@ -220,6 +239,7 @@ class FaultySubscription:
             await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             await _cancel_keeping(pulling, self._ready)
+            self._sync_buffer()
             raise
         finally:
             self._wakers.discard(waker)
@@ -229,6 +249,7 @@ class FaultySubscription:
                 self._stopped = True
             return result
         await _cancel_keeping(pulling, self._ready)
+        self._sync_buffer()
         return None
 
     async def stop(self) -> None:
