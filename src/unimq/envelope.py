@@ -169,8 +169,8 @@ def dead_letter_copy(
     """A dead-letter copy: the original's id and headers plus the diagnostics of section 1."""
     wire = outgoing(envelope.headers, message_id=envelope.id, content_type=envelope.content_type)
     wire[h.DLQ_REASON] = reason
-    wire[h.ERROR_TYPE] = _text(error_type)
-    wire[h.ERROR_MESSAGE] = _text(detail[:MAX_ERROR_MESSAGE])
+    wire[h.ERROR_TYPE] = encodable(error_type)
+    wire[h.ERROR_MESSAGE] = encodable(detail[:MAX_ERROR_MESSAGE])
     wire[h.ORIGINAL_TOPIC] = envelope.topic
     wire[h.ORIGINAL_GROUP] = group
     wire[h.ATTEMPTS] = str(envelope.attempt)
@@ -197,7 +197,7 @@ def replay_copy(headers: Mapping[str, str], *, message_id: str, replayed_at: str
     return wire
 
 
-def _text(value: str) -> str:
+def encodable(value: str) -> str:
     """A diagnostic as a header can carry it: an exception's text may hold lone surrogates,
     which no broker can encode, and the dead letter must never fail for its diagnostics."""
     try:

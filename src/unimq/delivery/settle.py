@@ -266,7 +266,10 @@ class Settlement:
         env = self.envelope
         subscriber = host.subscriber
         target = subscriber.dead_letter_topic
-        detail = outcome.detail or (str(outcome.error) if outcome.error is not None else "")
+        # An exception's text may hold lone surrogates: fine for neither a header nor a log.
+        detail = envelope.encodable(
+            outcome.detail or (str(outcome.error) if outcome.error is not None else "")
+        )
         if target is None:
             logger.error(
                 "dropping message %s of %r after %d attempt(s) (%s%s): the subscriber has "
