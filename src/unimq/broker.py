@@ -585,7 +585,7 @@ class Broker:
             validation.check_name(message_id, "message_id")
         due = self._due(delay, deliver_at) if delay is not None or deliver_at is not None else None
         payload, content_type = encode(body)
-        wire = envelope.outgoing(user, message_id=message_id, content_type=content_type)
+        wire = envelope.published(user, message_id, content_type)
         return topic, payload, wire, key, message_id, content_type, due
 
     def _due(self, delay: timedelta | float | None, deliver_at: datetime | None) -> float | None:

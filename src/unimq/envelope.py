@@ -142,6 +142,17 @@ def reply(*, message_id: str, content_type: str, correlation_id: str) -> dict[st
     )
 
 
+def published(headers: dict[str, str] | None, message_id: str, content_type: str) -> dict[str, str]:
+    """The headers of a message as ``Broker.publish`` sends it (attempt 1): ``outgoing`` for the
+    path of every publish, without its keyword and copy costs. ``headers`` is a dict the caller
+    hands over (already checked: no bookkeeping names in it)."""
+    wire = headers if headers else {}
+    wire[h.ID] = message_id
+    wire[h.ATTEMPT] = "1"
+    wire[h.CONTENT_TYPE] = content_type
+    return wire
+
+
 def retry_copy(envelope: Envelope, *, attempt: int, due: float | None) -> dict[str, str]:
     """A retry or re-hop copy: same id and headers, on the group's retry topic (a request
     stays a request: the attempt that succeeds replies)."""
