@@ -16,7 +16,6 @@ import uuid_utils
 from . import envelope, validation
 from .batch import BatchPolicy, Outgoing, PublishBatchError
 from .clock import Clock, SystemClock
-from .codec import encode
 from .delivery.host import Middleware
 from .delivery.runtime import PipelineContext, SubscriberRuntime
 from .errors import (
@@ -571,34 +570,20 @@ class Broker:
         deliver_at: datetime | None,
         message_id: str | None,
     ) -> tuple[str, bytes, dict[str, str], str | None, str, str, float | None]:
-        """Check every argument (``validation`` has the limits) and build what goes on the
-        wire, before anything is sent."""
-        if topic is not self._checked_topic:  # a str is immutable: the same object passed
-            validation.check_name(topic, "topic")
-            self._checked_topic = topic
-        user = validation.user_headers(headers) if headers is not None else None
-        if key is not None:
-            validation.check_name(key, "key", optional=True)
-        if message_id is None:
-            message_id = str(uuid_utils.uuid7())
-        else:
-            validation.check_name(message_id, "message_id")
-        due = self._due(delay, deliver_at) if delay is not None or deliver_at is not None else None
-        payload, content_type = encode(body)
-        wire = envelope.published(user, message_id, content_type)
-        return topic, payload, wire, key, message_id, content_type, due
-
-    def _due(self, delay: timedelta | float | None, deliver_at: datetime | None) -> float | None:
-        if delay is not None and deliver_at is not None:
-            raise ConfigurationError("give either delay or deliver_at, not both")
-        if delay is not None:
-            seconds = validation.delay_seconds(delay)
-            return self.clock.now() + seconds if seconds > 0 else None
-        if deliver_at is not None:
-            now = self.clock.now()
-            due = validation.deliver_at_timestamp(deliver_at, now)
-            return due if due > now else None
-        return None
+        """Check every argument and build what goes on the wire (``validation.prepare_publish``)."""
+        prepared = validation.prepare_publish(
+            topic,
+            body,
+            key,
+            headers,
+            delay,
+            deliver_at,
+            message_id,
+            self.clock.now,
+            topic is self._checked_topic,  # a str is immutable: the same object passed before
+        )
+        self._checked_topic = topic
+        return prepared
 
     # -- testing helpers ------------------------------------------------------------------
 
