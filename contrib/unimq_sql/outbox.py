@@ -177,14 +177,8 @@ class SQLOutbox:
             raise OutboxUsageError(
                 f"publish takes an AsyncSession or AsyncConnection, got {type(session).__name__}"
             )
-        _require_transaction(session)
-        dialect = (
-            session.get_bind().dialect.name
-            if isinstance(session, AsyncSession)
-            else (session.dialect.name)
-        )
-        statements, receipt = self._statements(
-            dialect, topic, body, key, headers, delay, deliver_at, message_id
+        statements, receipt = self._plan(
+            session, topic, body, key, headers, delay, deliver_at, message_id
         )
         try:
             for statement in statements:
@@ -218,14 +212,8 @@ class SQLOutbox:
             raise OutboxUsageError(
                 f"publish_sync takes a Session or Connection, got {type(session).__name__}"
             )
-        _require_transaction(session)
-        dialect = (
-            session.get_bind().dialect.name
-            if isinstance(session, Session)
-            else (session.dialect.name)
-        )
-        statements, receipt = self._statements(
-            dialect, topic, body, key, headers, delay, deliver_at, message_id
+        statements, receipt = self._plan(
+            session, topic, body, key, headers, delay, deliver_at, message_id
         )
         try:
             for statement in statements:
@@ -235,6 +223,13 @@ class SQLOutbox:
                 raise self._write_error(exc) from None
             raise  # the caller's database error, handled as any other in its transaction
         return receipt
+
+    def _plan(self, session: Any, *arguments: Any) -> tuple[list[Any], PublishReceipt]:
+        """The statements that write the row, for either kind of session (in its transaction):
+        what ``publish`` and ``publish_sync`` share; only how they execute differs."""
+        _require_transaction(session)
+        bound = session.get_bind() if isinstance(session, (AsyncSession, Session)) else session
+        return self._statements(bound.dialect.name, *arguments)
 
     def _statements(
         self,
