@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar, r
 
 import uuid_utils
 
-from . import envelope, validation
+from . import envelope, transactions, validation
 from .batch import BatchPolicy, Outgoing, PublishBatchError
 from .clock import Clock, SystemClock
 from .delivery.host import Middleware
@@ -60,6 +60,7 @@ _CORE_OPTIONS = frozenset(
         "idempotency_lease",
         "instance_id",
         "outbox",
+        "transaction_checker",
     }
 )
 
@@ -100,6 +101,9 @@ class Broker:
     - ``instance_id``: names this process's broadcast subscriptions (default: random).
     - ``outbox``: a transactional outbox (``unimq_sql.SQLOutbox``) whose committed rows the
       broker relays while connected.
+    - ``transaction_checker``: ``async def check(message: Message) -> bool`` answers a broker's
+      check-back for a transaction whose producer vanished before committing (RocketMQ half
+      messages): ``True`` commits the message, ``False`` rolls it back.
     """
 
     def __init__(self, url: str, **options: Any) -> None:
@@ -132,7 +136,11 @@ class Broker:
         if self.outbox is not None and not isinstance(self.outbox, Outbox):
             raise ConfigurationError(f"outbox must be an outbox (SQLOutbox), got {self.outbox!r}")
         entry = transport_registry().get(self.url.scheme)
-        context = TransportContext(clock=self.clock, instance_id=self.instance_id)
+        context = TransportContext(
+            clock=self.clock,
+            instance_id=self.instance_id,
+            check_transaction=transactions.checker_adapter(core.get("transaction_checker")),
+        )
         # Secret transport options (sasl_password=...) are masked like the URL's password.
         self._secrets = (*self.url.secrets, *option_secrets(self.transport_options))
         failure: UnimqError | None = None
@@ -559,6 +567,24 @@ class Broker:
             ) from None
         finally:
             requests.forget(correlation_id)
+
+    def transaction(self) -> transactions.Transaction:
+        """A native broker transaction: ``async with broker.transaction() as tx: await
+        tx.publish(...)``. Leaving the block commits; an exception inside it rolls back.
+
+        Backends without native transactions raise :class:`UnsupportedFeatureError` here,
+        pointing to the transactional outbox (docs/consistency.md).
+        """
+        if not self._connected:
+            raise NotConnectedError(
+                "the broker is not connected: open transactions inside 'async with broker:'"
+            )
+        reason = transactions.refuse_reason(self.transport)
+        if reason is not None:
+            raise UnsupportedFeatureError(reason)
+        return transactions.Transaction(
+            self.transport, self.clock.now, self.capabilities.max_transaction_messages
+        )
 
     def _prepare(
         self,
