@@ -152,6 +152,14 @@ class ConsumerThread:
         self._tracker.assign(tps)
         self._assigned.update(tps)
 
+    def group_metadata(self) -> Any:
+        """The consumer's group metadata (member, generation) for a transactional offset
+        commit; librdkafka copies it under its own lock, so any thread may ask."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("the consumer is closed")
+        return consumer.consumer_group_metadata()
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name=self._name, daemon=True)
         self._thread.start()

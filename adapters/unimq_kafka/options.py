@@ -38,7 +38,13 @@ _SIMPLE = {
     "ssl_key_password": "ssl.key.password",
 }
 _DICTS = ("librdkafka", "librdkafka_producer", "librdkafka_consumer")
-_OTHER = ("num_partitions", "replication_factor", "delay_tiers", "revoke_timeout")
+_OTHER = (
+    "num_partitions",
+    "replication_factor",
+    "delay_tiers",
+    "revoke_timeout",
+    "transactional_id",
+)
 _FLAT_PREFIX = "librdkafka_"
 
 #: librdkafka settings that would silently weaken unimq's guarantees.
@@ -54,9 +60,12 @@ _PROTECTED = frozenset(
         "metadata.broker.list",
         "on_delivery",
         "error_cb",
+        # Transactions use their own producer (transactions.py); see the transactional_id option.
+        "transactional.id",
     }
 )
 _PROPERTY = re.compile(r"^[a-z][a-z0-9.]*$")
+_TRANSACTIONAL_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,7 @@ class KafkaSettings:
     replication_factor: int = 1
     delay_tiers: tuple[float, ...] = DEFAULT_DELAY_TIERS
     revoke_timeout: float = 10.0
+    transactional_id: str | None = None
 
     def producer_config(self) -> dict[str, Any]:
         return {**self.common, **self.producer}
@@ -151,7 +161,21 @@ def parse_settings(url: BrokerURL, options: Mapping[str, Any]) -> KafkaSettings:
         ),
         delay_tiers=_tiers(options.get("delay_tiers", DEFAULT_DELAY_TIERS)),
         revoke_timeout=positive_seconds(options.get("revoke_timeout", 10.0), "revoke_timeout"),
+        transactional_id=_transactional_id(options.get("transactional_id")),
     )
+
+
+def _transactional_id(value: Any) -> str | None:
+    """The transactional producer's id: keep it stable across restarts of one instance (and
+    distinct between instances), so a restart fences the previous process's transaction."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _TRANSACTIONAL_ID.match(value):
+        raise ConfigurationError(
+            "transactional_id must be 1 to 200 characters of letters, digits, '.', '_' or '-', "
+            f"got {value!r}"
+        )
+    return value
 
 
 def _merge(target: dict[str, Any], extra: Mapping[str, Any], source: str) -> None:

@@ -16,9 +16,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from unimq.errors import NotConnectedError
+from unimq.errors import NotConnectedError, UnsupportedFeatureError
 from unimq.transport import (
     Capabilities,
+    Delivery,
     OutgoingMessage,
     SubscriptionSpec,
     TransportContext,
@@ -34,7 +35,8 @@ from .names import check_topic
 from .options import MAX_MESSAGE_SIZE, MAX_RECORD_BYTES, KafkaSettings, parse_settings
 from .positions import group_spans
 from .producer import KafkaProducer
-from .subscription import KafkaSubscription
+from .subscription import KafkaDelivery, KafkaSubscription
+from .transactions import KafkaTransaction, TransactionalProducer, consumed_offsets
 
 logger = logging.getLogger("unimq.kafka")
 
@@ -46,6 +48,8 @@ CAPABILITIES = Capabilities(
     max_message_size=MAX_MESSAGE_SIZE,
     # Deliveries of a revoked or lost partition say so (subscription.KafkaDelivery.revoked).
     revocable=True,
+    # Producer transactions (transactions.py); any number of messages per transaction.
+    transactions=True,
 )
 
 #: A message due this close to now is published straight to its topic (the core holds it).
@@ -62,6 +66,7 @@ class KafkaTransport:
         self._context = context
         self._admin: TopicAdmin | None = None
         self._producer: KafkaProducer | None = None
+        self._transactional: TransactionalProducer | None = None  # on first transaction
         self._subscriptions: list[tuple[KafkaSubscription, SubscriptionSpec]] = []
         self._router = DelayRouter(self.settings.delay_tiers)
         self._scheduler: DelayScheduler | None = None
@@ -101,6 +106,9 @@ class KafkaTransport:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.close()
+        transactional, self._transactional = self._transactional, None
+        if transactional is not None:
+            await transactional.close()
         admin = self._admin
         if admin is not None:
             for _, spec in subscriptions:
@@ -133,6 +141,41 @@ class KafkaTransport:
         if wire and type(wire) is not dict:
             wire = dict(wire)
         await producer.send(topic, message.body, key, wire or None)
+
+    # -- transactions (SupportsTransactions, SupportsTransactionalConsume) -------------------
+
+    async def begin_transaction(self) -> KafkaTransaction:
+        """A producer transaction on the transport's transactional producer (transactions.py)."""
+        admin = self._admin
+        if admin is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        if self._transactional is None:
+            self._transactional = TransactionalProducer(
+                self.settings.producer_config(),
+                self.settings.transactional_id or f"unimq-tx-{self._context.instance_id}",
+            )
+        return await self._transactional.begin(self._ensure_topic)
+
+    async def begin_consume_transaction(self, delivery: Delivery) -> KafkaTransaction:
+        """A transaction that also commits ``delivery``'s offset for its group
+        (consume-transform-produce: exactly once for read_committed readers)."""
+        if not isinstance(delivery, KafkaDelivery):
+            raise UnsupportedFeatureError(
+                f"a kafka transaction can only consume a kafka delivery, not {delivery!r}"
+            )
+        metadata = delivery.group_metadata()
+        transaction = await self.begin_transaction()
+        transaction.consumed = consumed_offsets(
+            delivery.topic, delivery.partition, delivery.offset, metadata
+        )
+        return transaction
+
+    async def _ensure_topic(self, topic: str) -> None:
+        admin = self._admin
+        if admin is None:
+            raise NotConnectedError("the kafka transport is not connected")
+        if not admin.known(topic):
+            await admin.ensure(check_topic(topic))
 
     async def _send(
         self, topic: str, body: bytes, key: bytes | None, headers: list[tuple[str, bytes]]

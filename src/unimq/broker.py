@@ -36,7 +36,12 @@ from .retry import RetryPolicy
 from .router import Router, Subscriber
 from .settings import options_from_env, positive_seconds
 from .threads import HandlerThreads
-from .transport import SupportsWaitIdle, Transport, TransportContext
+from .transport import (
+    SupportsTransactionalConsume,
+    SupportsWaitIdle,
+    Transport,
+    TransportContext,
+)
 from .url import BrokerURL, option_secrets, scrub
 
 if TYPE_CHECKING:
@@ -199,6 +204,7 @@ class Broker:
         broadcast: bool = False,
         batch: BatchPolicy | None = None,
         rate_limit: RateLimit | None = None,
+        transactional: bool = False,
     ) -> Callable[[F], F]:
         """Register the decorated function as a handler; see :meth:`Router.subscriber`."""
         decorate = self._router.subscriber(
@@ -213,6 +219,7 @@ class Broker:
             broadcast=broadcast,
             batch=batch,
             rate_limit=rate_limit,
+            transactional=transactional,
         )
 
         def register(func: F) -> F:
@@ -266,6 +273,15 @@ class Broker:
             raise UnsupportedFeatureError(
                 f"subscriber {subscriber.handler.name}: broadcast=True, but the {scheme}:// "
                 "backend has no per-instance subscriptions"
+            )
+        if subscriber.transactional and not isinstance(
+            self.transport, SupportsTransactionalConsume
+        ):
+            raise UnsupportedFeatureError(
+                f"subscriber {subscriber.handler.name}: transactional=True, but the {scheme}:// "
+                "backend cannot commit a consumed message in a transaction (Kafka can); make the "
+                "handler idempotent (idempotent=True) and publish through the transactional "
+                "outbox instead (docs/consistency.md)"
             )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -435,11 +451,25 @@ class Broker:
         deliver_at: datetime | None = None,
         message_id: str | None = None,
     ) -> PublishReceipt:
-        """Publish ``body`` to ``topic``; returns once the broker holds it durably."""
+        """Publish ``body`` to ``topic``; returns once the broker holds it durably.
+
+        Inside a ``transactional=True`` handler it stages into the handler's transaction
+        instead: visible once the handler succeeds, never if it fails."""
         if not self._connected:
             raise NotConnectedError(
                 "the broker is not connected: publish inside 'async with broker:' "
                 "(or after 'await broker.connect()')"
+            )
+        tx = transactions.CURRENT.get()
+        if tx is not None:
+            return await tx.publish(
+                topic,
+                body,
+                key=key,
+                headers=headers,
+                delay=delay,
+                deliver_at=deliver_at,
+                message_id=message_id,
             )
         topic, payload, wire, key, message_id, content_type, due = self._prepare(
             topic, body, key, headers, delay, deliver_at, message_id

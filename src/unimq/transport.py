@@ -235,6 +235,20 @@ class SupportsTransactions(Protocol):
     async def begin_transaction(self) -> TransportTransaction: ...
 
 
+@runtime_checkable
+class SupportsTransactionalConsume(Protocol):
+    """Transports whose transactions can also consume a delivery (Kafka: the consumed offset
+    commits inside the producer transaction). Enables ``@subscriber(transactional=True)``.
+
+    The returned transaction's ``commit`` makes the handler's staged publishes and the
+    consumption of ``delivery`` durable together (or neither); the core still acks the
+    delivery afterwards, which must then be harmless. ``rollback`` leaves ``delivery``
+    unconsumed, so the core can run its handler again.
+    """
+
+    async def begin_consume_transaction(self, delivery: Delivery) -> TransportTransaction: ...
+
+
 #: Answers a broker's check-back for a transaction whose producer vanished between staging and
 #: commit (RocketMQ): ``True`` commits the staged message, ``False`` rolls it back. Given the
 #: staged message as a :class:`Delivery` (its ``ack`` does nothing); the core decodes it into a
