@@ -125,6 +125,7 @@ class ConsumerThread:
         self._backlog_since: float | None = None
         self._backlog_paused = False
         self._last_commit = 0.0
+        self.metadata: Any = None  # consumer group metadata (see group_metadata)
 
     # -- set-up (blocking: call from a worker thread) --------------------------------------
 
@@ -153,12 +154,14 @@ class ConsumerThread:
         self._assigned.update(tps)
 
     def group_metadata(self) -> Any:
-        """The consumer's group metadata (member, generation) for a transactional offset
-        commit; librdkafka copies it under its own lock, so any thread may ask."""
-        consumer = self._consumer
-        if consumer is None:
-            raise RuntimeError("the consumer is closed")
-        return consumer.consumer_group_metadata()
+        """The consumer's group metadata (member, generation) as of its latest assignment, for
+        a transactional offset commit. Read on this thread in ``_on_assign``: asking librdkafka
+        from the event loop blocks it (holding the GIL) while a rebalance waits for this very
+        thread, which stalled the whole process for minutes."""
+        metadata = self.metadata
+        if metadata is None:
+            raise RuntimeError("the consumer has no partitions assigned yet")
+        return metadata
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name=self._name, daemon=True)
@@ -364,6 +367,7 @@ class ConsumerThread:
         tps = [(p.topic, p.partition) for p in partitions]
         self._tracker.assign(tps)
         self._assigned.update(tps)
+        self.metadata = consumer.consumer_group_metadata()  # this assignment's generation
         logger.debug("kafka consumer %s: assigned %s", self._name, tps)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
