@@ -609,6 +609,7 @@ class Broker:
             raise NotConnectedError(
                 "the broker is not connected: open transactions inside 'async with broker:'"
             )
+        transactions.check_not_nested()
         reason = transactions.refuse_reason(self.transport)
         if reason is not None:
             raise UnsupportedFeatureError(reason)

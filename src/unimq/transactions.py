@@ -52,6 +52,16 @@ def refuse_reason(transport: Transport) -> str | None:
     )
 
 
+def check_not_nested() -> None:
+    """Refuse ``broker.transaction()`` inside a transactional handler: on one producer it would
+    wait for the handler's own transaction, which waits for it."""
+    if CURRENT.get() is not None:
+        raise UnimqError(
+            "a transactional handler is already in a transaction: publish with "
+            "broker.publish, which joins it (a second transaction would wait for the first)"
+        )
+
+
 def checker_adapter(checker: Any) -> TransactionCheck | None:
     """The transport-level check-back for ``Broker(transaction_checker=...)``: decodes the staged
     message and asks the application. ``None`` when no checker was given."""
@@ -112,11 +122,7 @@ class Transaction:
         self._done = False
 
     async def __aenter__(self) -> Transaction:
-        if CURRENT.get() is not None:
-            raise UnimqError(
-                "a transactional handler is already in a transaction: publish with "
-                "broker.publish, which joins it (a second transaction would wait for the first)"
-            )
+        check_not_nested()
         assert isinstance(self._transport, SupportsTransactions)
         self._native = await self._transport.begin_transaction()
         return self

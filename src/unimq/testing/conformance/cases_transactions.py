@@ -127,10 +127,14 @@ class TransactionCases:
         broker = brokers()
         if isinstance(broker.transport, SupportsTransactionalConsume):
             pytest.skip("this backend commits a consumed message in a transaction")
-        with pytest.raises(UnsupportedFeatureError, match="transactional=True"):
+        declare = broker.subscriber(
+            names.topic(), group=names.group(), concurrency=1, transactional=True
+        )
 
-            @broker.subscriber(names.topic(), group=names.group(), concurrency=1, transactional=True)
-            async def refused(message: Message) -> None: ...
+        async def refused(message: Message) -> None: ...
+
+        with pytest.raises(UnsupportedFeatureError, match="transactional=True"):
+            declare(refused)
 
     @requires(SupportsTransactionalConsume)
     async def test_transactional_handler_outputs_once_despite_failures(
