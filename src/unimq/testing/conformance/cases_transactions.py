@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from ... import ConfigurationError, Message, RetryPolicy, UnsupportedFeatureError
+from ...broker import Broker
 from ...transport import SupportsTransactionalConsume
 from .features import requires
 from .support import BrokerFactory, Collector, Names
@@ -24,13 +25,13 @@ class _Boom(Exception):
     """The block's own failure (what must roll the transaction back)."""
 
 
-def _per_transaction(broker: Any, wanted: int) -> int:
+def _per_transaction(broker: Broker, wanted: int) -> int:
     """How many messages one transaction of this backend may hold, at most ``wanted``."""
     limit = broker.capabilities.max_transaction_messages
     return wanted if limit is None else min(wanted, limit)
 
 
-async def _subscribed(broker: Any, names: Names, seen: Collector) -> None:
+async def _subscribed(broker: Broker, names: Names, seen: Collector) -> None:
     @broker.subscriber(names.topic(), group=names.group())
     async def collect(message: Message) -> None:
         seen.add(message.body)
