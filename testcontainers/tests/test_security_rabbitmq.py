@@ -13,23 +13,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import traceback
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from unimq_brokers import versions
 
 from unimq import Broker, Message
 from unimq.errors import (
     AuthenticationError,
     AuthorizationError,
     ConfigurationError,
+    InvalidURLError,
     TLSError,
     UnimqError,
 )
+from unimq.testing.conformance import Backend, ConformanceSuite
 
 pytestmark = pytest.mark.realbroker
 
@@ -293,3 +300,79 @@ async def test_scoped_user_is_refused_other_topics_and_publishing(
     caplog, capfd = capture
     everything = caplog.text + "".join(capfd.readouterr()) + error_texts(denied.value)
     assert b.passwords["scoped"] not in everything
+
+
+@versions.only_cases(versions.SECURITY_SMOKE_CASES)
+class TestRabbitMQSecureSmoke(ConformanceSuite):
+    """The conformance smoke subset (publish, consume, retry, dead letters) over TLS as a user
+    with a password, in a virtual host of its own."""
+
+    @pytest.fixture
+    def backend(self, rabbitmq_secure_broker: Any) -> Backend:
+        return Backend(
+            url=rabbitmq_secure_broker.url,
+            options=ca(rabbitmq_secure_broker),
+            name="rabbitmq-secure",
+            time_scale=2.0,
+        )
+
+
+# -- property-based: the masking invariant on the real error paths ------------------------------
+
+PROFILE = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=os.environ.get("CI", "").lower() == "true",
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+# the characters that broke masking or URL parsing before (tests/test_properties_edges.py)
+NASTY = st.text(
+    alphabet=st.sampled_from(
+        [*"abcXYZ019 @/?#:%&=;,[]\\'\"\t\n", "\uff20", "\uff1a", "\u00b2", "é", "\u2028"]
+    ),
+    max_size=12,
+)
+
+
+def markers_absent(outcome: Outcome) -> None:
+    assert "ZqZ" not in outcome.texts and "XwX" not in outcome.texts, outcome.texts
+
+
+@PROFILE
+@given(password=NASTY, tls=st.booleans())
+def test_any_wrong_password_is_refused_and_never_shown(
+    rabbitmq_secure_broker: Any, capture: Any, password: str, tls: bool
+) -> None:
+    """A wrong password, raw in the URL with any characters, on either listener: a typed error
+    (AuthenticationError, or InvalidURLError for a URL that cannot be read) within the connect
+    timeout, and the password in no text produced."""
+    b = rabbitmq_secure_broker
+    port = b.tls_port if tls else b.plain_port
+    url = f"{'amqps' if tls else 'amqp'}://app:ZqZ{password}XwX@localhost:{port}/unimq-secure"
+    outcome = asyncio.run(attempt(capture, url, **(ca(b) if tls else {})))
+    event(type(outcome.error).__name__)
+    assert isinstance(outcome.error, (AuthenticationError, InvalidURLError)), outcome.texts
+    assert outcome.seconds < CONNECT_TIMEOUT
+    markers_absent(outcome)
+
+
+@PROFILE
+@given(passphrase=NASTY, in_url=st.booleans())
+def test_any_wrong_key_passphrase_is_refused_and_never_shown(
+    rabbitmq_secure_broker: Any, capture: Any, passphrase: str, in_url: bool
+) -> None:
+    """A wrong key passphrase, as an option or in the URL's query: ConfigurationError before
+    anything is sent, and the passphrase in no text produced."""
+    b = rabbitmq_secure_broker
+    secret = f"ZqZ{passphrase}XwX"
+    options = cert(b, password=None)
+    url = b.amqp_url_for(None)
+    if in_url:
+        url += "?key_password=" + quote(secret, safe="")
+    else:
+        options["key_password"] = secret
+    outcome = asyncio.run(attempt(capture, url, **options))
+    assert isinstance(outcome.error, ConfigurationError), outcome.texts
+    assert "wrong key_password" in str(outcome.error)
+    markers_absent(outcome)
