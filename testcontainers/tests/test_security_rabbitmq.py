@@ -300,6 +300,12 @@ async def test_scoped_user_is_refused_other_topics_and_publishing(
     caplog, capfd = capture
     everything = caplog.text + "".join(capfd.readouterr()) + error_texts(denied.value)
     assert b.passwords["scoped"] not in everything
+    loud = [
+        f"{r.name}: {r.getMessage()}"
+        for r in caplog.records
+        if r.name.split(".")[0] in THIRD_PARTY and r.levelno >= logging.WARNING
+    ]
+    assert not loud, loud
 
 
 @versions.only_cases(versions.SECURITY_SMOKE_CASES)
