@@ -94,6 +94,7 @@ async def _wait(predicate: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.timeout(120 + MESSAGES * 0.3)  # one transaction per input, ~0.1 s each here
 async def test_transactional_handler_exactly_once_across_failures_and_sigkill(
     kafka_broker: Any, tmp_path: Path
 ) -> None:
