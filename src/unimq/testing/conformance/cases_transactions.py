@@ -166,7 +166,7 @@ class TransactionCases:
 
         await broker.start()
         inputs = [(await broker.publish(names.topic("in"), b"x")).message_id for _ in range(20)]
-        await outputs.wait_for(20, timeout=60)
+        await outputs.wait_for(20, timeout=120)  # a transaction per attempt: slow when loaded
         await outputs.settle(1.0)
         assert sorted(outputs.items) == sorted(f"out-{i}" for i in inputs)
         assert all(count == 2 for count in attempts.values()), attempts
