@@ -46,6 +46,9 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "heartbeat.interval.ms": 1000,
     "fetch.wait.max.ms": 100,
     "enable.partition.eof": False,
+    # librdkafka's default, stated: aborted transactions' messages are never delivered, and
+    # committed ones only once their transaction commits (docs/consistency.md).
+    "isolation.level": "read_committed",
 }
 
 Gate = Callable[[Any], float]
