@@ -95,6 +95,26 @@ async def test_failed_attempts_outputs_never_delivered() -> None:
     assert set(attempts.values()) == {2}, "retried in place, once each"
 
 
+async def test_publish_batch_joins_the_transaction() -> None:
+    broker, _ = _broker()
+    outputs: list[bytes] = []
+    failed: set[str] = set()
+
+    @broker.subscriber("in", concurrency=1, transactional=True, retry=FAST)
+    async def transform(message: Message) -> None:
+        await broker.publish_batch("out", [message.body + b"a", message.body + b"b"])
+        if message.id not in failed:
+            failed.add(message.id)
+            raise RuntimeError("after the batch")
+
+    @broker.subscriber("out")
+    async def read(message: Message) -> None:
+        outputs.append(message.body)
+
+    await _run(broker, 2, lambda: len(outputs) >= 4)
+    assert sorted(outputs) == [b"0a", b"0b", b"1a", b"1b"]
+
+
 async def test_nack_and_reject_abort_the_transaction() -> None:
     broker, log = _broker()
     outputs: list[bytes] = []

@@ -504,6 +504,22 @@ class Broker:
                 "the broker is not connected: publish inside 'async with broker:' "
                 "(or after 'await broker.connect()')"
             )
+        tx = transactions.CURRENT.get()
+        if tx is not None:  # a transactional handler: every item joins its transaction
+            return [
+                await tx.publish(
+                    topic,
+                    item.body,
+                    key=item.key if item.key is not None else key,
+                    headers=item.headers if item.headers is not None else headers,
+                    delay=item.delay,
+                    deliver_at=item.deliver_at,
+                    message_id=item.message_id,
+                )
+                if isinstance(item, Outgoing)
+                else await tx.publish(topic, item, key=key, headers=headers)
+                for item in items
+            ]
         prepared = []
         for index, item in enumerate(items):
             try:
