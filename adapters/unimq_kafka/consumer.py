@@ -93,6 +93,7 @@ class ConsumerThread:
         revoke_timeout: float,
         manual_latest: bool = False,
         gate: Gate | None = None,
+        commits: bool = True,
     ) -> None:
         self._errors = ErrorLog("consumer")
         self._config = {
@@ -108,7 +109,9 @@ class ConsumerThread:
         self._name = name
         self._revoke_timeout = revoke_timeout
         self._manual = manual_latest
-        self._commits = not manual_latest
+        # No commits of its own: a broadcast subscription (it starts at the log end), or a
+        # transactional one (its transactions commit its offsets; see transactions.py).
+        self._commits = commits and not manual_latest
         self._gate = gate
         self._consumer: Any = None
         self._thread: threading.Thread | None = None

@@ -88,6 +88,7 @@ class KafkaSubscription:
         revoke_timeout: float,
         manual_latest: bool = False,
         gate: Gate | None = None,
+        commits: bool = True,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._prefetch = max(1, prefetch)
@@ -110,6 +111,7 @@ class KafkaSubscription:
             revoke_timeout=revoke_timeout,
             manual_latest=manual_latest,
             gate=gate,
+            commits=commits,
         )
 
     async def start(self) -> None:

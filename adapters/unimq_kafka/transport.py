@@ -235,6 +235,8 @@ class KafkaTransport:
             name=f"unimq-kafka:{spec.topic}:{spec.group}",
             revoke_timeout=self.settings.revoke_timeout,
             manual_latest=spec.broadcast,
+            # A transactional subscriber's offsets commit only in its transactions.
+            commits=not spec.transactional,
         )
         await subscription.start()
         self._subscriptions.append((subscription, spec))

@@ -144,6 +144,11 @@ class SubscriptionSpec:
     ordered: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
     role: Literal["main", "retry"] = "main"
+    #: The subscriber is ``transactional=True``: its consumption is committed only inside
+    #: consume transactions (:class:`SupportsTransactionalConsume`), so the transport must not
+    #: commit it by itself: a plain commit racing a transactional one can move the group back
+    #: and have a committed message handled again.
+    transactional: bool = False
 
 
 class Subscription(Protocol):

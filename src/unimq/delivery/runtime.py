@@ -167,6 +167,7 @@ class SubscriberRuntime:
                 broadcast=subscriber.broadcast,
                 ordered=ordered,
                 role=role,  # type: ignore[arg-type]
+                transactional=subscriber.transactional,
             )
             subscription = await transport.subscribe(spec)
             self._subscriptions.append(subscription)
