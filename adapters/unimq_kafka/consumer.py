@@ -112,6 +112,8 @@ class ConsumerThread:
         # No commits of its own: a broadcast subscription (it starts at the log end), or a
         # transactional one (its transactions commit its offsets; see transactions.py).
         self._commits = commits and not manual_latest
+        # A transactional subscription reads its group metadata after every poll (below).
+        self._tracks_metadata = not commits and not manual_latest
         self._gate = gate
         self._consumer: Any = None
         self._thread: threading.Thread | None = None
@@ -160,10 +162,10 @@ class ConsumerThread:
         self._assigned.update(tps)
 
     def group_metadata(self) -> Any:
-        """The consumer's group metadata (member, generation) as of its latest assignment, for
-        a transactional offset commit. Read on this thread in ``_on_assign``: asking librdkafka
-        from the event loop blocks it (holding the GIL) while a rebalance waits for this very
-        thread, which stalled the whole process for minutes."""
+        """The consumer's group metadata (member, generation) as of its latest poll, for a
+        transactional offset commit. Read on this thread (``_on_assign``, ``run``): asking
+        librdkafka from the event loop blocks it (holding the GIL) while a rebalance waits for
+        this very thread, which stalled the whole process for minutes."""
         metadata = self.metadata
         if metadata is None:
             raise RuntimeError("the consumer has no partitions assigned yet")
@@ -194,6 +196,12 @@ class ConsumerThread:
             while not self._closing:
                 try:
                     self._step()
+                    if self._tracks_metadata:
+                        # After every poll, on this thread (outside consume, so no rebalance
+                        # callback can be waiting for it): a cooperative rebalance bumps the
+                        # generation without calling on_assign here, and a transaction that
+                        # commits with a stale one fails (ILLEGAL_GENERATION).
+                        self.metadata = self._consumer.consumer_group_metadata()
                 except Exception:
                     logger.exception("kafka consumer %s: unexpected error; continuing", self._name)
                     time.sleep(0.5)
