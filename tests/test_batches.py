@@ -276,3 +276,34 @@ async def test_publish_batch_names_the_items_that_failed() -> None:
     assert sorted(caught.value.failures) == [1, 3, 5]
     assert [r is not None for r in caught.value.receipts] == [True, False] * 3
     assert sorted(got) == [0, 2, 4]
+
+
+def test_slots_taken_anyway_are_repaid_before_a_waiter_wakes() -> None:
+    """A batch receive may hold more deliveries than ``room``: the overshoot is repaid first."""
+    from unimq.slots import Slots
+
+    slots = Slots(1)
+    assert slots.take_now()
+    slots.take_anyway()
+    assert slots.free == -1 and not slots.take_now()
+    slots.give()
+    assert slots.free == 0 and not slots.take_now()
+    slots.give()
+    assert slots.take_now()
+
+
+async def test_a_batch_subscriber_takes_queued_deliveries_in_one_hand_off() -> None:
+    """On memory:// the batch receiver uses ``receive_many``: a full batch of queued messages
+    goes to the handler in one call."""
+    broker = Broker("memory://")
+    sizes: list[int] = []
+
+    @broker.subscriber("t", group="g", batch=BatchPolicy(max_size=50, max_wait=1.0))
+    async def handle(bodies: list[bytes]) -> None:
+        sizes.append(len(bodies))
+
+    async with broker:
+        await broker.publish_batch("t", [b"x"] * 100)
+        await asyncio.sleep(0.2)
+        await broker.drain(timeout=5)
+    assert sizes == [50, 50]

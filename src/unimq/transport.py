@@ -153,6 +153,22 @@ class Subscription(Protocol):
 
 
 @runtime_checkable
+@runtime_checkable
+class SupportsReceiveMany(Protocol):
+    """Optional on a :class:`Subscription`: hand over several deliveries in one call.
+
+    Batch subscribers call it instead of ``receive`` when a subscription has it, so a backend
+    that reads messages in batches anyway (a consumer thread's buffer, a queue in memory) moves
+    them to the batch in one step rather than one await per message. Capability-free: without
+    it the core calls ``receive`` once per delivery, with the same result.
+    """
+
+    async def receive_many(self, max_n: int) -> list[Delivery]:
+        """Wait until at least one delivery is ready, then return up to ``max_n`` (>= 1)
+        without waiting for more; ``[]`` once the subscription is stopped."""
+        ...
+
+
 class Transport(Protocol):
     capabilities: Capabilities
 
