@@ -148,6 +148,25 @@ class MemorySubscription:
         self._unsettled.add(delivery)
         return delivery
 
+    async def receive_many(self, max_n: int) -> list[MemoryDelivery]:
+        """``SupportsReceiveMany``: the first delivery as ``receive`` gives it, then up to
+        ``max_n - 1`` more of those already queued, without awaiting."""
+        first = await self.receive()
+        if first is None:
+            return []
+        batch = [first]
+        items = self._queue.items
+        take = min(max_n - 1, len(items))
+        if take > 0 and not self._stopped:
+            hub = self._hub
+            hub.ready -= take
+            hub.unsettled += take
+            popleft = items.popleft
+            more = [MemoryDelivery(popleft(), self) for _ in range(take)]
+            self._unsettled.update(more)
+            batch.extend(more)
+        return batch
+
     def settled(self, delivery: MemoryDelivery) -> None:
         if delivery in self._unsettled:
             self._unsettled.discard(delivery)
