@@ -16,7 +16,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from unimq.errors import (
@@ -233,6 +233,70 @@ class RocketMQTransport:
                 f"RocketMQ did not accept a message for {message.topic!r} "
                 f"(topic {physical!r}): {type(exc).__name__}: {exc}"
             ) from None
+
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
+        """``publish_batch``'s path (``SupportsPublishMany``): every message is handed to the
+        client's send threads at once (``send_async``), with one check of each topic and one
+        coroutine per key rather than per message, and the receipts are awaited together.
+        Messages with the same key are sent one after the other (parallel sends of one key
+        could overtake each other); a stale client is restarted and its messages sent once
+        more through :meth:`publish`."""
+        producer = self._producer
+        if producer is None:
+            raise NotConnectedError("the RocketMQ transport is not connected")
+        mixed = self.options.topic_message_type == "MIXED"
+        fifo_of: dict[str, bool] = {}
+        results: list[BaseException | None] = [None] * len(messages)
+        alone: list[int] = []
+        chains: dict[str, list[int]] = {}
+        outgoing: list[Any] = [None] * len(messages)
+        for index, message in enumerate(messages):
+            physical = names.topic_name(message.topic)
+            try:
+                fifo = fifo_of.get(physical)
+                if fifo is None:
+                    await self._ensure_topic(physical, self.options.topic_message_type)
+                    fifo = fifo_of[physical] = await self._is_fifo(physical)
+                outgoing[index] = codec.to_rocketmq(message, physical, fifo=fifo, mixed=mixed)
+            except Exception as exc:
+                results[index] = self._not_accepted(message, physical, exc)
+                continue
+            if message.key is None:
+                alone.append(index)
+            else:
+                chains.setdefault(message.key, []).append(index)
+
+        async def one(index: int) -> None:
+            try:
+                await asyncio.wrap_future(producer.send_async(outgoing[index]))
+            except Exception as exc:
+                message = messages[index]
+                if _is_stale_client(exc):
+                    try:
+                        await self.publish(message)  # restarts the producer, sends again
+                        return
+                    except Exception as again:
+                        exc = again
+                results[index] = self._not_accepted(message, names.topic_name(message.topic), exc)
+
+        async def chain(indexes: list[int]) -> None:
+            for index in indexes:
+                await one(index)
+
+        futures = [asyncio.ensure_future(one(index)) for index in alone]
+        futures += [asyncio.ensure_future(chain(indexes)) for indexes in chains.values()]
+        if futures:
+            await asyncio.gather(*futures)
+        return results
+
+    @staticmethod
+    def _not_accepted(message: OutgoingMessage, physical: str, exc: BaseException) -> BaseException:
+        if isinstance(exc, PublishError):
+            return exc
+        return PublishError(
+            f"RocketMQ did not accept a message for {message.topic!r} "
+            f"(topic {physical!r}): {type(exc).__name__}: {exc}"
+        )
 
     async def _is_fifo(self, physical: str) -> bool:
         """Whether the topic takes FIFO messages (from its route, looked up off the loop)."""
