@@ -143,7 +143,8 @@ class RabbitMQSubscription:
 
     async def _consume(self) -> None:
         underlay = await self._channel.get_underlay_channel()
-        self._acks = AckBatcher(underlay)  # before the first delivery can arrive
+        # Before the first delivery can arrive; told of every delivery (multiple acks).
+        self._acks = AckBatcher(underlay, track=True)
         ok = await underlay.basic_consume(self._queue.name, self._deliver, no_ack=False)
         self._underlay, self._consumer_tag = underlay, ok.consumer_tag
 
@@ -157,6 +158,9 @@ class RabbitMQSubscription:
             logger.error("could not resume consuming %s: %s", self._queue.name, exc)
 
     async def _deliver(self, message: aiormq.abc.DeliveredMessage) -> None:
+        acks = self._acks
+        if acks is not None and acks.channel is message.channel:
+            acks.delivered(message.delivery.delivery_tag)  # type: ignore[union-attr,arg-type]
         self._inbox.put_nowait(message)  # bounded by the channel's prefetch
 
     async def receive(self) -> RabbitMQDelivery | None:
