@@ -31,7 +31,7 @@ from unimq.errors import (
 from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
 from unimq.url import BrokerURL
 
-from . import codec, dead_letters, names, remoting
+from . import codec, dead_letters, names, remoting, transactions
 from .admin import RemotingAdmin, pop_retry_topics
 from .codec import MAX_BODY_WITH_HEADERS
 from .consumer import RocketMQSubscription, start_consumer
@@ -60,6 +60,10 @@ class RocketMQTransport:
             max_message_size=MAX_BODY_WITH_HEADERS,
             # Invisibility is renewed while a delivery is held; one that lapsed says so.
             revocable=True,
+            # Half messages: one per transaction (the client's limit), checked back through
+            # ``Broker(transaction_checker=)`` when the producer vanished (``transactions``).
+            transactions=True,
+            max_transaction_messages=1,
         )
         provisioner = self.options.provisioner
         if provisioner is None and self.options.auto_provision:
@@ -86,6 +90,12 @@ class RocketMQTransport:
         self._subscriptions: list[RocketMQSubscription] = []
         self._fifo: dict[str, tuple[bool, float]] = {}
         self._producer_lock = asyncio.Lock()
+        #: Physical names of the topics declared with ``transaction_topics``.
+        self._transaction_topics = {names.topic_name(t) for t in self.options.transaction_topics}
+        self._accepts_transactions: set[str] = set()
+        self._checker = transactions.CheckBridge(
+            context.check_transaction, self.options.transaction_check_timeout
+        )
 
     def __repr__(self) -> str:
         return f"RocketMQTransport({self.url.redacted()!r})"
@@ -96,6 +106,9 @@ class RocketMQTransport:
         import rocketmq
 
         await self._check_reachable()
+        self._checker.bind(asyncio.get_running_loop())
+        for physical in sorted(self._transaction_topics):
+            await self._ensure_topic(physical, self.options.topic_message_type)
         options = self.options
         credentials = rocketmq.Credentials(
             options.access_key, options.secret_key.get_secret_value()
@@ -111,7 +124,14 @@ class RocketMQTransport:
     def _start_producer(self) -> Any:
         import rocketmq
 
-        producer = rocketmq.Producer(self._config, tls_enable=self.options.tls)
+        # Declaring the transactional topics up front tells the proxy that this producer can
+        # answer check-backs for their orphaned half messages, even before it publishes.
+        producer = rocketmq.Producer(
+            self._config,
+            topics=sorted(self._transaction_topics) or None,
+            checker=self._checker,
+            tls_enable=self.options.tls,
+        )
         producer.startup()
         return producer
 
@@ -168,6 +188,10 @@ class RocketMQTransport:
         return f"{namespace}%{physical}" if namespace else physical
 
     async def _ensure_topic(self, physical: str, message_type: str) -> None:
+        if physical in self._transaction_topics and message_type != "MIXED":
+            # Declared transactional: RocketMQ 5 topics take one message type, and half
+            # messages need TRANSACTION (MIXED takes every type, where the broker allows it).
+            message_type = "TRANSACTION"
         if self._provision.enabled:
             await self._provision.ensure(
                 "topic", self._resource(physical), message_type=message_type
@@ -210,6 +234,7 @@ class RocketMQTransport:
         if producer is None:
             raise NotConnectedError("the RocketMQ transport is not connected")
         physical = names.topic_name(message.topic)
+        self._refuse_outside_transaction(message.topic, physical)
         try:
             await self._ensure_topic(physical, self.options.topic_message_type)
             fifo = await self._is_fifo(physical)
@@ -248,6 +273,59 @@ class RocketMQTransport:
         self._fifo[physical] = (fifo, now)
         return fifo
 
+    def _refuse_outside_transaction(self, topic: str, physical: str) -> None:
+        if physical in self._transaction_topics and self.options.topic_message_type != "MIXED":
+            raise UnsupportedFeatureError(
+                f"topic {topic!r} is transactional (transaction_topics): its RocketMQ topic "
+                "takes only half messages, so publish to it inside 'async with "
+                "broker.transaction()', or use topic_message_type=MIXED (docs/backends/"
+                "rocketmq.md)"
+            )
+
+    # -- transactions ------------------------------------------------------------------------
+
+    async def begin_transaction(self) -> transactions.RocketMQTransaction:
+        producer = self._producer
+        if producer is None:
+            raise NotConnectedError("the RocketMQ transport is not connected")
+        return transactions.RocketMQTransaction(self, producer.begin_transaction())
+
+    def producer(self) -> Any:
+        """The current client producer (it may have been replaced since a transaction began;
+        a transaction's half message and its end go through the same proxy either way)."""
+        if self._producer is None:
+            raise NotConnectedError("the RocketMQ transport is not connected")
+        return self._producer
+
+    async def prepare_transaction_topic(self, topic: str) -> str:
+        """The physical topic for a half message to ``topic``, provisioned (when provisioning)
+        and checked to take TRANSACTION messages, so a wrongly typed topic fails with a clear
+        error instead of the client's."""
+        physical = names.topic_name(topic)
+        await self._ensure_topic(physical, self.options.topic_message_type)
+        if physical in self._accepts_transactions:
+            return physical
+        producer = self.producer()
+        try:
+            route = await asyncio.to_thread(producer._retrieve_topic_route_data, physical)
+        except Exception as exc:
+            raise PublishError(
+                f"cannot look up RocketMQ topic {physical!r} for {topic!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        if not any(
+            transactions.TRANSACTION_TYPE in queue.accept_message_types
+            for queue in route.message_queues
+        ):
+            raise UnsupportedFeatureError(
+                f"RocketMQ topic {physical!r} (for {topic!r}) does not take transactional "
+                "messages: list the topic in transaction_topics= (with auto_provision=true it "
+                "is created with message.type=TRANSACTION), or create it so "
+                "(docs/backends/rocketmq.md, Transactions)"
+            )
+        self._accepts_transactions.add(physical)
+        return physical
+
     # -- consuming ---------------------------------------------------------------------------
 
     async def subscribe(self, spec: SubscriptionSpec) -> RocketMQSubscription:
@@ -262,6 +340,11 @@ class RocketMQTransport:
         # Ordered subscriptions read a FIFO topic; their retry topic only carries delay
         # re-hops (ordered retries happen in place), so it stays a delay topic.
         fifo = spec.ordered and spec.role == "main"
+        if fifo and physical in self._transaction_topics:
+            raise UnsupportedFeatureError(
+                f"topic {spec.topic!r} is transactional (transaction_topics): RocketMQ half "
+                "messages carry no message group, so it cannot be consumed in order"
+            )
         await self._ensure_topic(physical, "FIFO" if fifo else self.options.topic_message_type)
         if self._provision.enabled:
             await self._provision.ensure(
