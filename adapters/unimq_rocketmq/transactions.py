@@ -5,6 +5,8 @@ How the client's transactions map onto unimq's (docs/backends/rocketmq.md, "Tran
 - ``tx.publish`` sends a *half message* (``Producer.send(message, transaction)``): stored by the
   broker, invisible to every consumer; leaving the block commits it
   (``Transaction.commit``), an exception rolls it back.
+- A plain ``broker.publish`` to a transactional topic (which takes nothing but half messages)
+  is one half message committed at once, marked so that its check-back commits it.
 - The client holds exactly one half message per transaction, so ``max_transaction_messages``
   is 1; a half message cannot carry a message group (FIFO) or a delivery time, so
   transactional topics are neither ordered nor delayed.
@@ -73,6 +75,9 @@ class CheckBridge:
 
     def check(self, message: Any) -> int:
         ids = f"message {getattr(message, 'message_id', '?')} on {getattr(message, 'topic', '?')!r}"
+        if (getattr(message, "properties", None) or {}).get(codec.AUTOCOMMIT) == "1":
+            logger.info("transaction check-back for %s: commit (a plain publish)", ids)
+            return COMMIT
         check, loop = self._check, self._loop
         if check is None or loop is None:
             logger.warning(
@@ -122,7 +127,7 @@ class RocketMQTransaction:
         self._sent = False
         self._topic = ""
 
-    async def publish(self, message: OutgoingMessage) -> None:
+    async def publish(self, message: OutgoingMessage, *, autocommit: bool = False) -> None:
         if self._sent:
             raise UnsupportedFeatureError(
                 "a RocketMQ transaction holds one half message; publish the others after the "
@@ -136,6 +141,8 @@ class RocketMQTransaction:
         physical = await self._transport.prepare_transaction_topic(message.topic)
         # ``mixed=True``: no delivery timestamp, so the client sends a TRANSACTION message.
         outgoing = codec.to_rocketmq(message, physical, fifo=False, mixed=True)
+        if autocommit:
+            outgoing.properties[codec.AUTOCOMMIT] = "1"
         producer = self._transport.producer()
         self._topic = message.topic
         try:

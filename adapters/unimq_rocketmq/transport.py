@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import time
 from collections.abc import Mapping
@@ -43,6 +44,8 @@ logger = logging.getLogger("unimq.rocketmq")
 _FIFO = 2  # rocketmq.grpc_protocol.MessageType.FIFO
 _AUTH_MARKS = ("unauthorized", "forbidden", "40100", "40300", "signature", "access key")
 _ROUTE_TTL = 30.0
+#: How long a topic turned TRANSACTION on first use may take to show so in its route.
+_RETYPE_WAIT = 15.0
 
 
 class RocketMQTransport:
@@ -234,7 +237,9 @@ class RocketMQTransport:
         if producer is None:
             raise NotConnectedError("the RocketMQ transport is not connected")
         physical = names.topic_name(message.topic)
-        self._refuse_outside_transaction(message.topic, physical)
+        if physical in self._transaction_topics and self.options.topic_message_type != "MIXED":
+            await self._publish_committed(message)
+            return
         try:
             await self._ensure_topic(physical, self.options.topic_message_type)
             fifo = await self._is_fifo(physical)
@@ -273,14 +278,18 @@ class RocketMQTransport:
         self._fifo[physical] = (fifo, now)
         return fifo
 
-    def _refuse_outside_transaction(self, topic: str, physical: str) -> None:
-        if physical in self._transaction_topics and self.options.topic_message_type != "MIXED":
+    async def _publish_committed(self, message: OutgoingMessage) -> None:
+        """A plain publish to a transactional topic, which takes only half messages: one half
+        message committed at once. Marked, so that a check-back for it (this process died
+        between the two) commits it without asking the application's checker."""
+        if message.deliver_at is not None:
             raise UnsupportedFeatureError(
-                f"topic {topic!r} is transactional (transaction_topics): its RocketMQ topic "
-                "takes only half messages, so publish to it inside 'async with "
-                "broker.transaction()', or use topic_message_type=MIXED (docs/backends/"
-                "rocketmq.md)"
+                f"topic {message.topic!r} is transactional (transaction_topics): RocketMQ half "
+                "messages cannot carry a delivery time, so it takes no delayed message"
             )
+        transaction = await self.begin_transaction()
+        await transaction.publish(message, autocommit=True)
+        await transaction.commit()
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -298,33 +307,63 @@ class RocketMQTransport:
         return self._producer
 
     async def prepare_transaction_topic(self, topic: str) -> str:
-        """The physical topic for a half message to ``topic``, provisioned (when provisioning)
-        and checked to take TRANSACTION messages, so a wrongly typed topic fails with a clear
-        error instead of the client's."""
+        """The physical topic for a half message to ``topic``, checked to take TRANSACTION
+        messages, so a wrongly typed topic fails with a clear error instead of the client's.
+
+        A declared topic (``transaction_topics``) was provisioned so at connect. An undeclared
+        one is, when provisioning, turned TRANSACTION on its first transactional publish (a
+        development convenience: docs/backends/rocketmq.md says why to declare it)."""
         physical = names.topic_name(topic)
-        await self._ensure_topic(physical, self.options.topic_message_type)
         if physical in self._accepts_transactions:
             return physical
+        await self._ensure_topic(physical, self.options.topic_message_type)
+        if await self._takes_transactions(physical, refresh=False):
+            self._accepts_transactions.add(physical)
+            return physical
+        provisioner = self._provision.provisioner
+        if provisioner is not None and physical not in self._transaction_topics:
+            logger.warning(
+                "topic %r is used in a transaction but not declared in transaction_topics: "
+                "provisioning it for half messages now (declare it, so that normal publishes "
+                "to it are refused early and check-backs reach this producer)",
+                topic,
+            )
+            self._transaction_topics.add(physical)
+            result = provisioner("topic", self._resource(physical), message_type="TRANSACTION")
+            if inspect.isawaitable(result):
+                await result
+            deadline = time.monotonic() + _RETYPE_WAIT
+            while time.monotonic() < deadline:
+                if await self._takes_transactions(physical, refresh=True):
+                    self._accepts_transactions.add(physical)
+                    return physical
+                await asyncio.sleep(0.5)
+        raise UnsupportedFeatureError(
+            f"RocketMQ topic {physical!r} (for {topic!r}) does not take transactional "
+            "messages: list the topic in transaction_topics= (with auto_provision=true it "
+            "is created with message.type=TRANSACTION), or create it so "
+            "(docs/backends/rocketmq.md, Transactions)"
+        )
+
+    async def _takes_transactions(self, physical: str, *, refresh: bool) -> bool:
+        """Whether the topic's route takes TRANSACTION messages; ``refresh`` asks the proxy
+        again (and updates the client's queue selector, which checks the type on send)."""
         producer = self.producer()
+        lookup = (
+            functools.partial(producer.route_manager.update_topic_route, physical)
+            if refresh
+            else functools.partial(producer._retrieve_topic_route_data, physical)
+        )
         try:
-            route = await asyncio.to_thread(producer._retrieve_topic_route_data, physical)
+            route = await asyncio.to_thread(lookup)
         except Exception as exc:
             raise PublishError(
-                f"cannot look up RocketMQ topic {physical!r} for {topic!r}: "
-                f"{type(exc).__name__}: {exc}"
+                f"cannot look up RocketMQ topic {physical!r}: {type(exc).__name__}: {exc}"
             ) from None
-        if not any(
+        return route is not None and any(
             transactions.TRANSACTION_TYPE in queue.accept_message_types
             for queue in route.message_queues
-        ):
-            raise UnsupportedFeatureError(
-                f"RocketMQ topic {physical!r} (for {topic!r}) does not take transactional "
-                "messages: list the topic in transaction_topics= (with auto_provision=true it "
-                "is created with message.type=TRANSACTION), or create it so "
-                "(docs/backends/rocketmq.md, Transactions)"
-            )
-        self._accepts_transactions.add(physical)
-        return physical
+        )
 
     # -- consuming ---------------------------------------------------------------------------
 

@@ -56,7 +56,9 @@ def _broker(rocketmq_broker: Any, topic: str, **options: Any) -> Broker:
     )
 
 
-async def test_commit_delivers_and_rollback_never_does(rocketmq_broker: Any) -> None:
+async def test_commit_delivers_and_rollback_never_does(
+    rocketmq_broker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     tag = uuid.uuid4().hex[:8]
     topic, plain = f"tx.{tag}", f"plain.{tag}"
     broker = _broker(rocketmq_broker, topic)
@@ -65,6 +67,12 @@ async def test_commit_delivers_and_rollback_never_does(rocketmq_broker: Any) -> 
     @broker.subscriber(topic, group=f"tx-{tag}")
     async def handle(message: Message) -> None:
         seen.append(message.id)
+
+    seen_plain: list[str] = []
+
+    @broker.subscriber(plain, group=f"tx-{tag}")
+    async def handle_plain(message: Message) -> None:
+        seen_plain.append(message.id)
 
     async with broker:
         assert broker.capabilities.transactions
@@ -83,17 +91,29 @@ async def test_commit_delivers_and_rollback_never_does(rocketmq_broker: Any) -> 
         with pytest.raises(UnsupportedFeatureError, match="delayed"):
             async with broker.transaction() as tx:
                 await tx.publish(topic, {"n": 5}, delay=5, message_id="delayed")
-        with pytest.raises(UnsupportedFeatureError, match="transaction_topics"):
-            await broker.publish(topic, {"n": 6}, message_id="outside")
-        with pytest.raises(UnsupportedFeatureError, match="transaction_topics"):
-            async with broker.transaction() as tx:  # a DELAY topic takes no half message
-                await tx.publish(plain, {"n": 7})
+        with pytest.raises(UnsupportedFeatureError, match="delivery time"):
+            await broker.publish(topic, {"n": 6}, delay=5, message_id="plain-delayed")
+        # A plain publish to a transactional topic: a half message committed at once.
+        await broker.publish(topic, {"n": 7}, message_id="plain")
         async with broker.transaction() as tx:
             await tx.publish(topic, {"n": 8}, key="customer-1", message_id="committed-2")
-        await _until(lambda: {"committed-1", "committed-2"} <= set(seen), 60, "the commits")
+        # An undeclared topic, provisioned DELAY by its subscriber, is turned TRANSACTION on
+        # its first transactional publish (auto_provision), with a warning.
+        with caplog.at_level(logging.WARNING, logger="unimq.rocketmq"):
+            async with broker.transaction() as tx:
+                await tx.publish(plain, {"n": 9}, message_id="undeclared")
+        assert any("not declared in transaction_topics" in r.getMessage() for r in caplog.records)
+        await _until(
+            lambda: (
+                {"committed-1", "committed-2", "plain"} <= set(seen) and "undeclared" in seen_plain
+            ),
+            60,
+            "the commits",
+        )
         # Past transactionTimeOut + a check interval: an orphan would have been checked by now.
         await asyncio.sleep(6)
-    assert sorted(seen) == ["committed-1", "committed-2"], seen
+    assert sorted(seen) == ["committed-1", "committed-2", "plain"], seen
+    assert seen_plain == ["undeclared"], seen_plain
 
 
 async def test_killed_producer_is_resolved_by_check_back(
