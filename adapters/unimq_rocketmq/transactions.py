@@ -89,7 +89,12 @@ class CheckBridge:
             return UNKNOWN
         future: concurrent.futures.Future[bool] | None = None
         try:
-            future = asyncio.run_coroutine_threadsafe(_ask(check, message), loop)
+            asking = _ask(check, message)
+            try:
+                future = asyncio.run_coroutine_threadsafe(asking, loop)
+            except BaseException:
+                asking.close()  # the loop is closed: never scheduled, never awaited
+                raise
             verdict = future.result(self._timeout)
         except concurrent.futures.TimeoutError:
             if future is not None:
