@@ -107,12 +107,12 @@ class CheckBridge:
             )
             return UNKNOWN
         except Exception as exc:
+            # Text, not the exception: a log record that kept it would keep its frames alive.
+            reason = f"{type(exc).__name__}: {exc}"
             logger.warning(
-                "transaction_checker failed for %s: %s: %s; answering unknown (the broker "
-                "asks again)",
+                "transaction_checker failed for %s: %s; answering unknown (the broker asks again)",
                 ids,
-                type(exc).__name__,
-                exc,
+                reason,
             )
             return UNKNOWN
         logger.info("transaction check-back for %s: %s", ids, "commit" if verdict else "roll back")
