@@ -126,8 +126,9 @@ async def _ask(check: TransactionCheck, message: Any) -> bool:
 class RocketMQTransaction:
     """One client transaction: at most one half message, then one commit or one rollback."""
 
-    def __init__(self, transport: Any, native: Any) -> None:
+    def __init__(self, transport: Any, producer: Any, native: Any) -> None:
         self._transport = transport
+        self._producer = producer
         self._native = native
         self._sent = False
         self._topic = ""
@@ -148,11 +149,11 @@ class RocketMQTransaction:
         outgoing = codec.to_rocketmq(message, physical, fifo=False, mixed=True)
         if autocommit:
             outgoing.properties[codec.AUTOCOMMIT] = "1"
-        producer = self._transport.producer()
         self._topic = message.topic
         try:
-            await asyncio.to_thread(producer.send, outgoing, self._native)
+            await asyncio.to_thread(self._producer.send, outgoing, self._native)
         except Exception as exc:
+            await self._transport.send_failed(self._producer, exc)
             raise PublishError(
                 f"RocketMQ did not accept the half message for {message.topic!r} (topic "
                 f"{physical!r}): {type(exc).__name__}: {exc}"

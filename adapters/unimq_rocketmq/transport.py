@@ -294,17 +294,27 @@ class RocketMQTransport:
     # -- transactions ------------------------------------------------------------------------
 
     async def begin_transaction(self) -> transactions.RocketMQTransaction:
-        producer = self._producer
-        if producer is None:
-            raise NotConnectedError("the RocketMQ transport is not connected")
-        return transactions.RocketMQTransaction(self, producer.begin_transaction())
+        """A client transaction on the current producer; its half message and its end go
+        through that producer even if a restart replaces it meanwhile."""
+        producer = self.producer()
+        try:
+            native = producer.begin_transaction()
+        except Exception as exc:
+            raise PublishError(
+                f"cannot begin a RocketMQ transaction: {type(exc).__name__}: {exc}"
+            ) from None
+        return transactions.RocketMQTransaction(self, producer, native)
 
     def producer(self) -> Any:
-        """The current client producer (it may have been replaced since a transaction began;
-        a transaction's half message and its end go through the same proxy either way)."""
         if self._producer is None:
             raise NotConnectedError("the RocketMQ transport is not connected")
         return self._producer
+
+    async def send_failed(self, producer: Any, exc: BaseException) -> None:
+        """A half message was refused: replace a producer the proxy forgot (see
+        ``_restart_producer``), so that the next transaction works; this one is lost."""
+        if _is_stale_client(exc):
+            await self._restart_producer(producer)
 
     async def prepare_transaction_topic(self, topic: str) -> str:
         """The physical topic for a half message to ``topic``, checked to take TRANSACTION
