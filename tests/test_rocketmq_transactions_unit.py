@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("rocketmq")
 
-from unimq_rocketmq import codec
+from unimq_rocketmq import codec, names
 from unimq_rocketmq.options import RocketMQOptions
 from unimq_rocketmq.transactions import COMMIT, ROLLBACK, UNKNOWN, CheckBridge
 
@@ -128,3 +128,18 @@ def test_transaction_options() -> None:
     for bad in ("0", "-1", "soon"):
         with pytest.raises(ConfigurationError, match="transaction_check_timeout"):
             RocketMQOptions.parse(url, {"transaction_check_timeout": bad})
+
+
+def test_provisioning_a_transactional_subscriber_keeps_its_retry_topics_delayed() -> None:
+    from unimq_rocketmq.provision import plan
+
+    types = {
+        name: attrs["message_type"]
+        for kind, name, attrs in plan(
+            "subscriber", "orders.created", "inventory", ordered=False, message_type="TRANSACTION"
+        )
+        if kind == "topic"
+    }
+    main = types.pop(names.topic_name("orders.created"))
+    assert main == "TRANSACTION"
+    assert set(types.values()) == {"DELAY"}, types  # retries and dead letters: plain publishes
