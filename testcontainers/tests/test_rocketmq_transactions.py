@@ -113,6 +113,10 @@ async def test_commit_delivers_and_rollback_never_does(
         # Past transactionTimeOut + a check interval: an orphan would have been checked by now.
         await asyncio.sleep(6)
     assert sorted(seen) == ["committed-1", "committed-2", "plain"], seen
+    # Ended transactions are never checked back (the broker records commits and rollbacks
+    # within transactionOpBatchInterval, well inside transactionTimeOut).
+    asked = [r.getMessage() for r in caplog.records if "asks whether to commit" in r.getMessage()]
+    assert not asked, asked
     assert seen_plain == ["undeclared"], seen_plain
 
 
