@@ -75,7 +75,7 @@ async def run(count: int, turns: list[list[int]], track: bool) -> tuple[set[int]
     return settled, frames
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.data())
 def test_acks_settle_exactly_the_acked_deliveries(data: st.DataObject) -> None:
     count = data.draw(st.integers(1, 40))
