@@ -102,11 +102,10 @@ class BatchCases:
         await broker.publish_batch(names.topic(), [Item(n=n) for n in range(4)])
         [letter] = await dead.wait_for(1)
         await seen.wait_for(5)
-        await seen.settle(0.8)
+        await seen.settle(0.5)
         assert sorted(seen.items) == [(0, 1), (1, 1), (1, 2), (2, 1), (3, 1)]
         assert letter.body == b'{"n":2}'
         assert letter.headers[h.DLQ_REASON] == "rejected"
-        await dead.settle(0.3)
         assert len(dead) == 1
 
     async def test_an_exception_retries_every_message_of_the_batch(
@@ -130,7 +129,7 @@ class BatchCases:
         await broker.start()
         await broker.publish_batch(names.topic(), [Item(n=n) for n in range(3)])
         await seen.wait_for(6)
-        await seen.settle(0.8)
+        await seen.settle(0.5)
         assert sorted(seen.items) == [(n, a) for n in range(3) for a in (1, 2)]
 
     async def test_an_undecodable_body_in_a_batch_dead_letters_alone(
