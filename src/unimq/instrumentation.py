@@ -29,6 +29,7 @@ from .transport import OutgoingMessage
 
 if TYPE_CHECKING:
     from .broker import Broker
+    from .message import Message
 
 logger = logging.getLogger("unimq.instrumentation")
 
@@ -45,6 +46,18 @@ class Publish:
 
 PublishNext = Callable[[], Awaitable[None]]
 PublishMiddleware = Callable[[Publish, PublishNext], Awaitable[None]]
+
+
+def delivery_delay(message: Message, now: float) -> float | None:
+    """Seconds from when ``message`` could first be handled to ``now`` (a handler start):
+    from its publish time, or from its due time when that is later (a delayed message, a
+    retry), so a delay asked for is not counted as lateness. ``None`` when the publish time is
+    unknown (a message from another client on a broker without timestamps)."""
+    start = message.published_at
+    due = message.due
+    if due is not None and (start is None or due > start):
+        start = due
+    return None if start is None else max(0.0, now - start)
 
 
 class Listener:
