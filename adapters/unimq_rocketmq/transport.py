@@ -32,6 +32,7 @@ from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, Tra
 from unimq.url import BrokerURL
 
 from . import codec, dead_letters, names, remoting
+from . import rewind as rewinding
 from .admin import RemotingAdmin, pop_retry_topics
 from .codec import MAX_BODY_WITH_HEADERS
 from .consumer import RocketMQSubscription, start_consumer
@@ -60,6 +61,9 @@ class RocketMQTransport:
             max_message_size=MAX_BODY_WITH_HEADERS,
             # Invisibility is renewed while a delivery is held; one that lapsed says so.
             revocable=True,
+            # Reset offset by time over the admin protocol (rewind.py; needs namesrv= or
+            # broker_addresses=, refused clearly without).
+            rewind=True,
         )
         provisioner = self.options.provisioner
         if provisioner is None and self.options.auto_provision:
@@ -320,6 +324,43 @@ class RocketMQTransport:
         except remoting.RemotingError as exc:
             logger.warning("cannot read the lag of %r on %r: %s", group, topic, exc)
             return None
+
+    def _rewind_admin(self, what: str) -> RemotingAdmin:
+        if self._admin is None:
+            raise UnsupportedFeatureError(
+                f"{what} on RocketMQ needs the admin protocol: pass namesrv= (or "
+                "broker_addresses=) to the broker"
+            )
+        return self._admin
+
+    async def backlog_age(self, topic: str, group: str) -> float | None:
+        """The born time of the message at ``group``'s consumer offset, oldest over the
+        queues where it is behind (rewind.py); ``None`` without the admin protocol."""
+        if self._admin is None:
+            return None
+        physical_topic = self._resource(names.topic_name(topic))
+        physical_group = self._resource(names.group_name(group))
+        try:
+            return await rewinding.backlog_age(self._admin, physical_group, physical_topic)
+        except (remoting.RemotingError, ConnectionFailedError) as exc:
+            logger.warning("cannot read the backlog age of %r on %r: %s", group, topic, exc)
+            return None
+
+    async def rewind(
+        self, topic: str, group: str, since: float, *, dry_run: bool = False
+    ) -> int | None:
+        """Reset ``group``'s offsets on ``topic`` by time on every master (rewind.py)."""
+        admin = self._rewind_admin("rewind")
+        physical_topic = self._resource(names.topic_name(topic))
+        physical_group = self._resource(names.group_name(group))
+        try:
+            return await rewinding.rewind_group(
+                admin, physical_group, physical_topic, since, dry_run=dry_run
+            )
+        except remoting.RemotingError as exc:
+            raise ConnectionFailedError(
+                f"could not rewind {group!r} on {topic!r} over the RocketMQ admin protocol: {exc}"
+            ) from None
 
     async def open_dead_letters(self, topic: str) -> dead_letters.RocketMQDeadLetters:
         """A pass over dead-letter ``topic`` through the ``unimq-dlq`` group (``dead_letters``);
