@@ -165,7 +165,8 @@ async def test_backlog_age_of_a_paused_group_is_the_truth(real: Real) -> None:
     assert age >= 3.0  # ~4 s, not the age of the newer message (2 s)
 
 
-async def test_rabbitmq_refuses_rewind_clearly(request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("kind", ["rabbitmq"])  # (the parameter names the backend: tiers)
+async def test_rabbitmq_refuses_rewind_clearly(request: pytest.FixtureRequest, kind: str) -> None:
     real = rabbitmq(request)
     async with real.broker() as ops:
         with pytest.raises(UnsupportedFeatureError, match="cannot rewind"):
