@@ -1,0 +1,37 @@
+"""A worker process for the shared rate-limit test: handles TOPIC in GROUP under a rate limit
+shared through Redis, appending the wall-clock time of each handler start to OUTFILE.
+
+Usage: python rate_worker.py BROKER_URL TOPIC GROUP REDIS_URL RATE OUTFILE
+Prints "ready" once its subscriber runs; runs until killed.
+
+Concurrency 64: a rate limit is a cap, reached only when enough workers ask for tokens. Each
+worker's cycle (receive, token, wait, handler, ack) must take less than concurrency / rate
+seconds (here 320 ms); on a machine shared by many jobs, 16 workers did not always keep up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import unimq
+from unimq import Broker
+
+
+async def main(url: str, topic: str, group: str, redis_url: str, rate: str, path: str) -> None:
+    broker = Broker(url)
+    out = open(path, "a", buffering=1)  # noqa: SIM115 - line-buffered for the whole run
+    limit = unimq.RateLimit(float(rate), per=1.0, shared=redis_url)
+
+    @broker.subscriber(topic, group=group, concurrency=64, rate_limit=limit)
+    async def handle(body: bytes) -> None:
+        out.write(f"{time.time():.6f}\n")
+
+    async with broker:
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:7]))
