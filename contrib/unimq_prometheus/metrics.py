@@ -24,6 +24,8 @@ from unimq.instrumentation import Listener, Publish, PublishNext
 from unimq.pipeline import Next
 from unimq.transport import SupportsLag
 
+from .ratelimit import RateLimitMetrics
+
 logger = logging.getLogger("unimq.prometheus")
 
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -44,6 +46,10 @@ class PrometheusMetrics(Listener):
     - ``unimq_in_flight{topic,group}``: handler runs in progress.
     - ``unimq_consumer_lag{topic,group}``: messages the group has not consumed yet, as the
       broker reports it (see each backend's docs); absent while the broker cannot tell.
+    - ``unimq_rate_limit``, ``unimq_rate_limit_current``, ``unimq_rate_limit_starts_total``,
+      ``unimq_rate_limit_throttled_seconds_total`` (``{topic,group}``): subscribers with a
+      ``rate_limit``: the budget, the rate admitted over the last ``rate_window`` seconds, and
+      the time held back (see :mod:`unimq_prometheus.ratelimit`).
     """
 
     def __init__(
@@ -53,6 +59,7 @@ class PrometheusMetrics(Listener):
         namespace: str = "unimq",
         lag_interval: float | None = 15.0,
         buckets: Iterable[float] = DURATION_BUCKETS,
+        rate_window: float = 10.0,
     ) -> None:
         self.registry = registry if registry is not None else REGISTRY
         self.lag_interval = lag_interval
@@ -95,6 +102,7 @@ class PrometheusMetrics(Listener):
             ["topic", "group"],
             registry=reg,
         )
+        self.rate_limits = RateLimitMetrics(reg, ns, rate_window)
         self._watched: dict[Broker, set[tuple[str, str]]] = {}
         self._lag_tasks: dict[Broker, asyncio.Task[None]] = {}
 
@@ -155,7 +163,11 @@ class PrometheusMetrics(Listener):
     def dead_lettered(self, topic: str, group: str, message_id: str, reason: str) -> None:
         self.dead_lettered_total.labels(topic, group, reason).inc()
 
+    def rate_limited(self, topic: str, group: str, tokens: int, wait: float, held: float) -> None:
+        self.rate_limits.observe(topic, group, tokens, held)
+
     def broker_connected(self, broker: Broker) -> None:
+        self.rate_limits.configure(broker)
         if self.lag_interval is None or not isinstance(broker.transport, SupportsLag):
             return
         task = asyncio.get_running_loop().create_task(
