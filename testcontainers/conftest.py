@@ -61,6 +61,7 @@ from unimq_brokers.fixtures import (  # noqa: E402,F401
     REALBROKER_MARKER,
     kafka_broker,
     rabbitmq_broker,
+    rabbitmq_secure_broker,
     rocketmq_broker,
     version_params,
 )

@@ -6,7 +6,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from examples.logs.app import generate, main
 
 pytestmark = pytest.mark.timeout(120)

@@ -75,6 +75,11 @@ class RateLimiterUnavailableError(ConnectionFailedError):
         self.retry_after = retry_after
 
 
+class TLSError(ConnectionFailedError):
+    """The TLS connection failed: the broker's certificate is not trusted or names another host,
+    or one side does not speak TLS on that port. The message says which (docs/security.md)."""
+
+
 class AuthorizationError(UnimqError):
     """The broker accepted the credentials but refused an operation: the user may not publish to
     a topic, read a group, or use a virtual host. The message names the resource and the user,

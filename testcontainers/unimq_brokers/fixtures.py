@@ -1,4 +1,5 @@
-"""pytest fixtures: ``rabbitmq_broker``, ``kafka_broker``, ``rocketmq_broker``.
+"""pytest fixtures: ``rabbitmq_broker``, ``kafka_broker``, ``rocketmq_broker``, and the secured
+``rabbitmq_secure_broker``.
 
 Session-scoped; each starts its broker on first use and removes the container
 at the end of the session. The fixture parameter is the broker version (one of
@@ -28,6 +29,7 @@ __all__ = [
     "broker_unavailable",
     "kafka_broker",
     "rabbitmq_broker",
+    "rabbitmq_secure_broker",
     "rocketmq_broker",
     "version_params",
 ]
@@ -104,3 +106,32 @@ def rocketmq_broker(request: pytest.FixtureRequest) -> Iterator[BrokerHandle]:
     ``.create_topic(name, message_type)``, ``.create_group(name, orderly=False)``. Parameter:
     the version (default: the primary one)."""
     yield from _broker(request, "rocketmq")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_secure_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """RabbitMQ (primary version) with TLS, passwords, a client-certificate user and
+    permissions (``unimq_brokers.rabbitmq_secure.SecureRabbitMQ``): ``.url`` is the ``app``
+    user over TLS, ``.amqp_url_for(...)`` any other combination, ``.certs`` the throwaway CA's
+    files. Containers only: an external broker's security set-up cannot be known."""
+    version = versions.primary("rabbitmq")
+    key = ("rabbitmq-secure", version)
+    handle = _shared.get(key)
+    if handle is None:
+        if config.mode() == "external":
+            broker_unavailable(
+                "the secured RabbitMQ runs as a container only (UNIMQ_TEST_BROKERS=external)"
+            )
+        from . import containers
+        from .rabbitmq_secure import start_rabbitmq_secure
+
+        try:
+            client = containers.docker_client()
+            containers.remove_orphans(client)
+            handle = start_rabbitmq_secure(client, version)
+        except BrokerUnavailable as e:
+            broker_unavailable(str(e))
+            raise  # unreachable
+        _shared[key] = handle
+        request.config.add_cleanup(lambda: _release(key))
+    yield handle
