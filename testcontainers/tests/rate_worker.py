@@ -2,7 +2,9 @@
 shared through Redis, appending the wall-clock time of each handler start to OUTFILE.
 
 Usage: python rate_worker.py BROKER_URL TOPIC GROUP REDIS_URL RATE OUTFILE
-Prints "ready" once its subscriber runs; runs until killed.
+Prints "ready" once its subscriber runs; runs until killed. OUTFILE.waits gets one line per
+admission, "<time> <seconds waited for tokens>", so a failing run can tell a busy machine
+(the workers could not keep up: nobody waited) from a budget that was not enforced.
 
 Concurrency 64: a rate limit is a cap, reached only when enough workers ask for tokens. Each
 worker's cycle (receive, token, wait, handler, ack) must take less than concurrency / rate
@@ -17,10 +19,20 @@ import time
 
 import unimq
 from unimq import Broker
+from unimq.instrumentation import Listener
+
+
+class Waits(Listener):
+    def __init__(self, path: str) -> None:
+        self.out = open(path, "a", buffering=1)  # noqa: SIM115 - line-buffered for the run
+
+    def rate_limited(self, topic: str, group: str, tokens: int, wait: float, held: float) -> None:
+        self.out.write(f"{time.time():.6f} {wait:.6f}\n")
 
 
 async def main(url: str, topic: str, group: str, redis_url: str, rate: str, path: str) -> None:
     broker = Broker(url)
+    broker.add_listener(Waits(path + ".waits"))
     out = open(path, "a", buffering=1)  # noqa: SIM115 - line-buffered for the whole run
     limit = unimq.RateLimit(float(rate), per=1.0, shared=redis_url)
 

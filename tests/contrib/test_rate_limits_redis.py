@@ -42,24 +42,26 @@ def _via(proxy: TcpProxy, server: RedisServer) -> str:
 async def test_two_clients_share_one_budget_in_reservation_order(
     redis_server: RedisServer,
 ) -> None:
-    """200 tokens at 100/s (burst 1) taken in turn by two clients: the waits they are told
-    put the last start 1.99 s after the first (two separate buckets would say 0.99 s)."""
-    limit = RateLimit(100, burst=1, shared=redis_server.url)
+    """20 tokens at 5/s (burst 1) taken in turn by two clients: the waits they are told put the
+    last start 3.8 s after the first (two separate buckets would say 1.8 s). Each start time is
+    known within the call's round trip, so the check holds on a busy machine too."""
+    limit = RateLimit(5, burst=1, shared=redis_server.url)
     topic = _name()
     a = RedisRateLimiter.from_url(limit, topic, "g")
     b = RedisRateLimiter.from_url(limit, topic, "g")
     try:
         await a.start()
         await b.start()
-        begun = time.monotonic()
-        due: list[float] = []  # when each start may happen, since ``begun``
-        for n in range(200):
+        due: list[tuple[float, float]] = []  # (earliest, latest) local time of each start
+        for n in range(20):
+            before = time.monotonic()
             wait = await (a if n % 2 else b).acquire(1)
-            due.append(time.monotonic() - begun + wait)
-        # (measured after each reply: a busy machine adds its delays to some of them)
-        assert due[0] < 0.1
-        assert 1.99 - 0.1 <= due[-1] - due[0] <= 1.99 + 0.1, due[-3:]
-        assert 1.0 - 0.1 <= due[100] - due[0] <= 1.0 + 0.1, due[100]
+            due.append((before + wait, time.monotonic() + wait))
+        assert due[0][1] - due[0][0] < 1 and due[0][0] <= due[1][1]
+        shortest = due[-1][0] - due[0][1]
+        longest = due[-1][1] - due[0][0]
+        assert shortest - 1e-3 <= 19 / 5 <= longest + 1e-3, (shortest, longest)
+        assert longest - shortest < 1.0  # the calls were quick enough to tell 3.8 from 1.8
         # another group of the same topic has its own budget
         other = RedisRateLimiter.from_url(limit, topic, "other")
         try:
@@ -73,7 +75,8 @@ async def test_two_clients_share_one_budget_in_reservation_order(
 
 async def test_the_bucket_key_its_expiry_and_a_named_budget(redis_server: RedisServer) -> None:
     topic = _name()
-    limit = RateLimit(10, per=2.0, burst=4, shared=f"{redis_server.url}?prefix=test:rate:")
+    # 0.1 token per second: the time the calls take (even on a busy machine) hardly refills it
+    limit = RateLimit(1, per=10.0, burst=4, shared=f"{redis_server.url}?prefix=test:rate:")
     limiter = RedisRateLimiter.from_url(limit, topic, "g:1")
     raw = aioredis.Redis.from_url(redis_server.url)
     try:
@@ -81,19 +84,19 @@ async def test_the_bucket_key_its_expiry_and_a_named_budget(redis_server: RedisS
         await limiter.start()  # takes no token
         for _ in range(4):
             assert await limiter.acquire(1) == 0.0  # the burst
-        assert await limiter.acquire(1) == pytest.approx(0.2, abs=0.02)  # 5 per second
+        assert 9.0 < await limiter.acquire(1) <= 10.0  # one token per 10 s
         level = float(await raw.hget(limiter.key, "level"))
-        assert level == pytest.approx(-1.0, abs=0.1)
-        # empty it fully again in 5 tokens' time (1 s), plus a second of slack
-        assert 1_000 < await raw.pttl(limiter.key) <= 2_100
+        assert -1.0 <= level < -0.9
+        # the key lives until the bucket would be full again (5 tokens: 50 s), plus a second
+        assert 49_000 < await raw.pttl(limiter.key) <= 51_000
         # ?key= names the budget: two subscribers share it
         shared = f"{redis_server.url}?key={topic}-db"
-        x = RedisRateLimiter.from_url(RateLimit(1, shared=shared), "orders", "writer")
-        y = RedisRateLimiter.from_url(RateLimit(1, shared=shared), "payments", "writer")
+        x = RedisRateLimiter.from_url(RateLimit(1, per=10.0, shared=shared), "orders", "writer")
+        y = RedisRateLimiter.from_url(RateLimit(1, per=10.0, shared=shared), "payments", "writer")
         try:
             assert x.key == y.key == f"unimq:rate:{topic}-db"
             assert await x.acquire(1) == 0.0
-            assert await y.acquire(1) == pytest.approx(1.0, abs=0.02)
+            assert 9.0 < await y.acquire(1) <= 10.0
         finally:
             await x.close()
             await y.close()
@@ -124,7 +127,7 @@ async def test_a_wrong_password_or_a_closed_port_fails_start_quickly_and_masked(
         begun = time.monotonic()
         with pytest.raises(RateLimiterUnavailableError) as info:
             await limiter.start()
-        assert time.monotonic() - begun < 3
+        assert time.monotonic() - begun < 5
         assert wrong not in str(info.value) and wrong not in repr(info.value)
         assert info.value.__cause__ is None and info.value.__suppress_context__
         await limiter.close()
@@ -145,7 +148,7 @@ async def test_a_silent_redis_fails_the_broker_start_within_the_timeout(
     begun = time.monotonic()
     with pytest.raises(RateLimiterUnavailableError, match="no answer within 1s") as info:
         await broker.start()
-    assert time.monotonic() - begun < 3
+    assert time.monotonic() - begun < 5
     assert redis_server.password not in str(info.value)
     assert not broker.connected
 
@@ -161,7 +164,7 @@ async def test_an_outage_pauses_consumption_and_loses_nothing(
         topic,
         group="g",
         concurrency=4,
-        rate_limit=RateLimit(200, shared=f"{_via(proxy, redis_server)}?timeout=1"),
+        rate_limit=RateLimit(200, shared=f"{_via(proxy, redis_server)}?timeout=10"),
     )
     async def handle(message: Message) -> None:
         seen.append(message.body.decode())
@@ -170,7 +173,7 @@ async def test_an_outage_pauses_consumption_and_loses_nothing(
     async with broker:
         for n in range(20):
             await broker.publish(topic, str(n))
-        for _ in range(100):
+        for _ in range(400):
             if len(seen) == 20:
                 break
             await asyncio.sleep(0.05)
@@ -181,7 +184,7 @@ async def test_an_outage_pauses_consumption_and_loses_nothing(
         await asyncio.sleep(2.5)
         assert len(seen) == 20  # paused: nothing ran while the budget could not be read
         await proxy.restore()
-        for _ in range(100):
+        for _ in range(600):
             if len(seen) == 40:
                 break
             await asyncio.sleep(0.05)
