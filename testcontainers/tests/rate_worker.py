@@ -5,8 +5,9 @@ Usage: python rate_worker.py BROKER_URL TOPIC GROUP REDIS_URL RATE OUTFILE
 Prints "ready" once its subscriber runs; runs until killed. OUTFILE.waits gets one line per
 admission, "<time> <seconds waited for tokens>", so a failing run can tell a busy machine
 (the workers could not keep up: nobody waited) from a budget that was not enforced, and
-OUTFILE.lag one line per 0.1 s, "<time> <seconds the event loop woke up late>": a loop that
-is late by much is a machine too busy to run 100 handlers a second in this process.
+OUTFILE.lag one line per 0.1 s, "<time> <seconds the event loop woke up late> <CPU seconds
+used so far>": a loop that is late by much is a machine too busy to run 100 handlers a second
+in this process.
 
 Concurrency 128: a rate limit is a cap, reached only when enough workers ask for tokens. Each
 worker's cycle (receive, token, wait, handler, ack) must take less than concurrency / rate
@@ -51,7 +52,8 @@ async def main(url: str, topic: str, group: str, redis_url: str, rate: str, path
         while True:
             before = time.monotonic()
             await asyncio.sleep(0.1)
-            lag.write(f"{time.time():.6f} {time.monotonic() - before - 0.1:.6f}\n")
+            late = time.monotonic() - before - 0.1
+            lag.write(f"{time.time():.6f} {late:.6f} {time.process_time():.6f}\n")
 
 
 if __name__ == "__main__":

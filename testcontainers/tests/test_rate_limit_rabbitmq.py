@@ -55,14 +55,17 @@ async def test_two_processes_share_a_redis_budget_of_200_per_second(
     total = sum(counts)
     rate = total / WINDOW
     print(f"shared budget {RATE:g}/s: measured {rate:.1f}/s over {WINDOW:g}s, per process {counts}")
-    waits = [w for out in outputs for t, w in _pairs(out, ".waits") if begin <= t < end]
+    waits = [row[1] for out in outputs for row in _rows(out, ".waits") if begin <= row[0] < end]
     waited = sum(w > 0 for w in waits) / max(1, len(waits))
-    lags = [lag for out in outputs for t, lag in _pairs(out, ".lag") if begin <= t < end]
-    late = sum(lags) / max(1, len(lags))
+    lags = [row for out in outputs for row in _rows(out, ".lag") if begin <= row[0] < end]
+    late = sum(row[1] for row in lags) / max(1, len(lags))
+    cpu = sum(_cpu_used(_rows(out, ".lag"), begin, end) for out in outputs)
     assert abs(rate - RATE) <= 0.05 * RATE, (
         f"combined rate {rate:.1f}/s over {WINDOW:g}s (per process {counts}), "
-        f"expected {RATE:g}/s +- 5%; {waited:.0%} of the admissions waited for tokens; the "
-        f"workers' event loops woke up {late * 1000:.0f} ms late on average"
+        f"expected {RATE:g}/s +- 5%; {len(waits)} admissions, {waited:.0%} of them waited for "
+        f"tokens (mean wait {sum(waits) / max(1, len(waits)) * 1000:.0f} ms); the "
+        f"workers' event loops woke up {late * 1000:.0f} ms late on average and used "
+        f"{cpu:.1f} CPU s ({cpu / max(1, total) * 1000:.2f} ms per start)"
         + (" (the machine is too busy for this measurement)" if late > 0.05 else "")
     )
     # Both processes took part (the budget was shared, not used by one of them alone).
@@ -95,13 +98,17 @@ def _starts(out: Path) -> list[float]:
     return [float(line) for line in lines if line.endswith("\n")]
 
 
-def _pairs(out: Path, suffix: str) -> list[tuple[float, float]]:
-    """The "<time> <value>" lines of a worker's side file (whole lines only)."""
+def _rows(out: Path, suffix: str) -> list[list[float]]:
+    """The numbers of each line of a worker's side file (whole lines only)."""
     path = out.with_name(out.name + suffix)
     lines = path.read_text().splitlines(keepends=True) if path.exists() else []
-    return [
-        (float(t), float(v)) for t, v in (line.split() for line in lines if line.endswith("\n"))
-    ]
+    return [[float(v) for v in line.split()] for line in lines if line.endswith("\n")]
+
+
+def _cpu_used(rows: list[list[float]], begin: float, end: float) -> float:
+    """CPU seconds one worker used within the window (from its lag lines)."""
+    inside = [row[2] for row in rows if begin <= row[0] < end]
+    return inside[-1] - inside[0] if len(inside) > 1 else 0.0
 
 
 async def _first_start(outputs: list[Path], deadline: float) -> float:
