@@ -25,6 +25,8 @@ from unimq.instrumentation import Listener, Publish, PublishNext, delivery_delay
 from unimq.pipeline import Middleware, Next
 from unimq.transport import SupportsBacklogAge, SupportsLag
 
+from .ratelimit import RateLimitMetrics
+
 logger = logging.getLogger("unimq.prometheus")
 
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -53,6 +55,10 @@ class PrometheusMetrics(Listener):
       delayed message or a retry) -> handler start, on the broker's clock
       (:func:`unimq.instrumentation.delivery_delay`); messages without a publish time are not
       observed.
+    - ``unimq_rate_limit``, ``unimq_rate_limit_current``, ``unimq_rate_limit_starts_total``,
+      ``unimq_rate_limit_throttled_seconds_total`` (``{topic,group}``): subscribers with a
+      ``rate_limit``: the budget, the rate admitted over the last ``rate_window`` seconds, and
+      the time held back (see :mod:`unimq_prometheus.ratelimit`).
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class PrometheusMetrics(Listener):
         lag_interval: float | None = 15.0,
         buckets: Iterable[float] = DURATION_BUCKETS,
         delay_buckets: Iterable[float] = DELAY_BUCKETS,
+        rate_window: float = 10.0,
     ) -> None:
         self.registry = registry if registry is not None else REGISTRY
         self.lag_interval = lag_interval
@@ -118,6 +125,7 @@ class PrometheusMetrics(Listener):
             buckets=tuple(delay_buckets),
             registry=reg,
         )
+        self.rate_limits = RateLimitMetrics(reg, ns, rate_window)
         self._watched: dict[Broker, set[tuple[str, str]]] = {}
         self._lag_tasks: dict[Broker, asyncio.Task[None]] = {}
 
@@ -189,7 +197,11 @@ class PrometheusMetrics(Listener):
     def dead_lettered(self, topic: str, group: str, message_id: str, reason: str) -> None:
         self.dead_lettered_total.labels(topic, group, reason).inc()
 
+    def rate_limited(self, topic: str, group: str, tokens: int, wait: float, held: float) -> None:
+        self.rate_limits.observe(topic, group, tokens, held)
+
     def broker_connected(self, broker: Broker) -> None:
+        self.rate_limits.configure(broker)
         if self.lag_interval is None or not isinstance(broker.transport, SupportsLag):
             return
         task = asyncio.get_running_loop().create_task(
