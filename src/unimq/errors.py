@@ -61,6 +61,11 @@ class AuthenticationError(ConnectionFailedError):
     """The broker refused the credentials."""
 
 
+class TLSError(ConnectionFailedError):
+    """The TLS layer failed: the broker's certificate is not trusted, it names another host,
+    or one side speaks TLS and the other does not. The message says which."""
+
+
 class AuthorizationError(UnimqError):
     """The broker accepted the credentials but refused an operation: the user may not publish to
     a topic, read a group, or use a virtual host. The message names the resource and the user,
