@@ -27,6 +27,7 @@ __all__ = [
     "REALBROKER_MARKER",
     "broker_unavailable",
     "kafka_broker",
+    "kafka_secure_broker",
     "rabbitmq_broker",
     "rocketmq_broker",
     "version_params",
@@ -104,3 +105,28 @@ def rocketmq_broker(request: pytest.FixtureRequest) -> Iterator[BrokerHandle]:
     ``.create_topic(name, message_type)``, ``.create_group(name, orderly=False)``. Parameter:
     the version (default: the primary one)."""
     yield from _broker(request, "rocketmq")
+
+
+@pytest.fixture(scope="session")
+def kafka_secure_broker(request: pytest.FixtureRequest) -> Iterator[BrokerHandle]:
+    """Kafka (primary version) with SASL_SSL (SCRAM-SHA-512) and ACLs, beside the plain one:
+    ``.url`` connects as the limited user ``app``, ``.admin_url`` as the super user, ``.tls``
+    holds the throwaway CA (``unimq_brokers.secure_kafka``)."""
+    key = ("kafka-secure", versions.primary("kafka"))
+    handle = _shared.get(key)
+    if handle is None:
+        if config.mode() == "external":
+            broker_unavailable("external mode has no secured kafka broker (containers only)")
+        from . import containers
+        from .secure_kafka import start_secure_kafka
+
+        try:
+            client = containers.docker_client()
+            containers.remove_orphans(client)
+            handle = start_secure_kafka(client, key[1])
+        except BrokerUnavailable as e:
+            broker_unavailable(str(e))
+            raise  # unreachable
+        _shared[key] = handle
+        request.config.add_cleanup(lambda: _release(key))
+    yield handle

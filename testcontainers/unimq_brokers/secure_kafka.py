@@ -11,9 +11,9 @@ keeps them).
 Users:
 
 * ``admin`` — super user; provisions topics and ACLs (the fixture does, at start).
-* ``app`` — may create, describe, read and write topics named ``sec.*`` and ``unimq.*`` (the
-  delay tiers), read only the topic ``sec.readonly``, and use the groups ``sec.*`` and
-  ``unimq.*``; nothing else. The tests' "not allowed" cases use ``denied.*`` topics and groups.
+* ``app`` — may create, describe, read and write topics named ``sec.*``, ``conf.*`` and
+  ``unimq.*`` (the delay tiers), read only the topic ``sec.readonly``, and use the groups
+  ``sec.*``, ``conf-*`` and ``unimq.*``; nothing else. The tests' "not allowed" cases use ``denied.*`` topics and groups.
 
 The listener the host sees is ``EXTERNAL`` (SASL_SSL), published on 127.0.0.1 only and
 advertised as ``127.0.0.1:<port>``, the only name on the server certificate. The broker talks
@@ -42,8 +42,10 @@ from .containers import (
 from .handle import BrokerUnavailable
 from .tls import ServerTLS, make_server_tls
 
-#: Topic and group name prefixes the limited user owns.
-APP_PREFIXES = ("sec.", "unimq.")
+#: Topic and group name prefixes the limited user owns (``conf.``/``conf-``: the conformance
+#: suite's names, for the smoke subset).
+TOPIC_PREFIXES = ("sec.", "unimq.", "conf.")
+GROUP_PREFIXES = ("sec.", "unimq.", "conf-")
 #: An existing topic the limited user may read but not write.
 READ_ONLY_TOPIC = "sec.readonly"
 
@@ -57,6 +59,9 @@ class SecureKafkaBroker(ContainerBroker):
     tls: ServerTLS
     admin_password: str
     app_password: str
+
+    def __repr__(self) -> str:  # the URL holds the throwaway password: not in test reports
+        return f"<SecureKafkaBroker kafka {self.host}:{self.port} image={self.image}>"
 
     def url_for(self, user: str, password: str, **query: str) -> str:
         """``kafka://user:password@127.0.0.1:PORT?security_protocol=SASL_SSL&...`` with the
@@ -214,7 +219,7 @@ def provision(h: SecureKafkaBroker) -> None:
     admin = AdminClient({**h.admin_config(), "logger": _Quiet()})
     allow = AclPermissionType.ALLOW
     bindings = []
-    for prefix in APP_PREFIXES:
+    for prefix in TOPIC_PREFIXES:
         for op in (
             AclOperation.CREATE,
             AclOperation.DESCRIBE,
@@ -233,6 +238,7 @@ def provision(h: SecureKafkaBroker) -> None:
                     allow,
                 )
             )
+    for prefix in GROUP_PREFIXES:
         for op in (AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DELETE):
             bindings.append(
                 AclBinding(
