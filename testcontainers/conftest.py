@@ -61,6 +61,7 @@ from unimq_brokers.fixtures import (  # noqa: E402,F401
     kafka_secure_broker,
     rabbitmq_broker,
     rocketmq_broker,
+    rocketmq_secure_broker,
     version_params,
 )
 

@@ -30,6 +30,7 @@ __all__ = [
     "kafka_secure_broker",
     "rabbitmq_broker",
     "rocketmq_broker",
+    "rocketmq_secure_broker",
     "version_params",
 ]
 
@@ -107,26 +108,44 @@ def rocketmq_broker(request: pytest.FixtureRequest) -> Iterator[BrokerHandle]:
     yield from _broker(request, "rocketmq")
 
 
-@pytest.fixture(scope="session")
-def kafka_secure_broker(request: pytest.FixtureRequest) -> Iterator[BrokerHandle]:
-    """Kafka (primary version) with SASL_SSL (SCRAM-SHA-512) and ACLs, beside the plain one:
-    ``.url`` connects as the limited user ``app``, ``.admin_url`` as the super user, ``.tls``
-    holds the throwaway CA (``unimq_brokers.secure_kafka``)."""
-    key = ("kafka-secure", versions.primary("kafka"))
+def _secure_broker(request: pytest.FixtureRequest, kind: str) -> Iterator[BrokerHandle]:
+    """A secured broker of ``kind`` (primary version), started once per session."""
+    key = (f"{kind}-secure", versions.primary(kind))
     handle = _shared.get(key)
     if handle is None:
         if config.mode() == "external":
-            broker_unavailable("external mode has no secured kafka broker (containers only)")
+            broker_unavailable(f"external mode has no secured {kind} broker (containers only)")
         from . import containers
-        from .secure_kafka import start_secure_kafka
 
         try:
             client = containers.docker_client()
             containers.remove_orphans(client)
-            handle = start_secure_kafka(client, key[1])
+            if kind == "kafka":
+                from .secure_kafka import start_secure_kafka
+
+                handle = start_secure_kafka(client, key[1])
+            else:
+                from .secure_rocketmq import start_secure_rocketmq
+
+                handle = start_secure_rocketmq(client, key[1])
         except BrokerUnavailable as e:
             broker_unavailable(str(e))
             raise  # unreachable
         _shared[key] = handle
         request.config.add_cleanup(lambda: _release(key))
     yield handle
+
+
+@pytest.fixture(scope="session")
+def kafka_secure_broker(request: pytest.FixtureRequest) -> Iterator[BrokerHandle]:
+    """Kafka (primary version) with SASL_SSL (SCRAM-SHA-512) and ACLs, beside the plain one:
+    ``.url`` connects as the limited user ``app``, ``.admin_url`` as the super user, ``.tls``
+    holds the throwaway CA (``unimq_brokers.secure_kafka``)."""
+    yield from _secure_broker(request, "kafka")
+
+
+@pytest.fixture(scope="session")
+def rocketmq_secure_broker(request: pytest.FixtureRequest) -> Iterator[BrokerHandle]:
+    """RocketMQ 5 (primary version) with ACL 2.0 and TLS on the proxy's gRPC port: ``.url``
+    connects as the limited access key ``app`` (``unimq_brokers.secure_rocketmq``)."""
+    yield from _secure_broker(request, "rocketmq")
