@@ -31,16 +31,16 @@ from pamqp.commands import Basic
 
 from unimq import headers as h
 from unimq.errors import (
-    AuthenticationError,
     ConnectionFailedError,
     NotConnectedError,
     PublishError,
+    UnimqError,
 )
 from unimq.slots import Slots
 from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
 from unimq.url import BrokerURL
 
-from . import confirms, topology, wire_headers
+from . import confirms, failures, topology, wire_headers
 from .acks import AckBatcher
 from .confirms import ConfirmBatcher
 from .options import DEFAULT_PORT, RabbitMQOptions
@@ -59,6 +59,7 @@ CAPABILITIES = Capabilities(
     durable=True,
     max_message_size=128 * 1024 * 1024,
     revocable=True,
+    keeps_unread=False,  # an exchange with no queue bound returns the message: PublishError
 )
 
 
@@ -230,9 +231,11 @@ class RabbitMQTransport:
 
     async def connect(self) -> None:
         url = self.url
+        options = self.options
         host = url.host or "localhost"
         port = url.port or DEFAULT_PORT.get(url.scheme, 5672)
         vhost = url.path[1:] if url.path.startswith("/") and len(url.path) > 1 else "/"
+        external = options.auth_mechanism == "external"
         kwargs: dict[str, Any] = {
             "host": host,
             "port": port,
@@ -240,26 +243,66 @@ class RabbitMQTransport:
             "password": url.password.get_secret_value() if url.password else "guest",
             "virtualhost": vhost,
             "client_properties": {"connection_name": self._connection_name},
-            "reconnect_interval": self.options.reconnect_interval,
+            "reconnect_interval": options.reconnect_interval,
         }
-        if self.options.heartbeat is not None:
-            kwargs["heartbeat"] = self.options.heartbeat
+        if external:
+            kwargs["auth"] = "external"
+        if options.heartbeat is not None:
+            kwargs["heartbeat"] = options.heartbeat
         if url.scheme == "amqps":
             kwargs["ssl"] = True
-            kwargs["ssl_context"] = self.options.ssl_context()
+            kwargs["ssl_context"] = options.ssl_context()
+            if not options.verify_tls:
+                logger.warning(
+                    "TLS verification is off for %s (verify_tls=false): the server's "
+                    "certificate and host name are not checked, so anyone on the path can "
+                    "read and change the traffic",
+                    url.redacted(),
+                )
         try:
-            self._connection = await aio_pika.connect_robust(**kwargs)
-        except aiormq.exceptions.ProbableAuthenticationError:
-            raise AuthenticationError(
-                f"RabbitMQ refused the credentials for {url.redacted()} (user {url.username!r})"
-            ) from None
+            with failures.quiet_connect_logs():
+                self._connection = await aio_pika.connect_robust(**kwargs)
         except (aiormq.exceptions.AMQPError, OSError) as exc:
-            raise ConnectionFailedError(
-                f"cannot connect to RabbitMQ at {url.redacted()}: {_safe(exc, url)}"
-            ) from None
+            error = failures.connect_failure(
+                exc,
+                url,
+                user=self._user(),
+                mechanism=options.auth_mechanism,
+                secrets=self._secrets(),
+            )
+            if (
+                type(error) is ConnectionFailedError
+                and url.scheme == "amqp"
+                and not failures.refused_connection(exc)
+                and await failures.speaks_tls(host, port)
+            ):
+                error = failures.plaintext_on_tls_port(url)
+            raise error from None
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
-        self._exchange = await topology.declare_exchanges(self._publish_channel)
+        try:
+            self._exchange = await topology.declare_exchanges(self._publish_channel)
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise self._refused(exc, "declare unimq's exchanges") from None
         self._use_channel(await self._publish_channel.get_underlay_channel())
+
+    def _user(self) -> str:
+        if self.options.auth_mechanism == "external":
+            return "<client certificate>"
+        return self.url.username or "guest"
+
+    def _secrets(self) -> tuple[str, ...]:
+        """What no message may show besides the URL's secrets: the key passphrase."""
+        password = self.options.key_password
+        return (password.get_secret_value(),) if password is not None else ()
+
+    def _refused(self, exc: BaseException, action: str) -> UnimqError:
+        """The typed error for an operation the broker refused (403 on the channel)."""
+        refused = failures.access_refused(exc, self.url, self._user(), action)
+        if refused is not None:
+            return refused
+        return ConnectionFailedError(
+            f"RabbitMQ at {self.url.redacted()} failed to {action}: {_safe(exc, self.url)}"
+        )
 
     async def close(self) -> None:
         for subscription in self._subscriptions:
@@ -314,6 +357,8 @@ class RabbitMQTransport:
             raise self._unconfirmed(message.topic) from None
         except PublishError:
             raise
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise self._refused(exc, f"publish to topic {message.topic!r}") from None
         except Exception as exc:
             reason = _safe(exc, self.url)
             raise PublishError(
@@ -396,7 +441,7 @@ class RabbitMQTransport:
         if robust is None or self._connection is None:  # never connected, or closed
             raise NotConnectedError("the RabbitMQ transport is not connected")
         try:
-            channel = await asyncio.wait_for(robust.get_underlay_channel(), wait)
+            channel = await asyncio.wait_for(_reopened(robust), wait)
         except asyncio.TimeoutError:
             raise PublishError(
                 f"RabbitMQ at {self.url.redacted()} is unreachable: no connection within "
@@ -423,12 +468,17 @@ class RabbitMQTransport:
         topology.check_name("topic", spec.topic)
         topology.check_name("group", spec.group)
         channel = await connection.channel()
-        await channel.set_qos(prefetch_count=spec.prefetch)
-        queue = await topology.declare_group_queue(
-            channel, spec.topic, spec.group, ordered=spec.ordered, broadcast=spec.broadcast
-        )
-        subscription = RabbitMQSubscription(channel, queue, spec.topic)
-        await subscription.start()
+        try:
+            await channel.set_qos(prefetch_count=spec.prefetch)
+            queue = await topology.declare_group_queue(
+                channel, spec.topic, spec.group, ordered=spec.ordered, broadcast=spec.broadcast
+            )
+            subscription = RabbitMQSubscription(channel, queue, spec.topic)
+            await subscription.start()
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            await topology.close_quietly(channel)
+            action = f"subscribe group {spec.group!r} to topic {spec.topic!r}"
+            raise self._refused(exc, action) from None
         self._subscriptions.append(subscription)
         return subscription
 
@@ -439,7 +489,10 @@ class RabbitMQTransport:
         if topic in self._declared:
             return
         topology.check_name("topic", topic)
-        await topology.declare_holding_queue(channel, topic)
+        try:
+            await topology.declare_holding_queue(channel, topic)
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise self._refused(exc, f"declare the dead-letter topic {topic!r}") from None
         self._declared.add(topic)
 
     async def lag(self, topic: str, group: str) -> int | None:
@@ -462,6 +515,25 @@ class RabbitMQTransport:
             raise NotConnectedError("the RabbitMQ transport is not connected")
         topology.check_name("topic", topic)
         return await RabbitMQDeadLetters.open(connection, topic, self.options.publish_timeout)
+
+
+async def _reopened(channel: AbstractChannel) -> aiormq.abc.AbstractChannel:
+    """The robust channel's AMQP channel once it is open: one the broker closed (a refused
+    publish) is being reopened by aio-pika, and ``get_underlay_channel`` alone would fail on
+    the closed one instead of waiting."""
+    ready = getattr(channel, "ready", None)
+    while True:
+        if ready is not None:
+            await ready()
+        try:
+            underlay = await channel.get_underlay_channel()
+        except aiormq.exceptions.ChannelInvalidStateError:
+            underlay = None
+        if underlay is not None and not underlay.is_closed:
+            return underlay
+        # still the closed one: aio-pika has not noticed yet (its close callback runs later)
+        # or is reopening it. Poll; the caller's timeout bounds the wait.
+        await asyncio.sleep(0.05)
 
 
 class _Expiry:

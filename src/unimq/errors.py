@@ -62,8 +62,8 @@ class AuthenticationError(ConnectionFailedError):
 
 
 class TLSError(ConnectionFailedError):
-    """The TLS layer failed: the broker's certificate is not trusted, it names another host,
-    or one side speaks TLS and the other does not. The message says which."""
+    """The TLS connection failed: the broker's certificate is not trusted or names another host,
+    or one side does not speak TLS on that port. The message says which (docs/security.md)."""
 
 
 class AuthorizationError(UnimqError):

@@ -40,6 +40,11 @@ class Capabilities:
       is refused elsewhere with a pointer to the transactional outbox.
     - ``max_transaction_messages``: how many messages one transaction may hold (``None``: no
       limit; RocketMQ's client: 1).
+    - ``keeps_unread``: a publish to a topic that no group reads yet is kept for the first group
+      that subscribes (a log, a durable holding queue). ``False``: such a publish raises
+      :class:`~unimq.errors.PublishError` instead (RabbitMQ: an exchange with no queue bound
+      returns the message; unimq's own dead-letter topics are kept either way). Never a
+      silent drop.
     - ``rewind``: the transport implements :class:`SupportsRewind` (move a group's position back
       to a point in time).
     """
@@ -50,6 +55,7 @@ class Capabilities:
     durable: bool = True
     max_message_size: int | None = None
     revocable: bool = False
+    keeps_unread: bool = True
     transactions: bool = False
     max_transaction_messages: int | None = None
     rewind: bool = False

@@ -1,4 +1,5 @@
-"""pytest fixtures: ``rabbitmq_broker``, ``kafka_broker``, ``rocketmq_broker``.
+"""pytest fixtures: ``rabbitmq_broker``, ``kafka_broker``, ``rocketmq_broker``, and the secured
+``rabbitmq_secure_broker``.
 
 Session-scoped; each starts its broker on first use and removes the container
 at the end of the session. The fixture parameter is the broker version (one of
@@ -29,6 +30,7 @@ __all__ = [
     "kafka_broker",
     "kafka_secure_broker",
     "rabbitmq_broker",
+    "rabbitmq_secure_broker",
     "rocketmq_broker",
     "rocketmq_secure_broker",
     "version_params",
@@ -108,19 +110,26 @@ def rocketmq_broker(request: pytest.FixtureRequest) -> Iterator[BrokerHandle]:
     yield from _broker(request, "rocketmq")
 
 
-def _secure_broker(request: pytest.FixtureRequest, kind: str) -> Iterator[BrokerHandle]:
-    """A secured broker of ``kind`` (primary version), started once per session."""
+def _secure_broker(request: pytest.FixtureRequest, kind: str) -> Iterator[Any]:
+    """A secured broker of ``kind`` (primary version), started once per session. Containers
+    only: an external broker's security set-up cannot be known."""
     key = (f"{kind}-secure", versions.primary(kind))
     handle = _shared.get(key)
     if handle is None:
         if config.mode() == "external":
-            broker_unavailable(f"external mode has no secured {kind} broker (containers only)")
+            broker_unavailable(
+                f"the secured {kind} broker runs as a container only (UNIMQ_TEST_BROKERS=external)"
+            )
         from . import containers
 
         try:
             client = containers.docker_client()
             containers.remove_orphans(client)
-            if kind == "kafka":
+            if kind == "rabbitmq":
+                from .rabbitmq_secure import start_rabbitmq_secure
+
+                handle = start_rabbitmq_secure(client, key[1])
+            elif kind == "kafka":
                 from .secure_kafka import start_secure_kafka
 
                 handle = start_secure_kafka(client, key[1])
@@ -137,7 +146,16 @@ def _secure_broker(request: pytest.FixtureRequest, kind: str) -> Iterator[Broker
 
 
 @pytest.fixture(scope="session")
-def kafka_secure_broker(request: pytest.FixtureRequest) -> Iterator[BrokerHandle]:
+def rabbitmq_secure_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """RabbitMQ (primary version) with TLS, passwords, a client-certificate user and
+    permissions (``unimq_brokers.rabbitmq_secure.SecureRabbitMQ``): ``.url`` is the ``app``
+    user over TLS, ``.amqp_url_for(...)`` any other combination, ``.certs`` the throwaway CA's
+    files."""
+    yield from _secure_broker(request, "rabbitmq")
+
+
+@pytest.fixture(scope="session")
+def kafka_secure_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
     """Kafka (primary version) with SASL_SSL (SCRAM-SHA-512) and ACLs, beside the plain one:
     ``.url`` connects as the limited user ``app``, ``.admin_url`` as the super user, ``.tls``
     holds the throwaway CA (``unimq_brokers.secure_kafka``)."""
@@ -145,7 +163,7 @@ def kafka_secure_broker(request: pytest.FixtureRequest) -> Iterator[BrokerHandle
 
 
 @pytest.fixture(scope="session")
-def rocketmq_secure_broker(request: pytest.FixtureRequest) -> Iterator[BrokerHandle]:
+def rocketmq_secure_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
     """RocketMQ 5 (primary version) with ACL 2.0 and TLS on the proxy's gRPC port: ``.url``
     connects as the limited access key ``app`` (``unimq_brokers.secure_rocketmq``)."""
     yield from _secure_broker(request, "rocketmq")

@@ -2,7 +2,7 @@
 
 The same image as the plain fixture (locally built or the official ``apache/kafka``), started
 with a different command: before the image's own entrypoint it writes the throwaway server key
-and certificate chain (``unimq_brokers.tls``, generated per test session and handed over in the
+and certificate chain (``unimq_brokers.server_tls``, generated per test session and handed over in the
 container's environment, never in the repository) to a PEM keystore file, and formats the KRaft
 storage with the SCRAM credentials (``kafka-storage format --add-scram``: KRaft has no
 ZooKeeper to store them in afterwards, and the ``--ignore-formatted`` format of the entrypoint
@@ -40,7 +40,7 @@ from .containers import (
     kafka_env,
 )
 from .handle import BrokerUnavailable
-from .tls import ServerTLS, make_server_tls
+from .server_tls import ServerTLS, make_server_tls
 
 #: Topic and group name prefixes the limited user owns (``conf.``/``conf-``: the conformance
 #: suite's names, for the smoke subset).

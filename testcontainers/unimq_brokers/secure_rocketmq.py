@@ -2,7 +2,7 @@
 proxy's gRPC port.
 
 The same image as the plain fixture, started with a different command: before the image's own
-entrypoint it writes the throwaway server key and certificate (``unimq_brokers.tls``, handed
+entrypoint it writes the throwaway server key and certificate (``unimq_brokers.server_tls``, handed
 over in the container's environment, never in the repository), turns on ACL 2.0 in the broker
 configuration (users and ACLs stored by the broker) and in the proxy configuration (which asks
 the broker), points the proxy's gRPC server at the certificate, and makes TLS mandatory
@@ -35,7 +35,7 @@ from .containers import (
     ensure_image,
 )
 from .handle import BrokerUnavailable
-from .tls import ServerTLS, make_server_tls
+from .server_tls import ServerTLS, make_server_tls
 
 _CERT = "/var/lib/rocketmq/tls/server.pem"
 _KEY = "/var/lib/rocketmq/tls/server.key"

@@ -1,16 +1,15 @@
-"""A throwaway certificate authority, made at test time for the secured brokers.
+"""A throwaway certificate authority for the secured test brokers, made at test time.
 
-Nothing here is committed key material: every test session generates a fresh CA and signs a
-server certificate with it, so a leaked file from a test run is worth nothing. The server
-certificate names only ``127.0.0.1`` (an IP subject alternative name), which is how the tests
-connect: a client that connects through ``localhost`` instead is the "wrong host name" case, and
-a second, unrelated CA is the "untrusted certificate" case.
+Nothing here is committed: every session generates a new CA, a server certificate and a client
+certificate into a temporary directory (``cryptography``), mounts what the broker needs into its
+container, and hands the client side to the tests. The keys are small and short-lived (EC P-256,
+two days); they protect nothing but a container on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import datetime
-import ipaddress
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,40 +19,59 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-_PEM = serialization.Encoding.PEM
+#: The server certificate's only name: clients must connect to ``localhost``; ``127.0.0.1`` is
+#: the wrong host name on purpose (the tests' host-name check).
+SERVER_NAME = "localhost"
 
 
 @dataclass(frozen=True)
-class ServerTLS:
-    """PEM files of one throwaway CA and the server certificate it signed."""
+class CertificateFiles:
+    """PEM files of one throwaway PKI (paths on the host)."""
 
     directory: Path
-    ca_cert: Path  # what a client trusts
-    server_cert: Path  # leaf certificate followed by the CA certificate
-    server_key: Path  # PKCS#8, unencrypted
-    other_ca_cert: Path  # an unrelated CA: trusting it alone must fail verification
+    ca_file: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path  # unencrypted
+    client_key_encrypted: Path  # the same key, encrypted with ``key_password``
+    key_password: str
+    client_name: str
+    other_ca_file: Path  # a CA that signed nothing the broker presents
 
-    def server_pem(self) -> str:
-        """The private key followed by the certificate chain, one PEM text (Kafka's
-        ``ssl.keystore.type=PEM`` file format)."""
-        return self.server_key.read_text() + self.server_cert.read_text()
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "unimq tests"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
-def _new_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
+def _builder(
+    subject: str, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
+) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
+    return (
         x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
+        .subject_name(_name(subject))
+        .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=2))
+    )
+
+
+def _ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = _key()
+    cert = (
+        _builder(common_name, _name(common_name), key)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -75,49 +93,72 @@ def _new_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certific
     return key, cert
 
 
-def make_server_tls(hosts: tuple[str, ...] = ("127.0.0.1",)) -> ServerTLS:
-    """Generate a CA and a server certificate for ``hosts`` (IPs or DNS names) in a new
-    temporary directory (removed with the test process's temp files)."""
-    ca_key, ca_cert = _new_ca("unimq test CA (throwaway)")
-    _, other_ca = _new_ca("unimq unrelated CA (throwaway)")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("unimq test broker"))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+def _leaf(
+    common_name: str,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    *,
+    server: bool,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = _key()
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (
+        _builder(common_name, ca_cert.subject, key)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
-        .sign(ca_key, hashes.SHA256())
     )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(SERVER_NAME)]), critical=False
+        )
+    return key, builder.sign(ca_key, hashes.SHA256())
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    # The broker runs as its own user inside the container and reads these through a bind
+    # mount: world-readable (throwaway keys in a private temporary directory).
+    os.chmod(path, 0o644)
+    return path
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey, password: str | None = None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password.encode())
+        if password
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, encryption
+    )
+
+
+def make_certificates(client_name: str = "unimq-cert-client") -> CertificateFiles:
+    """A new CA, a server certificate for ``localhost`` and a client certificate whose common
+    name is ``client_name`` (the RabbitMQ user of the EXTERNAL mechanism), in a new directory."""
     directory = Path(tempfile.mkdtemp(prefix="unimq-tls-"))
-    paths = ServerTLS(
+    os.chmod(directory, 0o755)
+    ca_key, ca_cert = _ca("unimq throwaway test CA")
+    server_key, server_cert = _leaf(SERVER_NAME, ca_key, ca_cert, server=True)
+    client_key, client_cert = _leaf(client_name, ca_key, ca_cert, server=False)
+    _, other_ca = _ca("unimq unrelated CA")
+    password = "kp-" + os.urandom(9).hex()
+    return CertificateFiles(
         directory=directory,
-        ca_cert=directory / "ca.pem",
-        server_cert=directory / "server.pem",
-        server_key=directory / "server.key",
-        other_ca_cert=directory / "other-ca.pem",
+        ca_file=_write(directory / "ca.pem", _pem(ca_cert)),
+        server_cert=_write(directory / "server.pem", _pem(server_cert)),
+        server_key=_write(directory / "server.key", _key_pem(server_key)),
+        client_cert=_write(directory / "client.pem", _pem(client_cert)),
+        client_key=_write(directory / "client.key", _key_pem(client_key)),
+        client_key_encrypted=_write(directory / "client-enc.key", _key_pem(client_key, password)),
+        key_password=password,
+        client_name=client_name,
+        other_ca_file=_write(directory / "other-ca.pem", _pem(other_ca)),
     )
-    paths.ca_cert.write_bytes(ca_cert.public_bytes(_PEM))
-    paths.other_ca_cert.write_bytes(other_ca.public_bytes(_PEM))
-    paths.server_cert.write_bytes(cert.public_bytes(_PEM) + ca_cert.public_bytes(_PEM))
-    paths.server_key.write_bytes(
-        key.private_bytes(_PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    paths.server_key.chmod(0o600)
-    return paths
