@@ -20,8 +20,11 @@ Users:
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
@@ -215,34 +218,30 @@ def provision(h: SecureRocketMQBroker, broker_port: int) -> None:
     from unimq_rocketmq import names
 
     b = f"127.0.0.1:{broker_port}"
-    for topic in (ALLOWED_TOPIC, DENIED_TOPIC):
-        h.create_topic(names.topic_name(topic), "DELAY")
     h.mqadmin("createUser", "-b", b, "-u", "app", "-p", h.app_secret, "-t", "Normal")
-    for prefix in TOPIC_PREFIXES:
+    topics = ",".join(f"Topic:{prefix}*" for prefix in TOPIC_PREFIXES)
+    groups = ",".join(f"Group:{prefix}*" for prefix in GROUP_PREFIXES)
+
+    # Each mqadmin call is a JVM start: create the topics while the ACLs are written. The two
+    # ACL calls stay in sequence: the broker keeps one ACL record per subject, and concurrent
+    # updates of it lose one another's policies.
+    def acls() -> None:
         h.mqadmin(
-            "createAcl",
-            "-b",
-            b,
-            "-s",
-            "User:app",
-            "-r",
-            f"Topic:{prefix}*",
-            "-a",
-            "Pub,Sub",
-            "-d",
-            "Allow",
+            "createAcl", "-b", b, "-s", "User:app", "-r", topics, "-a", "Pub,Sub", "-d", "Allow"
         )
-    for prefix in GROUP_PREFIXES:
-        h.mqadmin(
-            "createAcl",
-            "-b",
-            b,
-            "-s",
-            "User:app",
-            "-r",
-            f"Group:{prefix}*",
-            "-a",
-            "Sub",
-            "-d",
-            "Allow",
-        )
+        h.mqadmin("createAcl", "-b", b, "-s", "User:app", "-r", groups, "-a", "Sub", "-d", "Allow")
+
+    calls: list[Callable[[], object]] = [
+        acls,
+        *(
+            functools.partial(h.create_topic, names.topic_name(topic), "DELAY")
+            for topic in (ALLOWED_TOPIC, DENIED_TOPIC)
+        ),
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(call) for call in calls]:
+            future.result()
+    acls = h.mqadmin("listAcl", "-b", b, "-s", "User:app")
+    missing = [p for p in (*TOPIC_PREFIXES, *GROUP_PREFIXES) if f":{p}*" not in acls]
+    if missing:
+        raise BrokerUnavailable(f"ACLs of the app user missing for {missing}: {acls}")
