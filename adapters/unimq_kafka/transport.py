@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from unimq.errors import NotConnectedError
@@ -135,6 +135,44 @@ class KafkaTransport:
         if wire and type(wire) is not dict:
             wire = dict(wire)
         await producer.send(topic, message.body, key, wire or None)
+
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
+        """``SupportsPublishMany``: produce every message in order, then one wait for all the
+        delivery reports (the way librdkafka is meant to be fed). Delayed messages go through
+        ``publish`` one by one, in order after the others were queued."""
+        admin, producer = self._admin, self._producer
+        if admin is None or producer is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        for topic in {m.topic for m in messages}:
+            if not admin.known(topic):
+                await admin.ensure(topic)
+        items = []
+        delayed = []
+        for index, message in enumerate(messages):
+            if message.deliver_at is not None:
+                delayed.append(index)
+                continue
+            key = message.key
+            wire = to_wire(message.headers)
+            if wire and type(wire) is not dict:
+                wire = dict(wire)
+            items.append(
+                (message.topic, message.body, key.encode() if key is not None else None, wire)
+            )
+        results = await producer.send_many(items)
+        if not delayed:
+            return results
+        out: list[BaseException | None] = []
+        direct = iter(results)
+        waiting = set(delayed)
+        for index in range(len(messages)):
+            out.append(None if index in waiting else next(direct))
+        for index in delayed:
+            try:
+                await self.publish(messages[index])
+            except Exception as exc:
+                out[index] = exc
+        return out
 
     async def _send(
         self, topic: str, body: bytes, key: bytes | None, headers: list[tuple[str, bytes]]

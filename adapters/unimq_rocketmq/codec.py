@@ -59,7 +59,10 @@ ESCAPED_VALUES = "unimq-rmq-escaped"
 PACKED = "unimq-rmq-headers"
 BODY_MARK = "unimq-rmq-body"
 KEY = "unimq-key"
-INTERNAL = frozenset({EMPTY_VALUES, ESCAPED_VALUES, PACKED, BODY_MARK, KEY})
+#: On a half message that stands for a plain publish to a transactional topic: a check-back
+#: commits it (``transactions``).
+AUTOCOMMIT = "unimq-rmq-autocommit"
+INTERNAL = frozenset({EMPTY_VALUES, ESCAPED_VALUES, PACKED, BODY_MARK, KEY, AUTOCOMMIT})
 
 #: The proxy's default ``maxUserPropertySize`` is 16 KiB (names and values): stay below it.
 PROPERTY_BUDGET = 14 * 1024

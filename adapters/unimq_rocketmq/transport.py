@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -32,7 +33,7 @@ from unimq.errors import (
 from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
 from unimq.url import BrokerURL
 
-from . import access, codec, dead_letters, names, remoting
+from . import access, codec, dead_letters, names, remoting, transactions
 from . import tls as tls_setup
 from .admin import RemotingAdmin, pop_retry_topics
 from .codec import MAX_BODY_WITH_HEADERS
@@ -47,6 +48,8 @@ _AUTH_MARKS = ("unauthorized", "forbidden", "40100", "40300", "signature", "acce
 _ROUTE_TTL = 30.0
 #: A topic name nobody creates: its route query only tests the credentials.
 _CREDENTIALS_PROBE = "unimq-credentials-check"
+#: How long a topic turned TRANSACTION on first use may take to show so in its route.
+_RETYPE_WAIT = 15.0
 
 
 class RocketMQTransport:
@@ -64,6 +67,10 @@ class RocketMQTransport:
             max_message_size=MAX_BODY_WITH_HEADERS,
             # Invisibility is renewed while a delivery is held; one that lapsed says so.
             revocable=True,
+            # Half messages: one per transaction (the client's limit), checked back through
+            # ``Broker(transaction_checker=)`` when the producer vanished (``transactions``).
+            transactions=True,
+            max_transaction_messages=1,
         )
         provisioner = self.options.provisioner
         if provisioner is None and self.options.auto_provision:
@@ -90,6 +97,12 @@ class RocketMQTransport:
         self._subscriptions: list[RocketMQSubscription] = []
         self._fifo: dict[str, tuple[bool, float]] = {}
         self._producer_lock = asyncio.Lock()
+        #: Physical names of the topics declared with ``transaction_topics``.
+        self._transaction_topics = {names.topic_name(t) for t in self.options.transaction_topics}
+        self._accepts_transactions: set[str] = set()
+        self._checker = transactions.CheckBridge(
+            context.check_transaction, self.options.transaction_check_timeout
+        )
 
     def __repr__(self) -> str:
         return f"RocketMQTransport({self.url.redacted()!r})"
@@ -100,6 +113,9 @@ class RocketMQTransport:
         import rocketmq
 
         await self._check_reachable()
+        self._checker.bind(asyncio.get_running_loop())
+        for physical in sorted(self._transaction_topics):
+            await self._ensure_topic(physical, self.options.topic_message_type)
         options = self.options
         shown = self.url.redacted()
         if options.tls:
@@ -170,7 +186,14 @@ class RocketMQTransport:
     def _start_producer(self) -> Any:
         import rocketmq
 
-        producer = rocketmq.Producer(self._config, tls_enable=self.options.tls)
+        # Declaring the transactional topics up front tells the proxy that this producer can
+        # answer check-backs for their orphaned half messages, even before it publishes.
+        producer = rocketmq.Producer(
+            self._config,
+            topics=sorted(self._transaction_topics) or None,
+            checker=self._checker,
+            tls_enable=self.options.tls,
+        )
         producer.startup()
         return producer
 
@@ -227,6 +250,10 @@ class RocketMQTransport:
         return f"{namespace}%{physical}" if namespace else physical
 
     async def _ensure_topic(self, physical: str, message_type: str) -> None:
+        if physical in self._transaction_topics and message_type != "MIXED":
+            # Declared transactional: RocketMQ 5 topics take one message type, and half
+            # messages need TRANSACTION (MIXED takes every type, where the broker allows it).
+            message_type = "TRANSACTION"
         if self._provision.enabled:
             await self._provision.ensure(
                 "topic", self._resource(physical), message_type=message_type
@@ -269,6 +296,9 @@ class RocketMQTransport:
         if producer is None:
             raise NotConnectedError("the RocketMQ transport is not connected")
         physical = names.topic_name(message.topic)
+        if physical in self._transaction_topics and self.options.topic_message_type != "MIXED":
+            await self._publish_committed(message)
+            return
         try:
             await self._ensure_topic(physical, self.options.topic_message_type)
             fifo = await self._is_fifo(physical)
@@ -314,6 +344,103 @@ class RocketMQTransport:
         self._fifo[physical] = (fifo, now)
         return fifo
 
+    async def _publish_committed(self, message: OutgoingMessage) -> None:
+        """A plain publish to a transactional topic, which takes only half messages: one half
+        message committed at once. Marked, so that a check-back for it (this process died
+        between the two) commits it without asking the application's checker."""
+        if message.deliver_at is not None:
+            raise UnsupportedFeatureError(
+                f"topic {message.topic!r} is transactional (transaction_topics): RocketMQ half "
+                "messages cannot carry a delivery time, so it takes no delayed message"
+            )
+        transaction = await self.begin_transaction()
+        await transaction.publish(message, autocommit=True)
+        await transaction.commit()
+
+    # -- transactions ------------------------------------------------------------------------
+
+    async def begin_transaction(self) -> transactions.RocketMQTransaction:
+        """A client transaction on the current producer; its half message and its end go
+        through that producer even if a restart replaces it meanwhile."""
+        producer = self.producer()
+        try:
+            native = producer.begin_transaction()
+        except Exception as exc:
+            raise PublishError(
+                f"cannot begin a RocketMQ transaction: {type(exc).__name__}: {exc}"
+            ) from None
+        return transactions.RocketMQTransaction(self, producer, native)
+
+    def producer(self) -> Any:
+        if self._producer is None:
+            raise NotConnectedError("the RocketMQ transport is not connected")
+        return self._producer
+
+    async def send_failed(self, producer: Any, exc: BaseException) -> None:
+        """A half message was refused: replace a producer the proxy forgot (see
+        ``_restart_producer``), so that the next transaction works; this one is lost."""
+        if _is_stale_client(exc):
+            await self._restart_producer(producer)
+
+    async def prepare_transaction_topic(self, topic: str) -> str:
+        """The physical topic for a half message to ``topic``, checked to take TRANSACTION
+        messages, so a wrongly typed topic fails with a clear error instead of the client's.
+
+        A declared topic (``transaction_topics``) was provisioned so at connect. An undeclared
+        one is, when provisioning, turned TRANSACTION on its first transactional publish (a
+        development convenience: docs/backends/rocketmq.md says why to declare it)."""
+        physical = names.topic_name(topic)
+        if physical in self._accepts_transactions:
+            return physical
+        await self._ensure_topic(physical, self.options.topic_message_type)
+        if await self._takes_transactions(physical, refresh=False):
+            self._accepts_transactions.add(physical)
+            return physical
+        provisioner = self._provision.provisioner
+        if provisioner is not None and physical not in self._transaction_topics:
+            logger.warning(
+                "topic %r is used in a transaction but not declared in transaction_topics: "
+                "provisioning it for half messages now (declare it, so that normal publishes "
+                "to it are refused early and check-backs reach this producer)",
+                topic,
+            )
+            self._transaction_topics.add(physical)
+            result = provisioner("topic", self._resource(physical), message_type="TRANSACTION")
+            if inspect.isawaitable(result):
+                await result
+            deadline = time.monotonic() + _RETYPE_WAIT
+            while time.monotonic() < deadline:
+                if await self._takes_transactions(physical, refresh=True):
+                    self._accepts_transactions.add(physical)
+                    return physical
+                await asyncio.sleep(0.5)
+        raise UnsupportedFeatureError(
+            f"RocketMQ topic {physical!r} (for {topic!r}) does not take transactional "
+            "messages: list the topic in transaction_topics= (with auto_provision=true it "
+            "is created with message.type=TRANSACTION), or create it so "
+            "(docs/backends/rocketmq.md, Transactions)"
+        )
+
+    async def _takes_transactions(self, physical: str, *, refresh: bool) -> bool:
+        """Whether the topic's route takes TRANSACTION messages; ``refresh`` asks the proxy
+        again (and updates the client's queue selector, which checks the type on send)."""
+        producer = self.producer()
+        lookup = (
+            functools.partial(producer.route_manager.update_topic_route, physical)
+            if refresh
+            else functools.partial(producer._retrieve_topic_route_data, physical)
+        )
+        try:
+            route = await asyncio.to_thread(lookup)
+        except Exception as exc:
+            raise PublishError(
+                f"cannot look up RocketMQ topic {physical!r}: {type(exc).__name__}: {exc}"
+            ) from None
+        return route is not None and any(
+            transactions.TRANSACTION_TYPE in queue.accept_message_types
+            for queue in route.message_queues
+        )
+
     # -- consuming ---------------------------------------------------------------------------
 
     async def subscribe(self, spec: SubscriptionSpec) -> RocketMQSubscription:
@@ -328,6 +455,11 @@ class RocketMQTransport:
         # Ordered subscriptions read a FIFO topic; their retry topic only carries delay
         # re-hops (ordered retries happen in place), so it stays a delay topic.
         fifo = spec.ordered and spec.role == "main"
+        if fifo and physical in self._transaction_topics:
+            raise UnsupportedFeatureError(
+                f"topic {spec.topic!r} is transactional (transaction_topics): RocketMQ half "
+                "messages carry no message group, so it cannot be consumed in order"
+            )
         await self._ensure_topic(physical, "FIFO" if fifo else self.options.topic_message_type)
         if self._provision.enabled:
             await self._provision.ensure(

@@ -494,23 +494,13 @@ class Broker:
             except UnimqError as exc:
                 exc.args = (f"item {index}: {exc}", *exc.args[1:])  # say which item
                 raise
-        results = await asyncio.gather(
-            *(
-                self.publisher.send(
-                    name, payload, wire, key=k, message_id=mid, content_type=ctype, due=due
-                )
-                for name, payload, wire, k, mid, ctype, due in prepared
-            ),
-            return_exceptions=True,
-        )
+        results = await self.publisher.send_batch(prepared)
         receipts: list[PublishReceipt | None] = []
         failures: dict[int, BaseException] = {}
         for index, (result, (name, _, _, _, mid, _, due)) in enumerate(
             zip(results, prepared, strict=True)
         ):
-            if isinstance(result, BaseException):
-                if isinstance(result, asyncio.CancelledError):
-                    raise result
+            if result is not None:
                 failures[index] = result
                 receipts.append(None)
                 continue

@@ -14,7 +14,7 @@ queue bounded by the prefetch count.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -159,6 +159,39 @@ class Subscription(Protocol):
 
 
 @runtime_checkable
+@runtime_checkable
+class SupportsPublishMany(Protocol):
+    """Optional on a :class:`Transport`: publish many messages with one wait for all.
+
+    ``Broker.publish_batch`` calls it (when no publish middleware is installed) instead of one
+    ``publish`` per message, so a client that batches anyway (librdkafka's queue) is fed the
+    way it is meant to be. Capability-free: without it the core publishes the messages
+    concurrently, each of a key after the previous one of that key.
+    """
+
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
+        """Publish every message durably; messages with the same key reach the broker in this
+        order. Returns, per message, ``None`` (durable) or the error that message got; raises
+        only when nothing could be attempted (not connected)."""
+        ...
+
+
+@runtime_checkable
+class SupportsReceiveMany(Protocol):
+    """Optional on a :class:`Subscription`: hand over several deliveries in one call.
+
+    Batch subscribers call it instead of ``receive`` when a subscription has it, so a backend
+    that reads messages in batches anyway (a consumer thread's buffer, a queue in memory) moves
+    them to the batch in one step rather than one await per message. Capability-free: without
+    it the core calls ``receive`` once per delivery, with the same result.
+    """
+
+    async def receive_many(self, max_n: int) -> list[Delivery]:
+        """Wait until at least one delivery is ready, then return up to ``max_n`` (>= 1)
+        without waiting for more; ``[]`` once the subscription is stopped."""
+        ...
+
+
 class Transport(Protocol):
     capabilities: Capabilities
 

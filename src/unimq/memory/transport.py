@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..clock import Clock
@@ -148,6 +148,25 @@ class MemorySubscription:
         self._unsettled.add(delivery)
         return delivery
 
+    async def receive_many(self, max_n: int) -> list[MemoryDelivery]:
+        """``SupportsReceiveMany``: the first delivery as ``receive`` gives it, then up to
+        ``max_n - 1`` more of those already queued, without awaiting."""
+        first = await self.receive()
+        if first is None:
+            return []
+        batch = [first]
+        items = self._queue.items
+        take = min(max_n - 1, len(items))
+        if take > 0 and not self._stopped:
+            hub = self._hub
+            hub.ready -= take
+            hub.unsettled += take
+            popleft = items.popleft
+            more = [MemoryDelivery(popleft(), self) for _ in range(take)]
+            self._unsettled.update(more)
+            batch.extend(more)
+        return batch
+
     def settled(self, delivery: MemoryDelivery) -> None:
         if delivery in self._unsettled:
             self._unsettled.discard(delivery)
@@ -248,6 +267,23 @@ class MemoryTransport:
             hub.schedule(stored, deliver_at)
         else:
             hub.route(stored)
+
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
+        """``SupportsPublishMany``: every message in order, without a coroutine per message."""
+        if not self._connected:
+            raise NotConnectedError("the memory transport is not connected")
+        hub = self.hub
+        now = self._clock.now()
+        for message in messages:
+            stored = StoredMessage(
+                message.topic, message.key, message.headers, message.body, hub.next_sequence()
+            )
+            deliver_at = message.deliver_at
+            if deliver_at is not None and deliver_at > now:
+                hub.schedule(stored, deliver_at)
+            else:
+                hub.route(stored)
+        return [None] * len(messages)
 
     async def subscribe(self, spec: SubscriptionSpec) -> MemorySubscription:
         if not self._connected:
