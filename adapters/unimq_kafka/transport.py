@@ -25,6 +25,7 @@ from unimq.transport import (
 )
 from unimq.url import BrokerURL
 
+from . import security
 from .admin import TopicAdmin
 from .consumer import CONSUMER_DEFAULTS
 from .dead_letters import KafkaDeadLetters, open_dead_letters
@@ -80,6 +81,7 @@ class KafkaTransport:
         if self._connected:
             return
         settings = self.settings
+        security.warn_if_unverified(settings.common, settings.url)
         admin = TopicAdmin(
             settings.admin_config(),
             url=settings.url,
@@ -218,6 +220,7 @@ class KafkaTransport:
             raise NotConnectedError("the kafka transport is not connected")
         check_topic(spec.topic)
         await admin.ensure(spec.topic)
+        await admin.check_read(spec.topic, spec.group)
         await self._ensure_scheduler()  # retry backoffs and delayed publishes need it
         config = {
             **self._consumer_config(),
