@@ -25,6 +25,7 @@ from unimq.transport import (
 )
 from unimq.url import BrokerURL
 
+from . import security
 from .admin import TopicAdmin
 from .consumer import CONSUMER_DEFAULTS
 from .dead_letters import KafkaDeadLetters, open_dead_letters
@@ -34,6 +35,7 @@ from .names import check_topic
 from .options import MAX_MESSAGE_SIZE, MAX_RECORD_BYTES, KafkaSettings, parse_settings
 from .positions import group_spans
 from .producer import KafkaProducer
+from .rewind import backlog_age, rewind_group
 from .subscription import KafkaSubscription
 
 logger = logging.getLogger("unimq.kafka")
@@ -46,6 +48,8 @@ CAPABILITIES = Capabilities(
     max_message_size=MAX_MESSAGE_SIZE,
     # Deliveries of a revoked or lost partition say so (subscription.KafkaDelivery.revoked).
     revocable=True,
+    # Offsets by timestamp (list_offsets) + a commit of the group's offsets (rewind.py).
+    rewind=True,
 )
 
 #: A message due this close to now is published straight to its topic (the core holds it).
@@ -77,6 +81,7 @@ class KafkaTransport:
         if self._connected:
             return
         settings = self.settings
+        security.warn_if_unverified(settings.common, settings.url)
         admin = TopicAdmin(
             settings.admin_config(),
             url=settings.url,
@@ -215,6 +220,7 @@ class KafkaTransport:
             raise NotConnectedError("the kafka transport is not connected")
         check_topic(spec.topic)
         await admin.ensure(spec.topic)
+        await admin.check_read(spec.topic, spec.group)
         await self._ensure_scheduler()  # retry backoffs and delayed publishes need it
         config = {
             **self._consumer_config(),
@@ -247,6 +253,28 @@ class KafkaTransport:
         config = self._consumer_config()
         spans = await asyncio.to_thread(group_spans, admin, config, topic, group)
         return None if spans is None else sum(span.backlog for span in spans)
+
+    async def backlog_age(self, topic: str, group: str) -> float | None:
+        """The timestamp of the record at ``group``'s position, oldest over the partitions
+        where it is behind (rewind.py)."""
+        admin = self._admin
+        if admin is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        config = self._consumer_config()
+        return await asyncio.to_thread(backlog_age, admin, config, topic, group)
+
+    async def rewind(
+        self, topic: str, group: str, since: float, *, dry_run: bool = False
+    ) -> int | None:
+        """Commit ``group``'s offsets back to the first record at or after ``since``; refused
+        while the group has members (rewind.py)."""
+        admin = self._admin
+        if admin is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        config = self._consumer_config()
+        return await asyncio.to_thread(
+            rewind_group, admin, config, topic, group, since, dry_run=dry_run
+        )
 
     async def open_dead_letters(self, topic: str) -> KafkaDeadLetters:
         admin, producer = self._admin, self._producer

@@ -190,6 +190,12 @@ class Received:
         self.key = key_of(message, properties)
         self.native_id: str = message.message_id
 
+    @property
+    def timestamp(self) -> float | None:
+        """The born time (the producer's send time) in epoch seconds (``SupportsTimestamp``)."""
+        born = getattr(self._message, "born_timestamp", None)
+        return born / 1000 if isinstance(born, (int, float)) and born > 0 else None
+
 
 def decode(properties: Mapping[str, str], body: bytes) -> tuple[dict[str, str], bytes]:
     """The headers and the body a message was published with (see the module docstring)."""

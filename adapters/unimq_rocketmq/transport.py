@@ -17,7 +17,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from unimq.errors import (
@@ -27,12 +27,15 @@ from unimq.errors import (
     ConnectionFailedError,
     NotConnectedError,
     PublishError,
+    UnimqError,
     UnsupportedFeatureError,
 )
 from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
 from unimq.url import BrokerURL
 
-from . import codec, dead_letters, names, remoting, transactions
+from . import access, codec, dead_letters, names, remoting, transactions
+from . import rewind as rewinding
+from . import tls as tls_setup
 from .admin import RemotingAdmin, pop_retry_topics
 from .codec import MAX_BODY_WITH_HEADERS
 from .consumer import RocketMQSubscription, start_consumer
@@ -44,6 +47,8 @@ logger = logging.getLogger("unimq.rocketmq")
 _FIFO = 2  # rocketmq.grpc_protocol.MessageType.FIFO
 _AUTH_MARKS = ("unauthorized", "forbidden", "40100", "40300", "signature", "access key")
 _ROUTE_TTL = 30.0
+#: A topic name nobody creates: its route query only tests the credentials.
+_CREDENTIALS_PROBE = "unimq-credentials-check"
 #: How long a topic turned TRANSACTION on first use may take to show so in its route.
 _RETYPE_WAIT = 15.0
 
@@ -67,6 +72,9 @@ class RocketMQTransport:
             # ``Broker(transaction_checker=)`` when the producer vanished (``transactions``).
             transactions=True,
             max_transaction_messages=1,
+            # Reset offset by time over the admin protocol (rewind.py; needs namesrv= or
+            # broker_addresses=, refused clearly without).
+            rewind=True,
         )
         provisioner = self.options.provisioner
         if provisioner is None and self.options.auto_provision:
@@ -113,6 +121,18 @@ class RocketMQTransport:
         for physical in sorted(self._transaction_topics):
             await self._ensure_topic(physical, self.options.topic_message_type)
         options = self.options
+        shown = self.url.redacted()
+        if options.tls:
+            preflight = functools.partial(
+                tls_setup.preflight,
+                options.endpoints,
+                ca_file=options.tls_ca_file,
+                timeout=2.0,
+                url=shown,
+            )
+            await asyncio.to_thread(preflight)
+            if options.tls_ca_file:
+                tls_setup.use_ca_file(options.tls_ca_file)
         credentials = rocketmq.Credentials(
             options.access_key, options.secret_key.get_secret_value()
         )
@@ -123,6 +143,49 @@ class RocketMQTransport:
             self._producer = await asyncio.to_thread(self._start_producer)
         except Exception as exc:
             raise self._connect_error(exc) from None
+        if options.tls:
+            tls_setup.freeze()
+        await self._check_credentials()
+
+    async def _check_credentials(self) -> None:
+        """One signed route query: a refused access or secret key fails the connect, not the
+        first publish (the client connects lazily and words a refusal as "no route")."""
+        try:
+            code, text = await asyncio.to_thread(
+                access.route_status,
+                self._producer,
+                _CREDENTIALS_PROBE,
+                float(self.options.request_timeout),
+            )
+        except Exception as exc:  # the channel itself failed: TLS on one side only?
+            explain = functools.partial(
+                tls_setup.explain,
+                self.options.endpoints,
+                tls=self.options.tls,
+                ca_file=self.options.tls_ca_file,
+                url=self.url.redacted(),
+            )
+            failure = await asyncio.to_thread(explain)
+            await self.close()
+            raise (failure or self._connect_error(exc)) from None
+        refused = access.refusal(code, text, access_key=self.options.access_key, action="")
+        if isinstance(refused, AuthenticationError):
+            await self.close()
+            raise refused
+
+    async def _refusal(
+        self, check: Callable[..., tuple[int, str]], *args: Any, action: str
+    ) -> UnimqError | None:
+        """Ask the proxy whether its ACL refuses ``action`` (after a failure, or up front)."""
+        producer = self._producer
+        if producer is None:
+            return None
+        try:
+            ask = functools.partial(check, producer, *args, float(self.options.request_timeout))
+            code, text = await asyncio.to_thread(ask)
+        except Exception:  # no answer: let the caller report its own failure
+            return None
+        return access.refusal(code, text, access_key=self.options.access_key, action=action)
 
     def _start_producer(self) -> Any:
         import rocketmq
@@ -259,6 +322,13 @@ class RocketMQTransport:
         except PublishError:
             raise
         except Exception as exc:
+            refused = await self._refusal(
+                access.route_status,
+                physical,
+                action=f"publish to topic {message.topic!r} (RocketMQ topic {physical!r})",
+            )
+            if refused is not None:
+                raise refused from None
             raise PublishError(
                 f"RocketMQ did not accept a message for {message.topic!r} "
                 f"(topic {physical!r}): {type(exc).__name__}: {exc}"
@@ -280,8 +350,24 @@ class RocketMQTransport:
         alone: list[int] = []
         chains: dict[str, list[int]] = {}
         outgoing: list[Any] = [None] * len(messages)
+        refusals: dict[str, BaseException | None] = {}  # one refusal check per topic
+
+        async def failure(message: OutgoingMessage, physical: str, exc: BaseException) -> Any:
+            if isinstance(exc, UnimqError):  # publish's own typed errors
+                return exc
+            if physical not in refusals:
+                refusals[physical] = await self._refusal(
+                    access.route_status,
+                    physical,
+                    action=f"publish to topic {message.topic!r} (RocketMQ topic {physical!r})",
+                )
+            return refusals[physical] or self._not_accepted(message, physical, exc)
+
         for index, message in enumerate(messages):
             physical = names.topic_name(message.topic)
+            if physical in self._transaction_topics and not mixed:
+                alone.append(index)  # committed through a transaction: publish() does it
+                continue
             try:
                 fifo = fifo_of.get(physical)
                 if fifo is None:
@@ -289,7 +375,7 @@ class RocketMQTransport:
                     fifo = fifo_of[physical] = await self._is_fifo(physical)
                 outgoing[index] = codec.to_rocketmq(message, physical, fifo=fifo, mixed=mixed)
             except Exception as exc:
-                results[index] = self._not_accepted(message, physical, exc)
+                results[index] = await failure(message, physical, exc)
                 continue
             if message.key is None:
                 alone.append(index)
@@ -297,17 +383,20 @@ class RocketMQTransport:
                 chains.setdefault(message.key, []).append(index)
 
         async def one(index: int) -> None:
+            message = messages[index]
             try:
-                await asyncio.wrap_future(producer.send_async(outgoing[index]))
+                if outgoing[index] is None:
+                    await self.publish(message)
+                else:
+                    await asyncio.wrap_future(producer.send_async(outgoing[index]))
             except Exception as exc:
-                message = messages[index]
-                if _is_stale_client(exc):
+                if outgoing[index] is not None and _is_stale_client(exc):
                     try:
                         await self.publish(message)  # restarts the producer, sends again
                         return
                     except Exception as again:
                         exc = again
-                results[index] = self._not_accepted(message, names.topic_name(message.topic), exc)
+                results[index] = await failure(message, names.topic_name(message.topic), exc)
 
         async def chain(indexes: list[int]) -> None:
             for index in indexes:
@@ -463,6 +552,17 @@ class RocketMQTransport:
             await self._provision.ensure(
                 "group", self._resource(physical_group), orderly=spec.ordered
             )
+        refused = await self._refusal(
+            access.assignment_status,
+            physical,
+            physical_group,
+            action=(
+                f"read topic {spec.topic!r} as group {group!r} "
+                f"(RocketMQ topic {physical!r}, group {physical_group!r})"
+            ),
+        )
+        if refused is not None:
+            raise refused
         options = self.options
         start = functools.partial(
             start_consumer,
@@ -516,6 +616,43 @@ class RocketMQTransport:
         except remoting.RemotingError as exc:
             logger.warning("cannot read the lag of %r on %r: %s", group, topic, exc)
             return None
+
+    def _rewind_admin(self, what: str) -> RemotingAdmin:
+        if self._admin is None:
+            raise UnsupportedFeatureError(
+                f"{what} on RocketMQ needs the admin protocol: pass namesrv= (or "
+                "broker_addresses=) to the broker"
+            )
+        return self._admin
+
+    async def backlog_age(self, topic: str, group: str) -> float | None:
+        """The born time of the message at ``group``'s consumer offset, oldest over the
+        queues where it is behind (rewind.py); ``None`` without the admin protocol."""
+        if self._admin is None:
+            return None
+        physical_topic = self._resource(names.topic_name(topic))
+        physical_group = self._resource(names.group_name(group))
+        try:
+            return await rewinding.backlog_age(self._admin, physical_group, physical_topic)
+        except (remoting.RemotingError, ConnectionFailedError) as exc:
+            logger.warning("cannot read the backlog age of %r on %r: %s", group, topic, exc)
+            return None
+
+    async def rewind(
+        self, topic: str, group: str, since: float, *, dry_run: bool = False
+    ) -> int | None:
+        """Reset ``group``'s offsets on ``topic`` by time on every master (rewind.py)."""
+        admin = self._rewind_admin("rewind")
+        physical_topic = self._resource(names.topic_name(topic))
+        physical_group = self._resource(names.group_name(group))
+        try:
+            return await rewinding.rewind_group(
+                admin, physical_group, physical_topic, since, dry_run=dry_run
+            )
+        except remoting.RemotingError as exc:
+            raise ConnectionFailedError(
+                f"could not rewind {group!r} on {topic!r} over the RocketMQ admin protocol: {exc}"
+            ) from None
 
     async def open_dead_letters(self, topic: str) -> dead_letters.RocketMQDeadLetters:
         """A pass over dead-letter ``topic`` through the ``unimq-dlq`` group (``dead_letters``);

@@ -112,6 +112,17 @@ class Delivery(Protocol):
 
 
 @runtime_checkable
+class SupportsTimestamp(Protocol):
+    """Optional on a :class:`Delivery`: the broker's own time for the message (epoch seconds;
+    Kafka's record timestamp, RocketMQ's born time, RabbitMQ's ``timestamp`` property), or
+    ``None``. Read only for a message without ``unimq-published-at`` (another client's), as
+    its publish time for the delivery delay."""
+
+    @property
+    def timestamp(self) -> float | None: ...
+
+
+@runtime_checkable
 class SupportsRevocation(Protocol):
     """Optional on a :class:`Delivery` (declared by ``Capabilities.revocable``).
 
@@ -301,7 +312,13 @@ class SupportsRewind(Protocol):
     """Transports with ``capabilities.rewind``: move a group back so that it consumes again what
     was published to ``topic`` at or after ``since`` (epoch seconds). Returns how many messages
     the group will consume again where the broker can tell (``None`` otherwise). ``dry_run``
-    computes the same answer without moving anything."""
+    computes the same answer without moving anything.
+
+    The group's position only ever moves back (a ``since`` later than where it stands changes
+    nothing). Raises :class:`~unimq.errors.UnsupportedFeatureError` where this group's storage
+    cannot (a RabbitMQ classic queue) and :class:`~unimq.errors.ConfigurationError` where the
+    broker refuses while the group has running consumers (Kafka): stop them first.
+    """
 
     async def rewind(
         self, topic: str, group: str, since: float, *, dry_run: bool = False
@@ -321,6 +338,19 @@ class SupportsLag(Protocol):
         group's backlog; memory: ready plus unacked). With no consumer running, every backend
         reports exactly the number of messages published and not yet acked by the group.
         """
+
+
+@runtime_checkable
+class SupportsBacklogAge(Protocol):
+    """Optional: how old the backlog of a consumer group is (``unimq lag``, the metrics plugin).
+
+    The time dimension of :class:`SupportsLag`: alerts on a message count depend on the
+    traffic; an age does not.
+    """
+
+    async def backlog_age(self, topic: str, group: str) -> float | None:
+        """Seconds since the oldest message of ``topic`` that ``group`` has not consumed yet
+        was published (``0.0`` with no backlog); ``None`` when the broker cannot tell."""
 
 
 class DeadLetterSession(Protocol):

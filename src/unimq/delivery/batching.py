@@ -267,10 +267,10 @@ class Batches:
         runtime = self.runtime
         runtime.in_flight += len(batch)
         try:
-            if runtime.bucket is not None:
-                wait = runtime.bucket.reserve(len(batch))
-                if wait and not await self._pause(wait, batch):
-                    return  # stopping: unacked, the broker redelivers them
+            if runtime.throttle is not None and not await runtime.throttle.admit(
+                len(batch), lambda seconds: self._pause(seconds, batch)
+            ):
+                return  # stopping: unacked, the broker redelivers them
             pending = batch
             while pending:
                 outcomes = await self._invoke(pending)

@@ -16,7 +16,7 @@ from .hub import GroupQueue, Hub, StoredMessage, named_hub
 YIELD_EVERY = 64
 
 CAPABILITIES = Capabilities(
-    max_delay=None, ordering=True, broadcast=True, durable=False, max_message_size=None
+    max_delay=None, ordering=True, broadcast=True, durable=False, max_message_size=None, rewind=True
 )
 
 
@@ -307,6 +307,18 @@ class MemoryTransport:
         if queue is None:
             return None
         return len(queue.items) + sum(len(s._unsettled) for s in queue.subscriptions)
+
+    async def backlog_age(self, topic: str, group: str) -> float | None:
+        return self.hub.backlog_age(topic, group)
+
+    async def rewind(
+        self, topic: str, group: str, since: float, *, dry_run: bool = False
+    ) -> int | None:
+        """Queue again what the topic remembers (its last ``hub.HISTORY`` messages) from
+        ``since`` on; a group the hub has never seen has nothing to rewind (``None``)."""
+        if not self._connected:
+            raise NotConnectedError("the memory transport is not connected")
+        return self.hub.rewind(topic, group, since, dry_run=dry_run)
 
     async def open_dead_letters(self, topic: str) -> MemoryDeadLetters:
         if not self._connected:
