@@ -33,7 +33,7 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
-from .admin import ErrorLog, LibrdkafkaLog
+from .errors import AUTHORIZATION_CODES, ErrorLog, LibrdkafkaLog
 from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
 
 logger = logging.getLogger("unimq.kafka")
@@ -278,7 +278,9 @@ class ConsumerThread:
                 self._log_error(error)
 
     def _log_error(self, error: Any) -> None:
-        if error.code() != KafkaError._PARTITION_EOF:
+        if error.code() in AUTHORIZATION_CODES:  # ACLs changed under a running consumer
+            self._errors(error)  # logged once, at ERROR
+        elif error.code() != KafkaError._PARTITION_EOF:
             level = logging.ERROR if error.fatal() else logging.DEBUG
             logger.log(level, "kafka consumer %s: %s", self._name, error.str())
 

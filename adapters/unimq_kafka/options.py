@@ -18,6 +18,8 @@ from unimq.errors import ConfigurationError
 from unimq.settings import positive_seconds
 from unimq.url import BrokerURL
 
+from . import security
+
 DEFAULT_PORT = 9092
 #: Largest body unimq lets through; topics it creates accept a little more (headers, batch).
 MAX_MESSAGE_SIZE = 8 * 1024 * 1024
@@ -43,6 +45,7 @@ _OTHER = (
     "replication_factor",
     "delay_tiers",
     "revoke_timeout",
+    "ssl_verify",
     "transactional_id",
 )
 _FLAT_PREFIX = "librdkafka_"
@@ -81,6 +84,12 @@ class KafkaSettings:
     delay_tiers: tuple[float, ...] = DEFAULT_DELAY_TIERS
     revoke_timeout: float = 10.0
     transactional_id: str | None = None
+
+    @property
+    def username(self) -> str | None:
+        """The SASL user, for messages that say who was refused."""
+        name = self.common.get("sasl.username")
+        return None if name is None else str(name)
 
     def producer_config(self) -> dict[str, Any]:
         return {**self.common, **self.producer}
@@ -150,6 +159,11 @@ def parse_settings(url: BrokerURL, options: Mapping[str, Any]) -> KafkaSettings:
         _as_dict(options.get("librdkafka_consumer"), "librdkafka_consumer"),
         "librdkafka_consumer",
     )
+    verify = security.parse_verify(options.get("ssl_verify", True))
+    if security.uses_tls(common):
+        # after the raw settings: they may turn verification off, which then gets the warning
+        for prop, value in security.verification_defaults(verify).items():
+            common.setdefault(prop, value)
     return KafkaSettings(
         url=shown,
         common=common,

@@ -8,6 +8,7 @@ import pytest
 import pytest_asyncio
 
 from ...broker import Broker
+from .cases_batches import BatchCases
 from .cases_delay import DelayCases
 from .cases_delivery import DeliveryCases
 from .cases_groups import GroupCases
@@ -35,6 +36,7 @@ class ConformanceSuite(
     RestartCases,
     OperationsCases,
     RequestCases,
+    BatchCases,
     TransactionCases,
 ):
     """Subclass and provide a ``backend`` fixture returning a :class:`Backend`."""
