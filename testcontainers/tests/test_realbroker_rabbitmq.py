@@ -7,6 +7,8 @@ import uuid
 
 import pytest
 
+from unimq import Broker, Message
+
 aio_pika = pytest.importorskip("aio_pika")
 
 pytestmark = [pytest.mark.realbroker]
@@ -113,8 +115,6 @@ async def test_unimq_declares_no_transient_non_exclusive_queue(rabbitmq_broker):
     a broadcast subscriber, a request's replies and the delay ladder, is durable or exclusive."""
     if rabbitmq_broker.version is None:
         pytest.skip("external broker: rabbitmqctl is not reachable")
-    from unimq import Broker, Message
-
     topic = f"transient-{uuid.uuid4().hex[:8]}"
     broker = Broker(rabbitmq_broker.url)
 
