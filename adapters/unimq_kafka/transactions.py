@@ -151,6 +151,10 @@ class KafkaTransaction:
         self._ensure = ensure
         self._ended = False
         self.consumed: ConsumedOffsets | None = None
+        #: Reads the consumer's group metadata again at commit time: a rebalance between the
+        #: delivery and the commit (the handler ran, the producer lock was awaited) changes the
+        #: generation, and offsets sent with the old one fail the commit (ILLEGAL_GENERATION).
+        self.refresh_metadata: Callable[[], Any] | None = None
 
     async def publish(self, message: OutgoingMessage) -> None:
         if self._ended:
@@ -180,6 +184,8 @@ class KafkaTransaction:
         try:
             if self.consumed is not None:
                 offsets, metadata = self.consumed
+                if self.refresh_metadata is not None:
+                    metadata = self.refresh_metadata()
                 await asyncio.to_thread(
                     producer.send_offsets_to_transaction, offsets, metadata, OFFSETS_TIMEOUT
                 )

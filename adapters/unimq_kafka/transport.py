@@ -211,6 +211,7 @@ class KafkaTransport:
         transaction.consumed = consumed_offsets(
             delivery.topic, delivery.partition, delivery.offset, metadata
         )
+        transaction.refresh_metadata = delivery.group_metadata
         return transaction
 
     async def _ensure_topic(self, topic: str) -> None:
