@@ -68,7 +68,8 @@ def _builder(
     )
 
 
-def _ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def new_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A throwaway CA (EC P-256, valid two days); also the CA of server_tls.py's brokers."""
     key = _key()
     cert = (
         _builder(common_name, _name(common_name), key)
@@ -145,10 +146,10 @@ def make_certificates(client_name: str = "unimq-cert-client") -> CertificateFile
     name is ``client_name`` (the RabbitMQ user of the EXTERNAL mechanism), in a new directory."""
     directory = Path(tempfile.mkdtemp(prefix="unimq-tls-"))
     os.chmod(directory, 0o755)
-    ca_key, ca_cert = _ca("unimq throwaway test CA")
+    ca_key, ca_cert = new_ca("unimq throwaway test CA")
     server_key, server_cert = _leaf(SERVER_NAME, ca_key, ca_cert, server=True)
     client_key, client_cert = _leaf(client_name, ca_key, ca_cert, server=False)
-    _, other_ca = _ca("unimq unrelated CA")
+    _, other_ca = new_ca("unimq unrelated CA")
     password = "kp-" + os.urandom(9).hex()
     return CertificateFiles(
         directory=directory,
