@@ -22,8 +22,9 @@ from unimq import (
     UnimqError,
     UnsupportedFeatureError,
 )
+from unimq.delivery.transactional import REFUSED_COMMIT_RERUNS
 from unimq.memory.transport import MemoryTransport
-from unimq.transport import Delivery, OutgoingMessage
+from unimq.transport import ConsumeCommitRefused, Delivery, OutgoingMessage
 
 
 class StagedTransaction:
@@ -93,6 +94,98 @@ async def test_failed_attempts_outputs_never_delivered() -> None:
     assert sorted(outputs) == [f"{i}".encode() for i in range(5)]
     assert log.count("rollback") == 5 and log.count("commit") == 5
     assert set(attempts.values()) == {2}, "retried in place, once each"
+
+
+class RefusingTransaction(StagedTransaction):
+    """Commits refused as by a Kafka rebalance (ILLEGAL_GENERATION) while ``refusals`` last."""
+
+    refusals = 0
+
+    async def commit(self) -> None:
+        if RefusingTransaction.refusals > 0:
+            RefusingTransaction.refusals -= 1
+            self._log.append("refused")
+            raise ConsumeCommitRefused("the group rebalanced")
+        await super().commit()
+
+
+class RefusingMemory(MemoryTransport):
+    log: list[str]
+
+    async def begin_consume_transaction(self, delivery: Delivery) -> StagedTransaction:
+        return RefusingTransaction(self, self.log)
+
+
+@pytest.mark.parametrize("refusals", [1, 3, 5])
+async def test_commit_refused_by_a_rebalance_is_not_an_attempt(refusals: int) -> None:
+    """A rebalance refusing the commit re-runs the attempt without counting it: with
+    ``max_attempts=2`` and a handler failing once, refused commits never dead-letter it."""
+    broker = Broker("memory://")
+    log: list[str] = []
+    broker.transport.__class__ = RefusingMemory
+    broker.transport.log = log  # type: ignore[attr-defined]
+    RefusingTransaction.refusals = refusals
+    attempts: list[int] = []
+    outputs: list[bytes] = []
+    dead: list[bytes] = []
+
+    @broker.subscriber(
+        "in",
+        group="tx",
+        concurrency=1,
+        transactional=True,
+        retry=RetryPolicy(max_attempts=2, backoff=lambda attempt: 0.001),
+    )
+    async def transform(message: Message) -> None:
+        await broker.publish("out", message.body)
+        attempts.append(message.attempt)
+        if message.attempt == 1:
+            raise RuntimeError("the first attempt fails")
+
+    @broker.subscriber("out")
+    async def read(message: Message) -> None:
+        outputs.append(message.body)
+
+    @broker.subscriber("in.tx.dlq", group="dlq")
+    async def letters(message: Message) -> None:
+        dead.append(message.body)
+
+    await _run(broker, 1, lambda: len(outputs) + len(dead) >= 1)
+    assert dead == [] and outputs == [b"0"]
+    assert attempts == [1] + [2] * (refusals + 1), "re-runs keep the attempt number"
+    assert log.count("refused") == refusals
+
+
+async def test_commit_refused_without_end_counts_after_the_bound() -> None:
+    """Refusals without end still end: after REFUSED_COMMIT_RERUNS re-runs the attempt fails
+    (and the policy's last attempt dead-letters it), never an endless loop."""
+    broker = Broker("memory://")
+    log: list[str] = []
+    broker.transport.__class__ = RefusingMemory
+    broker.transport.log = log  # type: ignore[attr-defined]
+    RefusingTransaction.refusals = 10**6
+    dead: list[bytes] = []
+
+    @broker.subscriber(
+        "in",
+        group="tx",
+        concurrency=1,
+        transactional=True,
+        retry=RetryPolicy(max_attempts=2, backoff=lambda attempt: 0.001),
+    )
+    async def transform(message: Message) -> None:
+        await broker.publish("out", message.body)
+
+    @broker.subscriber("in.tx.dlq", group="dlq")
+    async def letters(message: Message) -> None:
+        dead.append(message.body)
+
+    try:
+        await _run(broker, 1, lambda: len(dead) >= 1)
+    finally:
+        RefusingTransaction.refusals = 0
+    assert dead == [b"0"]
+    assert log.count("refused") == 2 * (REFUSED_COMMIT_RERUNS + 1)
 
 
 async def test_publish_batch_joins_the_transaction() -> None:

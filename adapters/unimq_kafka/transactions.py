@@ -27,7 +27,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from unimq.errors import AuthorizationError, NotConnectedError, PublishError
-from unimq.transport import OutgoingMessage
+from unimq.transport import ConsumeCommitRefused, OutgoingMessage
 
 from .admin import LibrdkafkaLog
 from .headers import to_wire
@@ -52,6 +52,15 @@ _AUTHORIZATION = {
     KafkaError.CLUSTER_AUTHORIZATION_FAILED,
 }
 
+#: A consume transaction's offsets refused because the group moved on (a rebalance): not the
+#: handler's failure (:class:`unimq.transport.ConsumeCommitRefused`).
+_GROUP_CHANGED = {
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.FENCED_INSTANCE_ID,
+}
+
 #: Where a staged message's topic is made to exist before it is produced (the admin's ensure).
 Ensure = Callable[[str], Awaitable[None]]
 #: The consumed delivery's offset to commit with the transaction: ``(offsets, group metadata)``.
@@ -65,6 +74,11 @@ def _error(exc: BaseException, doing: str) -> Exception:
     if isinstance(error, KafkaError) and error.code() in _AUTHORIZATION:
         return AuthorizationError(f"kafka refused to {doing}: {text}")
     return PublishError(f"kafka could not {doing}: {text}")
+
+
+def _group_changed(exc: BaseException) -> bool:
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(error, KafkaError) and error.code() in _GROUP_CHANGED
 
 
 def _flag(exc: BaseException, name: str) -> bool:
@@ -201,6 +215,10 @@ class KafkaTransaction:
             fatal = not _flag(exc, "txn_requires_abort")
             if not fatal:
                 fatal = not await self._abort_quietly()
+            if self.consumed is not None and _group_changed(exc):
+                raise ConsumeCommitRefused(
+                    f"kafka refused the consumed offset: {_error(exc, 'commit')}"
+                ) from None
             raise _error(exc, "commit the transaction") from None
         except BaseException:  # cancelled mid-commit: the client's state is unknown
             fatal = True

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from .clock import Clock
+from .errors import PublishError
 from .url import BrokerURL
 
 
@@ -302,6 +303,14 @@ class SupportsTransactionalConsume(Protocol):
     """
 
     async def begin_consume_transaction(self, delivery: Delivery) -> TransportTransaction: ...
+
+
+class ConsumeCommitRefused(PublishError):
+    """A consume transaction's commit refused because this consumer's group membership changed
+    meanwhile (Kafka: a rebalance bumped the generation, ``ILLEGAL_GENERATION``). Nothing of the
+    attempt became visible, and the handler is not at fault: the core runs the attempt again
+    without counting it, or drops the delivery when its partition went to another consumer.
+    """
 
 
 #: Answers a broker's check-back for a transaction whose producer vanished between staging and
