@@ -25,6 +25,7 @@ def test_quorum_ladder_dead_letters_at_least_once() -> None:
     arguments = topology.ladder_arguments(3, "unimq.delay.L2", "quorum")
     assert arguments == {
         "x-queue-type": "quorum",
+        "x-delivery-limit": 2**31 - 1,
         "x-message-ttl": 8000,
         "x-dead-letter-exchange": "unimq.delay.L2",
         "x-dead-letter-strategy": "at-least-once",

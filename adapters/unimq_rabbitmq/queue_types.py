@@ -26,6 +26,13 @@ logger = logging.getLogger("unimq.rabbitmq")
 
 QueueType = Literal["quorum", "classic"]
 
+#: ``x-delivery-limit`` of every quorum queue: in effect none. RabbitMQ 4.0 gives quorum queues
+#: a default limit of 20 returns per message and then drops the message, and it counts the
+#: returns of a closed channel (a consumer's prefetched messages at shutdown, every
+#: ``unimq dlq`` session over a holding queue): the default would lose messages. 3.10 has no
+#: default; the same explicit value on both keeps a queue equivalent across an upgrade.
+DELIVERY_LIMIT = 2**31 - 1
+
 #: The arguments unimq declares a queue with, for a given queue type.
 Arguments = Callable[[QueueType], dict[str, Any]]
 
@@ -38,6 +45,13 @@ _INEQUIVALENT = re.compile(
     re.DOTALL,
 )
 _VALUE = re.compile(r"^(?:the value )?'(?P<value>[^']*)'")
+
+
+def base_arguments(queue_type: QueueType) -> dict[str, Any]:
+    """The arguments of every queue of ``queue_type`` unimq declares."""
+    if queue_type == "quorum":
+        return {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT}
+    return {"x-queue-type": "classic"}
 
 
 def other(queue_type: QueueType) -> QueueType:

@@ -40,7 +40,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, 
 
 from unimq.errors import ConfigurationError, NotConnectedError
 
-from .queue_types import QueueType, declare_queue
+from .queue_types import QueueType, base_arguments, declare_queue
 
 logger = logging.getLogger("unimq.rabbitmq")
 
@@ -140,7 +140,7 @@ def ladder_arguments(level: int, downstream: str, queue_type: QueueType) -> dict
     """A ladder queue's arguments: its TTL, where it dead-letters to, and on quorum queues the
     at-least-once strategy (which RabbitMQ accepts only with ``reject-publish`` overflow)."""
     arguments: dict[str, Any] = {
-        "x-queue-type": queue_type,
+        **base_arguments(queue_type),
         "x-message-ttl": (2**level) * 1000,
         "x-dead-letter-exchange": downstream,
     }
@@ -161,7 +161,7 @@ async def declare_group_queue(
     connection: AbstractConnection | None = None,
 ) -> AbstractQueue:
     def arguments(kind: QueueType) -> dict[str, Any]:
-        declared: dict[str, Any] = {"x-queue-type": kind}
+        declared = base_arguments(kind)
         if ordered:  # one consumer at a time: on quorum and classic queues alike
             declared["x-single-active-consumer"] = True
         return declared
@@ -182,9 +182,7 @@ async def declare_holding_queue(
     queue_type: QueueType = "quorum",
     connection: AbstractConnection | None = None,
 ) -> AbstractQueue:
-    queue = await declare_queue(
-        channel, topic, queue_type, lambda kind: {"x-queue-type": kind}, connection=connection
-    )
+    queue = await declare_queue(channel, topic, queue_type, base_arguments, connection=connection)
     await bind_topic(channel, queue, topic)
     return queue
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import aio_pika
 import pytest
-from unimq_rabbitmq import topology
+from unimq_brokers.fixtures import version_params
+from unimq_rabbitmq import queue_types, topology
 
 from unimq import Broker, ConfigurationError, Message
 
@@ -47,6 +48,16 @@ async def nothing(message: Message) -> None:
     return None
 
 
+#: On every version: 3.10 is the first with quorum message TTL and at-least-once dead-lettering.
+every_version = pytest.mark.parametrize(
+    "rabbitmq_broker",
+    version_params("rabbitmq", every_version=True),
+    indirect=True,
+    scope="session",
+)
+
+
+@every_version
 async def test_ladder_retry_and_group_queues_are_quorum_with_at_least_once_dead_lettering(
     rabbitmq_broker: Any,
 ) -> None:
@@ -73,6 +84,80 @@ async def test_ladder_retry_and_group_queues_are_quorum_with_at_least_once_dead_
     broadcast = [name for name in queues if name.startswith(f"{topic}::") and "fanout" in name]
     assert broadcast, queues.keys()
     assert all("classic" in queues[name]["type"] for name in broadcast)
+
+
+@every_version
+async def test_quorum_queues_honour_per_message_ttl_and_dead_letter_at_least_once(
+    rabbitmq_broker: Any,
+) -> None:
+    """What the ladder relies on, with the raw client: a quorum queue expires a message (here by
+    its own ``expiration``; the ladder uses the queue's ``x-message-ttl``) and dead-letters it
+    at least once, with RabbitMQ's ``x-death`` record."""
+    source, target = unique("ttl-source"), unique("ttl-target")
+    connection = await aio_pika.connect(rabbitmq_broker.url)
+    async with connection:
+        channel = await connection.channel()
+        received = await channel.declare_queue(
+            target, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        waiting = await channel.declare_queue(
+            source,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": target,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            },
+        )
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                b"expires", expiration=1, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+            ),
+            routing_key=source,
+        )
+        message = None
+        while message is None and loop.time() - sent < 30:
+            message = await received.get(no_ack=False, fail=False)
+            if message is None:
+                await asyncio.sleep(0.1)
+        assert message is not None, "the expired message was not dead-lettered within 30 s"
+        waited = loop.time() - sent
+        assert message.body == b"expires"
+        assert waited >= 0.9, f"dead-lettered after {waited:.2f}s, before its 1 s TTL"
+        death = message.headers["x-death"]
+        assert isinstance(death, list) and death[0]["reason"] == "expired", death
+        await message.ack()
+        await waiting.delete(if_unused=False, if_empty=False)
+        await received.delete(if_unused=False, if_empty=False)
+
+
+@every_version
+async def test_a_message_returned_25_times_stays_in_a_quorum_queue(rabbitmq_broker: Any) -> None:
+    """RabbitMQ 4.0 drops a quorum queue's message after 20 returns by default, and a closed
+    channel's return counts: without unimq's ``x-delivery-limit`` the 21st ``basic.get`` (one
+    ``unimq dlq list`` each, say) finds the dead letter gone."""
+    name = unique("returns")
+    connection = await aio_pika.connect(rabbitmq_broker.url)
+    async with connection:
+        channel = await connection.channel()
+        arguments = queue_types.base_arguments("quorum")
+        queue = await channel.declare_queue(name, durable=True, arguments=arguments)
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"kept", delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key=name,
+        )
+        for returns in range(25):
+            session = await connection.channel(publisher_confirms=False)
+            held = await (await session.declare_queue(name, passive=True)).get(
+                no_ack=False, fail=False, timeout=10
+            )
+            assert held is not None, f"dropped after {returns} returns"
+            await session.close()  # returns it, as a dead-letter session does
+        await queue.delete(if_unused=False, if_empty=False)
 
 
 @asynccontextmanager
