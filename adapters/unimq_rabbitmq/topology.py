@@ -161,7 +161,8 @@ async def declare_group_queue(
     connection: AbstractConnection | None = None,
 ) -> AbstractQueue:
     def arguments(kind: QueueType) -> dict[str, Any]:
-        declared = base_arguments(kind)
+        # No x-queue-type on an exclusive queue: classic anyway, declared as it always was.
+        declared = {} if broadcast else base_arguments(kind)
         if ordered:  # one consumer at a time: on quorum and classic queues alike
             declared["x-single-active-consumer"] = True
         return declared
