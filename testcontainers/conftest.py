@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+import pytest
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -63,6 +65,37 @@ from unimq_brokers.fixtures import (  # noqa: E402,F401
     rocketmq_broker,
     version_params,
 )
+
+
+def _load_store_servers():
+    """tests/contrib/servers.py (the real Redis the store tier runs), loaded by path: neither
+    directory is a package."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(_HERE), "tests", "contrib", "servers.py")
+    spec = importlib.util.spec_from_file_location("unimq_store_servers", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("unimq_store_servers", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real Redis (redis-server from scripts/install-stores.sh) for the real-broker tests
+    that need one beside the broker (shared rate limits); as tests/contrib's fixture, a
+    missing binary skips, and fails under CI=true."""
+    servers = _load_store_servers()
+    try:
+        server = servers.RedisServer.start()
+    except servers.ServerUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{exc} (CI=true: the real-broker tests must run)", pytrace=False)
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def pytest_configure(config):

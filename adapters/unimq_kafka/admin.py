@@ -202,6 +202,23 @@ class TopicAdmin:
         high = self._list_offsets(tps, _OffsetSpec.latest())
         return {tp.partition: (low[tp.partition], high[tp.partition]) for tp in tps}
 
+    def offsets_at(self, topic: str, partitions: list[int], epoch_ms: int) -> dict[int, int]:
+        """Blocking: per partition, the first offset whose record timestamp is at or after
+        ``epoch_ms``, ``-1`` where there is none (``list_offsets`` by timestamp)."""
+        tps = [KafkaTopicPartition(topic, partition) for partition in partitions]
+        return self._list_offsets(tps, _OffsetSpec.for_timestamp(epoch_ms))
+
+    def active_members(self, group: str) -> int:
+        """Blocking: how many members ``group`` has now (0 for an empty or unknown group)."""
+        future = self._client.describe_consumer_groups([group], request_timeout=_REQUEST_SECONDS)
+        try:
+            description = future[group].result(timeout=_REQUEST_SECONDS + 5)
+        except KafkaException as exc:
+            raise translate_error(
+                exc, f"could not describe kafka consumer group {group!r}"
+            ) from None
+        return len(description.members or [])
+
     def _list_offsets(self, tps: list[KafkaTopicPartition], spec: Any) -> dict[int, int]:
         futures = self._client.list_offsets(
             {tp: spec for tp in tps}, request_timeout=_REQUEST_SECONDS

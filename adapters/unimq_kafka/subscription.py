@@ -178,6 +178,23 @@ class KafkaSubscription:
             await waiter
         return None
 
+    async def receive_many(self, max_n: int) -> list[KafkaDelivery]:
+        """``SupportsReceiveMany``: up to ``max_n`` deliveries of what the consumer thread has
+        read, taken under one lock; waits only while nothing is there."""
+        ready = self._ready
+        while not self._stopped:
+            if ready or self._refill_now():
+                popleft = ready.popleft
+                batch = [popleft() for _ in range(min(max_n, len(ready)))]
+                taken: list[KafkaDelivery] = self._tracker.take_many(batch)
+                if taken:
+                    return taken
+                continue
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._waiters.append(waiter)
+            await waiter
+        return []
+
     async def stop(self) -> None:
         if self._stopped:
             return

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from unimq.errors import NotConnectedError
@@ -34,6 +34,7 @@ from .names import check_topic
 from .options import MAX_MESSAGE_SIZE, MAX_RECORD_BYTES, KafkaSettings, parse_settings
 from .positions import group_spans
 from .producer import KafkaProducer
+from .rewind import backlog_age, rewind_group
 from .subscription import KafkaSubscription
 
 logger = logging.getLogger("unimq.kafka")
@@ -46,6 +47,8 @@ CAPABILITIES = Capabilities(
     max_message_size=MAX_MESSAGE_SIZE,
     # Deliveries of a revoked or lost partition say so (subscription.KafkaDelivery.revoked).
     revocable=True,
+    # Offsets by timestamp (list_offsets) + a commit of the group's offsets (rewind.py).
+    rewind=True,
 )
 
 #: A message due this close to now is published straight to its topic (the core holds it).
@@ -134,6 +137,44 @@ class KafkaTransport:
             wire = dict(wire)
         await producer.send(topic, message.body, key, wire or None)
 
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
+        """``SupportsPublishMany``: produce every message in order, then one wait for all the
+        delivery reports (the way librdkafka is meant to be fed). Delayed messages go through
+        ``publish`` one by one, in order after the others were queued."""
+        admin, producer = self._admin, self._producer
+        if admin is None or producer is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        for topic in {m.topic for m in messages}:
+            if not admin.known(topic):
+                await admin.ensure(topic)
+        items = []
+        delayed = []
+        for index, message in enumerate(messages):
+            if message.deliver_at is not None:
+                delayed.append(index)
+                continue
+            key = message.key
+            wire = to_wire(message.headers)
+            if wire and type(wire) is not dict:
+                wire = dict(wire)
+            items.append(
+                (message.topic, message.body, key.encode() if key is not None else None, wire)
+            )
+        results = await producer.send_many(items)
+        if not delayed:
+            return results
+        out: list[BaseException | None] = []
+        direct = iter(results)
+        waiting = set(delayed)
+        for index in range(len(messages)):
+            out.append(None if index in waiting else next(direct))
+        for index in delayed:
+            try:
+                await self.publish(messages[index])
+            except Exception as exc:
+                out[index] = exc
+        return out
+
     async def _send(
         self, topic: str, body: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
@@ -209,6 +250,28 @@ class KafkaTransport:
         config = self._consumer_config()
         spans = await asyncio.to_thread(group_spans, admin, config, topic, group)
         return None if spans is None else sum(span.backlog for span in spans)
+
+    async def backlog_age(self, topic: str, group: str) -> float | None:
+        """The timestamp of the record at ``group``'s position, oldest over the partitions
+        where it is behind (rewind.py)."""
+        admin = self._admin
+        if admin is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        config = self._consumer_config()
+        return await asyncio.to_thread(backlog_age, admin, config, topic, group)
+
+    async def rewind(
+        self, topic: str, group: str, since: float, *, dry_run: bool = False
+    ) -> int | None:
+        """Commit ``group``'s offsets back to the first record at or after ``since``; refused
+        while the group has members (rewind.py)."""
+        admin = self._admin
+        if admin is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        config = self._consumer_config()
+        return await asyncio.to_thread(
+            rewind_group, admin, config, topic, group, since, dry_run=dry_run
+        )
 
     async def open_dead_letters(self, topic: str) -> KafkaDeadLetters:
         admin, producer = self._admin, self._producer

@@ -40,6 +40,8 @@ _KNOWN = {
     "max_delay",
     "topic_message_type",
     "release_delay",
+    "transaction_topics",
+    "transaction_check_timeout",
 }
 
 
@@ -63,6 +65,8 @@ class RocketMQOptions:
     max_delay: float = DEFAULT_MAX_DELAY
     topic_message_type: str = "DELAY"
     release_delay: int = 0
+    transaction_topics: tuple[str, ...] = ()
+    transaction_check_timeout: float = 10.0
 
     @classmethod
     def parse(cls, url: BrokerURL, options: Mapping[str, Any]) -> RocketMQOptions:
@@ -106,6 +110,10 @@ class RocketMQOptions:
             max_delay=float(merged.get("max_delay", DEFAULT_MAX_DELAY)),
             topic_message_type=message_type,
             release_delay=_int(merged.get("release_delay", 0), "release_delay", 0),
+            transaction_topics=_addresses(merged.get("transaction_topics")),
+            transaction_check_timeout=_float(
+                merged.get("transaction_check_timeout", 10.0), "transaction_check_timeout"
+            ),
         )
         if parsed.auto_provision and not (parsed.namesrv or parsed.broker_addresses):
             raise ConfigurationError(
@@ -135,6 +143,16 @@ def _int(value: Any, name: str, minimum: int) -> int:
         raise ConfigurationError(f"option {name} must be an integer, not {value!r}") from None
     if number < minimum:
         raise ConfigurationError(f"option {name} must be at least {minimum}, not {number}")
+    return number
+
+
+def _float(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"option {name} must be a number, not {value!r}") from None
+    if not number > 0:
+        raise ConfigurationError(f"option {name} must be positive (seconds), not {number}")
     return number
 
 

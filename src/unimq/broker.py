@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar, r
 import uuid_utils
 
 from . import envelope, transactions, validation
+from . import rewind as rewind_
 from .batch import BatchPolicy, Outgoing, PublishBatchError
 from .clock import Clock, SystemClock
 from .delivery.host import Middleware
@@ -494,23 +495,13 @@ class Broker:
             except UnimqError as exc:
                 exc.args = (f"item {index}: {exc}", *exc.args[1:])  # say which item
                 raise
-        results = await asyncio.gather(
-            *(
-                self.publisher.send(
-                    name, payload, wire, key=k, message_id=mid, content_type=ctype, due=due
-                )
-                for name, payload, wire, k, mid, ctype, due in prepared
-            ),
-            return_exceptions=True,
-        )
+        results = await self.publisher.send_batch(prepared)
         receipts: list[PublishReceipt | None] = []
         failures: dict[int, BaseException] = {}
         for index, (result, (name, _, _, _, mid, _, due)) in enumerate(
             zip(results, prepared, strict=True)
         ):
-            if isinstance(result, BaseException):
-                if isinstance(result, asyncio.CancelledError):
-                    raise result
+            if result is not None:
                 failures[index] = result
                 receipts.append(None)
                 continue
@@ -610,6 +601,31 @@ class Broker:
         )
         self._checked_topic = topic
         return prepared
+
+    # -- operations -----------------------------------------------------------------------
+
+    async def rewind(
+        self,
+        topic: str,
+        group: str,
+        *,
+        to: datetime | float | None = None,
+        by: timedelta | float | None = None,
+        dry_run: bool = False,
+    ) -> int | None:
+        """Move ``group`` back so it consumes again what was published to ``topic`` since
+        ``to`` (a time) or in the last ``by`` (a duration); returns how many messages it will
+        consume again (``None`` where the broker cannot tell). ``dry_run`` only counts.
+
+        Where the backend can (``Capabilities.rewind``; docs/operations.md); stop the group's
+        consumers first on Kafka. See :mod:`unimq.rewind`.
+        """
+        if not self._connected:
+            raise NotConnectedError("the broker is not connected: rewind after connect()")
+        since = rewind_.since_time(self.clock.now(), to=to, by=by)
+        return await rewind_.rewind(
+            self.transport, self.url.scheme, topic, group, since, dry_run=dry_run
+        )
 
     # -- testing helpers ------------------------------------------------------------------
 

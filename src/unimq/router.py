@@ -10,7 +10,7 @@ from .batch import BatchHandler, BatchPolicy
 from .errors import ConfigurationError, InvalidMessageError
 from .handler import BoundHandler, HandlerFunc, describe
 from .naming import dead_letter_topic, retry_topic
-from .ratelimit import RateLimit
+from .ratelimit import RateLimit, check_shared
 from .retry import RetryPolicy
 from .validation import check_name
 
@@ -71,6 +71,8 @@ def make_subscriber(
         raise ConfigurationError(f"batch must be a unimq.BatchPolicy, got {batch!r}")
     if rate_limit is not None and not isinstance(rate_limit, RateLimit):
         raise ConfigurationError(f"rate_limit must be a unimq.RateLimit, got {rate_limit!r}")
+    if rate_limit is not None:
+        check_shared(rate_limit)  # an uninstalled shared store fails here, not at start
     handler = BoundHandler(func) if batch is None else BatchHandler(func)
     where = f"subscriber {handler.name}"
     _check_name(topic, "topic", where)

@@ -14,7 +14,7 @@ queue bounded by the prefetch count.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -112,6 +112,17 @@ class Delivery(Protocol):
 
 
 @runtime_checkable
+class SupportsTimestamp(Protocol):
+    """Optional on a :class:`Delivery`: the broker's own time for the message (epoch seconds;
+    Kafka's record timestamp, RocketMQ's born time, RabbitMQ's ``timestamp`` property), or
+    ``None``. Read only for a message without ``unimq-published-at`` (another client's), as
+    its publish time for the delivery delay."""
+
+    @property
+    def timestamp(self) -> float | None: ...
+
+
+@runtime_checkable
 class SupportsRevocation(Protocol):
     """Optional on a :class:`Delivery` (declared by ``Capabilities.revocable``).
 
@@ -159,6 +170,39 @@ class Subscription(Protocol):
 
 
 @runtime_checkable
+@runtime_checkable
+class SupportsPublishMany(Protocol):
+    """Optional on a :class:`Transport`: publish many messages with one wait for all.
+
+    ``Broker.publish_batch`` calls it (when no publish middleware is installed) instead of one
+    ``publish`` per message, so a client that batches anyway (librdkafka's queue) is fed the
+    way it is meant to be. Capability-free: without it the core publishes the messages
+    concurrently, each of a key after the previous one of that key.
+    """
+
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
+        """Publish every message durably; messages with the same key reach the broker in this
+        order. Returns, per message, ``None`` (durable) or the error that message got; raises
+        only when nothing could be attempted (not connected)."""
+        ...
+
+
+@runtime_checkable
+class SupportsReceiveMany(Protocol):
+    """Optional on a :class:`Subscription`: hand over several deliveries in one call.
+
+    Batch subscribers call it instead of ``receive`` when a subscription has it, so a backend
+    that reads messages in batches anyway (a consumer thread's buffer, a queue in memory) moves
+    them to the batch in one step rather than one await per message. Capability-free: without
+    it the core calls ``receive`` once per delivery, with the same result.
+    """
+
+    async def receive_many(self, max_n: int) -> list[Delivery]:
+        """Wait until at least one delivery is ready, then return up to ``max_n`` (>= 1)
+        without waiting for more; ``[]`` once the subscription is stopped."""
+        ...
+
+
 class Transport(Protocol):
     capabilities: Capabilities
 
@@ -268,7 +312,13 @@ class SupportsRewind(Protocol):
     """Transports with ``capabilities.rewind``: move a group back so that it consumes again what
     was published to ``topic`` at or after ``since`` (epoch seconds). Returns how many messages
     the group will consume again where the broker can tell (``None`` otherwise). ``dry_run``
-    computes the same answer without moving anything."""
+    computes the same answer without moving anything.
+
+    The group's position only ever moves back (a ``since`` later than where it stands changes
+    nothing). Raises :class:`~unimq.errors.UnsupportedFeatureError` where this group's storage
+    cannot (a RabbitMQ classic queue) and :class:`~unimq.errors.ConfigurationError` where the
+    broker refuses while the group has running consumers (Kafka): stop them first.
+    """
 
     async def rewind(
         self, topic: str, group: str, since: float, *, dry_run: bool = False
@@ -288,6 +338,19 @@ class SupportsLag(Protocol):
         group's backlog; memory: ready plus unacked). With no consumer running, every backend
         reports exactly the number of messages published and not yet acked by the group.
         """
+
+
+@runtime_checkable
+class SupportsBacklogAge(Protocol):
+    """Optional: how old the backlog of a consumer group is (``unimq lag``, the metrics plugin).
+
+    The time dimension of :class:`SupportsLag`: alerts on a message count depend on the
+    traffic; an age does not.
+    """
+
+    async def backlog_age(self, topic: str, group: str) -> float | None:
+        """Seconds since the oldest message of ``topic`` that ``group`` has not consumed yet
+        was published (``0.0`` with no backlog); ``None`` when the broker cannot tell."""
 
 
 class DeadLetterSession(Protocol):

@@ -28,7 +28,7 @@ from .. import envelope
 from ..batch import BatchFailed, BatchHandler
 from ..codec import DecodeError
 from ..slots import Slots
-from ..transport import Delivery, Subscription, SupportsPark
+from ..transport import Delivery, Subscription, SupportsPark, SupportsReceiveMany
 from .outcome import ACK, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff, decide
 from .settle import Settlement
 from .stages import HOLD_IN_PLACE
@@ -79,6 +79,9 @@ class Batches:
     async def receive(self, subscription: Subscription) -> None:
         """One per subscription: hand deliveries to the collectors, ``room`` at most waiting."""
         runtime = self.runtime
+        if isinstance(subscription, SupportsReceiveMany):
+            await self._receive_many(subscription)
+            return
         while not runtime.stopping:
             await self.room.take()
             delivery = await runtime.receive_or_retry(subscription)
@@ -88,6 +91,41 @@ class Batches:
             if self._parked and isinstance(delivery, SupportsPark):
                 delivery.park()
             self._put(delivery)
+
+    async def _receive_many(self, subscription: SupportsReceiveMany) -> None:
+        """``receive`` for a subscription that hands over many deliveries per call: one room
+        slot is awaited, the others taken as they are free (a batch already received may
+        overshoot ``room`` by less than ``max_size``; it is repaid as they settle). No slot is
+        held while waiting, so the main and retry receivers never starve each other."""
+        runtime = self.runtime
+        room = self.room
+        waiting = self.waiting
+        while not runtime.stopping:
+            await room.take()
+            try:
+                deliveries = await subscription.receive_many(min(self.max_size, 1 + room.free))
+            except asyncio.CancelledError:
+                room.give()
+                raise
+            except Exception:
+                room.give()
+                logger.exception(
+                    "receiving for %r failed; retrying in 1s", runtime.subscriber.topic
+                )
+                await asyncio.sleep(1)
+                continue
+            if not deliveries:
+                room.give()
+                return
+            for _ in range(len(deliveries) - 1):
+                if not room.take_now():
+                    room.take_anyway()
+            if self._parked:
+                for delivery in deliveries:
+                    if isinstance(delivery, SupportsPark):
+                        delivery.park()
+            waiting.extend(deliveries)
+            self._arrived.set()
 
     def _put(self, item: Delivery | None) -> None:
         self.waiting.append(item)
@@ -222,10 +260,10 @@ class Batches:
         runtime = self.runtime
         runtime.in_flight += len(batch)
         try:
-            if runtime.bucket is not None:
-                wait = runtime.bucket.reserve(len(batch))
-                if wait and not await self._pause(wait, batch):
-                    return  # stopping: unacked, the broker redelivers them
+            if runtime.throttle is not None and not await runtime.throttle.admit(
+                len(batch), lambda seconds: self._pause(seconds, batch)
+            ):
+                return  # stopping: unacked, the broker redelivers them
             pending = batch
             while pending:
                 outcomes = await self._invoke(pending)

@@ -203,6 +203,7 @@ def in_place_retry_stage(runtime: Host, invoke: Stage) -> Stage:
             if revocable and settlement.delivery.revoked:  # type: ignore[attr-defined]
                 return DROP  # another consumer owns it now
             message.attempt += 1
+            message.due = runtime.now()  # the next attempt is due now (its delivery delay)
             settlement.envelope = settlement.envelope._replace(attempt=message.attempt)
 
     return retry_in_place

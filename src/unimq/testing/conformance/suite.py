@@ -8,6 +8,7 @@ import pytest
 import pytest_asyncio
 
 from ...broker import Broker
+from .cases_batches import BatchCases
 from .cases_delay import DelayCases
 from .cases_delivery import DeliveryCases
 from .cases_groups import GroupCases
@@ -34,6 +35,7 @@ class ConformanceSuite(
     RestartCases,
     OperationsCases,
     RequestCases,
+    BatchCases,
 ):
     """Subclass and provide a ``backend`` fixture returning a :class:`Backend`."""
 
