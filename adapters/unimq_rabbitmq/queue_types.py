@@ -49,9 +49,8 @@ _VALUE = re.compile(r"^(?:the value )?'(?P<value>[^']*)'")
 
 def base_arguments(queue_type: QueueType) -> dict[str, Any]:
     """The arguments of every queue of ``queue_type`` unimq declares. Classic queues get no
-    ``x-queue-type``: declared exactly as before the option existed, and RabbitMQ 4.0.5 with
-    transient non-exclusive queues denied was seen to refuse to boot after a restart once
-    queues with an explicit ``x-queue-type`` existed (docs/backends/rabbitmq.md)."""
+    ``x-queue-type``: declared exactly as before the option existed (and see
+    docs/backends/rabbitmq.md on a RabbitMQ 4.0.5 boot failure seen with the explicit one)."""
     if queue_type == "quorum":
         return {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT}
     return {}
