@@ -60,9 +60,11 @@ from unimq_brokers import KINDS, versions  # noqa: E402
 from unimq_brokers.fixtures import (  # noqa: E402,F401
     REALBROKER_MARKER,
     kafka_broker,
+    kafka_secure_broker,
     rabbitmq_broker,
     rabbitmq_secure_broker,
     rocketmq_broker,
+    rocketmq_secure_broker,
     version_params,
 )
 
@@ -123,3 +125,17 @@ def pytest_generate_tests(metafunc):
         name = f"{kind}_broker"
         if name in metafunc.fixturenames and name not in chosen_by_test:
             metafunc.parametrize(name, version_params(kind, every), indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test class with an ``only_cases`` set runs only those cases (a smoke subset of the
+    conformance suite, e.g. over a secured connection); the others are deselected, not
+    skipped."""
+    keep, drop = [], []
+    for item in items:
+        only = getattr(getattr(item, "cls", None), "only_cases", None)
+        name = getattr(item, "originalname", item.name)
+        (drop if only is not None and name not in only else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

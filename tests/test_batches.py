@@ -335,3 +335,22 @@ async def test_publish_batch_keeps_a_keys_order_when_sends_can_overtake_each_oth
         await asyncio.sleep(0.2)
         await broker.drain(timeout=5)
     assert [b for b in order if b.startswith(b"k")] == [b"k0", b"k1", b"k2"]
+
+
+async def test_concurrent_batches_are_filled_one_at_a_time_in_arrival_order() -> None:
+    """With ``concurrency`` > 1, one collector fills a batch at a time: messages that trickle
+    in make full batches of consecutive messages, not ``concurrency`` interleaved partial
+    ones (which would keep RabbitMQ from acking a finished batch with one multiple ack)."""
+    broker = Broker("memory://")
+    calls: list[list[int]] = []
+
+    @broker.subscriber("t", group="g", batch=BatchPolicy(max_size=50, max_wait=2.0), concurrency=4)
+    async def index(lines: list[Line]) -> None:
+        calls.append([line.n for line in lines])
+
+    async with broker:
+        for n in range(200):
+            await broker.publish("t", Line(n=n))
+            await asyncio.sleep(0)  # arrivals trickle in while batches are being collected
+        await broker.drain(timeout=10)
+    assert calls == [list(range(start, start + 50)) for start in range(0, 200, 50)]

@@ -20,7 +20,7 @@ from confluent_kafka import Producer
 
 from unimq.errors import NotConnectedError, PublishError
 
-from .admin import ErrorLog, LibrdkafkaLog
+from .errors import AUTHORIZATION_CODES, ErrorLog, LibrdkafkaLog, not_allowed
 
 logger = logging.getLogger("unimq.kafka")
 
@@ -47,6 +47,8 @@ class KafkaProducer:
             "logger": LibrdkafkaLog("producer"),
         }
         self._errors = ErrorLog("producer")
+        user = config.get("sasl.username")
+        self._user = None if user is None else str(user)
         self._producer: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -106,6 +108,11 @@ class KafkaProducer:
         self._pending.add(future)
         try:
             await future
+        except _Undelivered as exc:
+            if exc.code in AUTHORIZATION_CODES:
+                action = f"publish to kafka topic {topic!r}"
+                raise not_allowed(self._user, action, exc.detail) from None
+            raise
         finally:
             self._pending.discard(future)
 
@@ -247,4 +254,13 @@ def _resolve(batch: list[Report]) -> None:
         if error is None:
             future.set_result(None)
         else:
-            future.set_exception(PublishError(f"kafka did not accept the message: {error.str()}"))
+            future.set_exception(_Undelivered(error))
+
+
+class _Undelivered(PublishError):
+    """A negative delivery report; ``code`` lets :meth:`KafkaProducer.send` say "not allowed"."""
+
+    def __init__(self, error: Any) -> None:
+        self.code = error.code()
+        self.detail = str(error.str())
+        super().__init__(f"kafka did not accept the message: {self.detail}")

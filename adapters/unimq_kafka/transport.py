@@ -16,15 +16,17 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from unimq.errors import NotConnectedError
+from unimq.errors import NotConnectedError, UnsupportedFeatureError
 from unimq.transport import (
     Capabilities,
+    Delivery,
     OutgoingMessage,
     SubscriptionSpec,
     TransportContext,
 )
 from unimq.url import BrokerURL
 
+from . import security
 from .admin import TopicAdmin
 from .consumer import CONSUMER_DEFAULTS
 from .dead_letters import KafkaDeadLetters, open_dead_letters
@@ -35,7 +37,8 @@ from .options import MAX_MESSAGE_SIZE, MAX_RECORD_BYTES, KafkaSettings, parse_se
 from .positions import group_spans
 from .producer import KafkaProducer
 from .rewind import backlog_age, rewind_group
-from .subscription import KafkaSubscription
+from .subscription import KafkaDelivery, KafkaSubscription
+from .transactions import KafkaTransaction, TransactionalProducer, consumed_offsets
 
 logger = logging.getLogger("unimq.kafka")
 
@@ -47,6 +50,8 @@ CAPABILITIES = Capabilities(
     max_message_size=MAX_MESSAGE_SIZE,
     # Deliveries of a revoked or lost partition say so (subscription.KafkaDelivery.revoked).
     revocable=True,
+    # Producer transactions (transactions.py); any number of messages per transaction.
+    transactions=True,
     # Offsets by timestamp (list_offsets) + a commit of the group's offsets (rewind.py).
     rewind=True,
 )
@@ -65,6 +70,7 @@ class KafkaTransport:
         self._context = context
         self._admin: TopicAdmin | None = None
         self._producer: KafkaProducer | None = None
+        self._transactional: TransactionalProducer | None = None  # on first transaction
         self._subscriptions: list[tuple[KafkaSubscription, SubscriptionSpec]] = []
         self._router = DelayRouter(self.settings.delay_tiers)
         self._scheduler: DelayScheduler | None = None
@@ -80,6 +86,7 @@ class KafkaTransport:
         if self._connected:
             return
         settings = self.settings
+        security.warn_if_unverified(settings.common, settings.url)
         admin = TopicAdmin(
             settings.admin_config(),
             url=settings.url,
@@ -104,6 +111,9 @@ class KafkaTransport:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.close()
+        transactional, self._transactional = self._transactional, None
+        if transactional is not None:
+            await transactional.close()
         admin = self._admin
         if admin is not None:
             for _, spec in subscriptions:
@@ -175,6 +185,41 @@ class KafkaTransport:
                 out[index] = exc
         return out
 
+    # -- transactions (SupportsTransactions, SupportsTransactionalConsume) -------------------
+
+    async def begin_transaction(self) -> KafkaTransaction:
+        """A producer transaction on the transport's transactional producer (transactions.py)."""
+        admin = self._admin
+        if admin is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        if self._transactional is None:
+            self._transactional = TransactionalProducer(
+                self.settings.producer_config(),
+                self.settings.transactional_id or f"unimq-tx-{self._context.instance_id}",
+            )
+        return await self._transactional.begin(self._ensure_topic)
+
+    async def begin_consume_transaction(self, delivery: Delivery) -> KafkaTransaction:
+        """A transaction that also commits ``delivery``'s offset for its group
+        (consume-transform-produce: exactly once for read_committed readers)."""
+        if not isinstance(delivery, KafkaDelivery):
+            raise UnsupportedFeatureError(
+                f"a kafka transaction can only consume a kafka delivery, not {delivery!r}"
+            )
+        metadata = delivery.group_metadata()
+        transaction = await self.begin_transaction()
+        transaction.consumed = consumed_offsets(
+            delivery.topic, delivery.partition, delivery.offset, metadata
+        )
+        return transaction
+
+    async def _ensure_topic(self, topic: str) -> None:
+        admin = self._admin
+        if admin is None:
+            raise NotConnectedError("the kafka transport is not connected")
+        if not admin.known(topic):
+            await admin.ensure(check_topic(topic))
+
     async def _send(
         self, topic: str, body: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
@@ -218,6 +263,7 @@ class KafkaTransport:
             raise NotConnectedError("the kafka transport is not connected")
         check_topic(spec.topic)
         await admin.ensure(spec.topic)
+        await admin.check_read(spec.topic, spec.group)
         await self._ensure_scheduler()  # retry backoffs and delayed publishes need it
         config = {
             **self._consumer_config(),
@@ -233,6 +279,8 @@ class KafkaTransport:
             name=f"unimq-kafka:{spec.topic}:{spec.group}",
             revoke_timeout=self.settings.revoke_timeout,
             manual_latest=spec.broadcast,
+            # A transactional subscriber's offsets commit only in its transactions.
+            commits=not spec.transactional,
         )
         await subscription.start()
         self._subscriptions.append((subscription, spec))

@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
@@ -144,7 +144,8 @@ class RabbitMQSubscription:
 
     async def _consume(self) -> None:
         underlay = await self._channel.get_underlay_channel()
-        self._acks = AckBatcher(underlay)  # before the first delivery can arrive
+        # Before the first delivery can arrive; told of every delivery (multiple acks).
+        self._acks = AckBatcher(underlay, track=True)
         ok = await underlay.basic_consume(self._queue.name, self._deliver, no_ack=False)
         self._underlay, self._consumer_tag = underlay, ok.consumer_tag
 
@@ -158,6 +159,9 @@ class RabbitMQSubscription:
             logger.error("could not resume consuming %s: %s", self._queue.name, exc)
 
     async def _deliver(self, message: aiormq.abc.DeliveredMessage) -> None:
+        acks = self._acks
+        if acks is not None and acks.channel is message.channel:
+            acks.delivered(message.delivery.delivery_tag)  # type: ignore[union-attr,arg-type]
         self._inbox.put_nowait(message)  # bounded by the channel's prefetch
 
     async def receive(self) -> RabbitMQDelivery | None:
@@ -179,6 +183,35 @@ class RabbitMQSubscription:
             self._acks_for(message.channel),
             message.delivery.delivery_tag,  # type: ignore[union-attr]  # always a Deliver here
         )
+
+    async def receive_many(self, max_n: int) -> list[RabbitMQDelivery]:
+        """Batch subscribers' ``receive``: wait for one delivery, then take what else the
+        channel has already pushed (up to ``max_n``) without waiting; ``[]`` once stopped.
+        One await per batch instead of one per message (``SupportsReceiveMany``)."""
+        if self._stopped:
+            return []
+        inbox = self._inbox
+        deliveries: list[RabbitMQDelivery] = []
+        while not deliveries:
+            message = await inbox.get()
+            while True:
+                if message is None:
+                    inbox.put_nowait(None)  # wake the next waiting worker too
+                    return deliveries
+                if not message.channel.is_closed:  # else RabbitMQ redelivers it (see receive)
+                    deliveries.append(
+                        RabbitMQDelivery(
+                            message.body,
+                            message.header.properties,
+                            self._topic,
+                            self._acks_for(message.channel),
+                            message.delivery.delivery_tag,  # type: ignore[union-attr]
+                        )
+                    )
+                if len(deliveries) >= max_n or inbox.empty():
+                    break
+                message = inbox.get_nowait()
+        return deliveries
 
     def _acks_for(self, channel: aiormq.abc.AbstractChannel) -> AckBatcher:
         acks = self._acks
@@ -322,9 +355,100 @@ class RabbitMQTransport:
                 logger.debug("closing the RabbitMQ connection: %s", exc)
 
     async def publish(self, message: OutgoingMessage) -> None:
-        exchange = self._exchange
-        if exchange is None:
+        if self._exchange is None:
             raise NotConnectedError("the RabbitMQ transport is not connected")
+        body, exchange_name, routing_key, properties = self._route(message)
+        # One bound for the whole publish (a window slot, a lost channel, the confirm): a broker
+        # that blocks publishers (memory or disk alarm) must not hold the caller forever.
+        timeout = self.options.publish_timeout
+        deadline = asyncio.get_running_loop().time() + timeout
+        window = self._window
+        if not window.take_now():
+            try:
+                await asyncio.wait_for(window.take(), timeout)
+            except asyncio.TimeoutError:
+                raise self._unconfirmed(message.topic) from None
+        try:
+            confirmation = await self._send(body, exchange_name, routing_key, properties, deadline)
+        except asyncio.TimeoutError:
+            raise self._unconfirmed(message.topic) from None
+        except PublishError:
+            raise
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise self._refused(exc, f"publish to topic {message.topic!r}") from None
+        except Exception as exc:
+            raise self._not_taken(message.topic, exc) from None
+        finally:
+            window.give()
+        error = _verdict(message.topic, confirmation)
+        if error is not None:
+            raise error
+
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
+        """``publish_batch``'s path (``SupportsPublishMany``): every message is queued on the
+        confirm batcher as soon as a ``publish_window`` slot is free, with no task or wait per
+        message, and the confirms are awaited together, so a batch keeps the window full and
+        goes out in a few large writes. Each message has ``publish_timeout`` from the moment it
+        was queued; per message the result is ``None`` (confirmed) or its ``PublishError``."""
+        if self._exchange is None:
+            raise NotConnectedError("the RabbitMQ transport is not connected")
+        loop = asyncio.get_running_loop()
+        timeout = self.options.publish_timeout
+        window = self._window
+        results: list[BaseException | None] = [None] * len(messages)
+        pending: list[tuple[int, asyncio.Future[Any]]] = []
+        release = _Release(window)
+        try:
+            for index, message in enumerate(messages):
+                try:
+                    body, exchange_name, routing_key, properties = self._route(message)
+                except Exception as exc:  # EncodeError, a bad topic: this message only
+                    results[index] = exc
+                    continue
+                if not window.take_now():
+                    try:
+                        await asyncio.wait_for(window.take(), timeout)
+                    except asyncio.TimeoutError:
+                        results[index] = self._unconfirmed(message.topic)
+                        continue
+                try:
+                    confirmation = await self._queue(
+                        body, exchange_name, routing_key, properties, loop.time() + timeout
+                    )
+                except Exception as exc:
+                    window.give()
+                    results[index] = (
+                        exc
+                        if isinstance(exc, PublishError)
+                        else self._not_taken(message.topic, exc)
+                    )
+                    continue
+                confirmation.add_done_callback(release)
+                pending.append((index, confirmation))
+            if pending:
+                await asyncio.wait([c for _, c in pending], timeout=timeout)
+        except asyncio.CancelledError:
+            for _, confirmation in pending:
+                confirmation.cancel()  # withdrawn if not yet written
+            raise
+        for index, confirmation in pending:
+            topic = messages[index].topic
+            if not confirmation.done():
+                confirmation.cancel()
+                results[index] = self._unconfirmed(topic)
+            elif confirmation.cancelled():
+                results[index] = PublishError(
+                    f"the channel closed before RabbitMQ confirmed the message for {topic!r}"
+                )
+            elif (error := confirmation.exception()) is not None:
+                results[index] = self._failure(topic, error)
+            else:
+                results[index] = _verdict(topic, confirmation.result())
+        return results
+
+    def _route(self, message: OutgoingMessage) -> tuple[bytes, str, str, Basic.Properties]:
+        """Body, exchange, routing key and properties of ``message`` (delays go through the
+        delay exchanges)."""
         topology.check_name("topic", message.topic)
         headers, content_type = wire_headers.encode(message)
         properties = Basic.Properties(
@@ -345,41 +469,20 @@ class RabbitMQTransport:
         if delay >= 1:
             exchange_name = topology.level_name(topology.LEVELS - 1)
             routing_key = topology.delay_routing_key(delay, message.topic)
-        # One bound for the whole publish (a window slot, a lost channel, the confirm): a broker
-        # that blocks publishers (memory or disk alarm) must not hold the caller forever.
-        timeout = self.options.publish_timeout
-        deadline = asyncio.get_running_loop().time() + timeout
-        window = self._window
-        if not window.take_now():
-            try:
-                await asyncio.wait_for(window.take(), timeout)
-            except asyncio.TimeoutError:
-                raise self._unconfirmed(message.topic) from None
-        try:
-            confirmation = await self._send(
-                message.body, exchange_name, routing_key, properties, deadline
-            )
-        except asyncio.TimeoutError:
-            raise self._unconfirmed(message.topic) from None
-        except PublishError:
-            raise
-        except aiormq.exceptions.ChannelAccessRefused as exc:
-            raise self._refused(exc, f"publish to topic {message.topic!r}") from None
-        except Exception as exc:
-            reason = _safe(exc, self.url)
-            raise PublishError(
-                f"RabbitMQ did not take the message for {message.topic!r}: {reason}"
-            ) from None
-        finally:
-            window.give()
-        if not isinstance(confirmation, Basic.Ack):
-            if isinstance(confirmation, Basic.Nack):
-                raise PublishError(f"RabbitMQ rejected the message for {message.topic!r} (nack)")
-            raise PublishError(
-                f"no queue is bound to topic {message.topic!r} on RabbitMQ, so the message was "
-                "returned unroutable; start a subscriber for it first (subscribers declare their "
-                "queues)"
-            )
+        return message.body, exchange_name, routing_key, properties
+
+    def _failure(self, topic: str, error: BaseException) -> BaseException:
+        """``publish_many``'s error for one message."""
+        if isinstance(error, PublishError):
+            return error
+        if isinstance(error, aiormq.exceptions.ChannelAccessRefused):
+            return self._refused(error, f"publish to topic {topic!r}")
+        return self._not_taken(topic, error)
+
+    def _not_taken(self, topic: str, error: BaseException) -> PublishError:
+        return PublishError(
+            f"RabbitMQ did not take the message for {topic!r}: {_safe(error, self.url)}"
+        )
 
     def _unconfirmed(self, topic: str) -> PublishError:
         timeout = self.options.publish_timeout
@@ -401,24 +504,7 @@ class RabbitMQTransport:
         returned message (unroutable), or an exception (nack, channel lost); raises
         ``asyncio.TimeoutError`` when there is none by ``deadline`` (loop time)."""
         loop = asyncio.get_running_loop()
-        channel = self._underlay
-        if channel is None or channel.is_closed:
-            channel = await self._reacquire_channel(max(deadline - loop.time(), 0.0))
-        batcher = self._batcher
-        if batcher is None:  # an aiormq without the attributes the batcher relies on
-            return await asyncio.wait_for(
-                channel.basic_publish(
-                    body,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    properties=properties,
-                    mandatory=True,
-                ),
-                max(deadline - loop.time(), 0.0),
-            )
-        confirmation = batcher.publish(
-            body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=True
-        )
+        confirmation = await self._queue(body, exchange, routing_key, properties, deadline)
         # A timer rather than asyncio.wait_for, which costs a task switch and three objects
         # more per publish: expiring cancels the confirmation (withdrawn if not yet written;
         # if written, aiormq ignores the late confirm of a cancelled one).
@@ -439,6 +525,37 @@ class RabbitMQTransport:
             ) from None
         finally:
             timer.cancel()
+
+    async def _queue(
+        self,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        properties: Basic.Properties,
+        deadline: float,
+    ) -> asyncio.Future[Any]:
+        """Queue one publish on the current channel; the future is RabbitMQ's answer."""
+        loop = asyncio.get_running_loop()
+        channel = self._underlay
+        if channel is None or channel.is_closed:
+            channel = await self._reacquire_channel(max(deadline - loop.time(), 0.0))
+        batcher = self._batcher
+        if batcher is None:  # an aiormq without the attributes the batcher relies on
+            return asyncio.ensure_future(
+                asyncio.wait_for(
+                    channel.basic_publish(
+                        body,
+                        exchange=exchange,
+                        routing_key=routing_key,
+                        properties=properties,
+                        mandatory=True,
+                    ),
+                    max(deadline - loop.time(), 0.0),
+                )
+            )
+        return batcher.publish(
+            body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=True
+        )
 
     async def _reacquire_channel(self, wait: float) -> aiormq.abc.AbstractChannel:
         """The publish channel's current AMQP channel, waiting up to ``wait`` seconds for a
@@ -532,6 +649,30 @@ class RabbitMQTransport:
             raise NotConnectedError("the RabbitMQ transport is not connected")
         topology.check_name("topic", topic)
         return await RabbitMQDeadLetters.open(connection, topic, self.options.publish_timeout)
+
+
+def _verdict(topic: str, confirmation: Any) -> PublishError | None:
+    """``None`` for RabbitMQ's ``Basic.Ack``; the error for a nack or a returned message."""
+    if isinstance(confirmation, Basic.Ack):
+        return None
+    if isinstance(confirmation, Basic.Nack):
+        return PublishError(f"RabbitMQ rejected the message for {topic!r} (nack)")
+    return PublishError(
+        f"no queue is bound to topic {topic!r} on RabbitMQ, so the message was returned "
+        "unroutable; start a subscriber for it first (subscribers declare their queues)"
+    )
+
+
+class _Release:
+    """Gives a ``publish_window`` slot back when a confirmation of ``publish_many`` ends."""
+
+    __slots__ = ("window",)
+
+    def __init__(self, window: Slots) -> None:
+        self.window = window
+
+    def __call__(self, _confirmation: asyncio.Future[Any]) -> None:
+        self.window.give()
 
 
 async def _reopened(channel: AbstractChannel) -> aiormq.abc.AbstractChannel:

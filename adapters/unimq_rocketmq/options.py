@@ -27,6 +27,7 @@ _KNOWN = {
     "access_key",
     "secret_key",
     "tls",
+    "tls_ca_file",
     "request_timeout",
     "invisible_duration",
     "await_duration",
@@ -52,6 +53,7 @@ class RocketMQOptions:
     access_key: str = ""
     secret_key: SecretStr = field(default_factory=lambda: SecretStr(""), repr=False)
     tls: bool = False
+    tls_ca_file: str | None = None
     request_timeout: int = 5
     invisible_duration: int = 60
     await_duration: int = 5
@@ -97,6 +99,7 @@ class RocketMQOptions:
             access_key=str(merged.get("access_key") or url.username or ""),
             secret_key=secret if isinstance(secret, SecretStr) else SecretStr(str(secret or "")),
             tls=_bool(merged.get("tls", False), "tls"),
+            tls_ca_file=str(merged["tls_ca_file"]) if merged.get("tls_ca_file") else None,
             request_timeout=_int(merged.get("request_timeout", 5), "request_timeout", 1),
             invisible_duration=_int(merged.get("invisible_duration", 60), "invisible_duration", 10),
             await_duration=_int(merged.get("await_duration", 5), "await_duration", 5),

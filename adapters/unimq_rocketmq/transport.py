@@ -17,7 +17,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from unimq.errors import (
@@ -27,13 +27,15 @@ from unimq.errors import (
     ConnectionFailedError,
     NotConnectedError,
     PublishError,
+    UnimqError,
     UnsupportedFeatureError,
 )
 from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
 from unimq.url import BrokerURL
 
-from . import codec, dead_letters, names, remoting, transactions
+from . import access, codec, dead_letters, names, remoting, transactions
 from . import rewind as rewinding
+from . import tls as tls_setup
 from .admin import RemotingAdmin, pop_retry_topics
 from .codec import MAX_BODY_WITH_HEADERS
 from .consumer import RocketMQSubscription, start_consumer
@@ -45,6 +47,8 @@ logger = logging.getLogger("unimq.rocketmq")
 _FIFO = 2  # rocketmq.grpc_protocol.MessageType.FIFO
 _AUTH_MARKS = ("unauthorized", "forbidden", "40100", "40300", "signature", "access key")
 _ROUTE_TTL = 30.0
+#: A topic name nobody creates: its route query only tests the credentials.
+_CREDENTIALS_PROBE = "unimq-credentials-check"
 #: How long a topic turned TRANSACTION on first use may take to show so in its route.
 _RETYPE_WAIT = 15.0
 
@@ -117,6 +121,18 @@ class RocketMQTransport:
         for physical in sorted(self._transaction_topics):
             await self._ensure_topic(physical, self.options.topic_message_type)
         options = self.options
+        shown = self.url.redacted()
+        if options.tls:
+            preflight = functools.partial(
+                tls_setup.preflight,
+                options.endpoints,
+                ca_file=options.tls_ca_file,
+                timeout=2.0,
+                url=shown,
+            )
+            await asyncio.to_thread(preflight)
+            if options.tls_ca_file:
+                tls_setup.use_ca_file(options.tls_ca_file)
         credentials = rocketmq.Credentials(
             options.access_key, options.secret_key.get_secret_value()
         )
@@ -127,6 +143,49 @@ class RocketMQTransport:
             self._producer = await asyncio.to_thread(self._start_producer)
         except Exception as exc:
             raise self._connect_error(exc) from None
+        if options.tls:
+            tls_setup.freeze()
+        await self._check_credentials()
+
+    async def _check_credentials(self) -> None:
+        """One signed route query: a refused access or secret key fails the connect, not the
+        first publish (the client connects lazily and words a refusal as "no route")."""
+        try:
+            code, text = await asyncio.to_thread(
+                access.route_status,
+                self._producer,
+                _CREDENTIALS_PROBE,
+                float(self.options.request_timeout),
+            )
+        except Exception as exc:  # the channel itself failed: TLS on one side only?
+            explain = functools.partial(
+                tls_setup.explain,
+                self.options.endpoints,
+                tls=self.options.tls,
+                ca_file=self.options.tls_ca_file,
+                url=self.url.redacted(),
+            )
+            failure = await asyncio.to_thread(explain)
+            await self.close()
+            raise (failure or self._connect_error(exc)) from None
+        refused = access.refusal(code, text, access_key=self.options.access_key, action="")
+        if isinstance(refused, AuthenticationError):
+            await self.close()
+            raise refused
+
+    async def _refusal(
+        self, check: Callable[..., tuple[int, str]], *args: Any, action: str
+    ) -> UnimqError | None:
+        """Ask the proxy whether its ACL refuses ``action`` (after a failure, or up front)."""
+        producer = self._producer
+        if producer is None:
+            return None
+        try:
+            ask = functools.partial(check, producer, *args, float(self.options.request_timeout))
+            code, text = await asyncio.to_thread(ask)
+        except Exception:  # no answer: let the caller report its own failure
+            return None
+        return access.refusal(code, text, access_key=self.options.access_key, action=action)
 
     def _start_producer(self) -> Any:
         import rocketmq
@@ -263,10 +322,100 @@ class RocketMQTransport:
         except PublishError:
             raise
         except Exception as exc:
+            refused = await self._refusal(
+                access.route_status,
+                physical,
+                action=f"publish to topic {message.topic!r} (RocketMQ topic {physical!r})",
+            )
+            if refused is not None:
+                raise refused from None
             raise PublishError(
                 f"RocketMQ did not accept a message for {message.topic!r} "
                 f"(topic {physical!r}): {type(exc).__name__}: {exc}"
             ) from None
+
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
+        """``publish_batch``'s path (``SupportsPublishMany``): every message is handed to the
+        client's send threads at once (``send_async``), with one check of each topic and one
+        coroutine per key rather than per message, and the receipts are awaited together.
+        Messages with the same key are sent one after the other (parallel sends of one key
+        could overtake each other); a stale client is restarted and its messages sent once
+        more through :meth:`publish`."""
+        producer = self._producer
+        if producer is None:
+            raise NotConnectedError("the RocketMQ transport is not connected")
+        mixed = self.options.topic_message_type == "MIXED"
+        fifo_of: dict[str, bool] = {}
+        results: list[BaseException | None] = [None] * len(messages)
+        alone: list[int] = []
+        chains: dict[str, list[int]] = {}
+        outgoing: list[Any] = [None] * len(messages)
+        refusals: dict[str, BaseException | None] = {}  # one refusal check per topic
+
+        async def failure(message: OutgoingMessage, physical: str, exc: BaseException) -> Any:
+            if isinstance(exc, UnimqError):  # publish's own typed errors
+                return exc
+            if physical not in refusals:
+                refusals[physical] = await self._refusal(
+                    access.route_status,
+                    physical,
+                    action=f"publish to topic {message.topic!r} (RocketMQ topic {physical!r})",
+                )
+            return refusals[physical] or self._not_accepted(message, physical, exc)
+
+        for index, message in enumerate(messages):
+            physical = names.topic_name(message.topic)
+            if physical in self._transaction_topics and not mixed:
+                alone.append(index)  # committed through a transaction: publish() does it
+                continue
+            try:
+                fifo = fifo_of.get(physical)
+                if fifo is None:
+                    await self._ensure_topic(physical, self.options.topic_message_type)
+                    fifo = fifo_of[physical] = await self._is_fifo(physical)
+                outgoing[index] = codec.to_rocketmq(message, physical, fifo=fifo, mixed=mixed)
+            except Exception as exc:
+                results[index] = await failure(message, physical, exc)
+                continue
+            if message.key is None:
+                alone.append(index)
+            else:
+                chains.setdefault(message.key, []).append(index)
+
+        async def one(index: int) -> None:
+            message = messages[index]
+            try:
+                if outgoing[index] is None:
+                    await self.publish(message)
+                else:
+                    await asyncio.wrap_future(producer.send_async(outgoing[index]))
+            except Exception as exc:
+                if outgoing[index] is not None and _is_stale_client(exc):
+                    try:
+                        await self.publish(message)  # restarts the producer, sends again
+                        return
+                    except Exception as again:
+                        exc = again
+                results[index] = await failure(message, names.topic_name(message.topic), exc)
+
+        async def chain(indexes: list[int]) -> None:
+            for index in indexes:
+                await one(index)
+
+        futures = [asyncio.ensure_future(one(index)) for index in alone]
+        futures += [asyncio.ensure_future(chain(indexes)) for indexes in chains.values()]
+        if futures:
+            await asyncio.gather(*futures)
+        return results
+
+    @staticmethod
+    def _not_accepted(message: OutgoingMessage, physical: str, exc: BaseException) -> BaseException:
+        if isinstance(exc, PublishError):
+            return exc
+        return PublishError(
+            f"RocketMQ did not accept a message for {message.topic!r} "
+            f"(topic {physical!r}): {type(exc).__name__}: {exc}"
+        )
 
     async def _is_fifo(self, physical: str) -> bool:
         """Whether the topic takes FIFO messages (from its route, looked up off the loop)."""
@@ -403,6 +552,17 @@ class RocketMQTransport:
             await self._provision.ensure(
                 "group", self._resource(physical_group), orderly=spec.ordered
             )
+        refused = await self._refusal(
+            access.assignment_status,
+            physical,
+            physical_group,
+            action=(
+                f"read topic {spec.topic!r} as group {group!r} "
+                f"(RocketMQ topic {physical!r}, group {physical_group!r})"
+            ),
+        )
+        if refused is not None:
+            raise refused
         options = self.options
         start = functools.partial(
             start_consumer,

@@ -37,7 +37,12 @@ from .retry import RetryPolicy
 from .router import Router, Subscriber
 from .settings import options_from_env, positive_seconds
 from .threads import HandlerThreads
-from .transport import SupportsWaitIdle, Transport, TransportContext
+from .transport import (
+    SupportsTransactionalConsume,
+    SupportsWaitIdle,
+    Transport,
+    TransportContext,
+)
 from .url import BrokerURL, option_secrets, scrub
 
 if TYPE_CHECKING:
@@ -200,6 +205,7 @@ class Broker:
         broadcast: bool = False,
         batch: BatchPolicy | None = None,
         rate_limit: RateLimit | None = None,
+        transactional: bool = False,
     ) -> Callable[[F], F]:
         """Register the decorated function as a handler; see :meth:`Router.subscriber`."""
         decorate = self._router.subscriber(
@@ -214,6 +220,7 @@ class Broker:
             broadcast=broadcast,
             batch=batch,
             rate_limit=rate_limit,
+            transactional=transactional,
         )
 
         def register(func: F) -> F:
@@ -267,6 +274,15 @@ class Broker:
             raise UnsupportedFeatureError(
                 f"subscriber {subscriber.handler.name}: broadcast=True, but the {scheme}:// "
                 "backend has no per-instance subscriptions"
+            )
+        if subscriber.transactional and not isinstance(
+            self.transport, SupportsTransactionalConsume
+        ):
+            raise UnsupportedFeatureError(
+                f"subscriber {subscriber.handler.name}: transactional=True, but the {scheme}:// "
+                "backend cannot commit a consumed message in a transaction (Kafka can); make the "
+                "handler idempotent (idempotent=True) and publish through the transactional "
+                "outbox instead (docs/consistency.md)"
             )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -436,11 +452,25 @@ class Broker:
         deliver_at: datetime | None = None,
         message_id: str | None = None,
     ) -> PublishReceipt:
-        """Publish ``body`` to ``topic``; returns once the broker holds it durably."""
+        """Publish ``body`` to ``topic``; returns once the broker holds it durably.
+
+        Inside a ``transactional=True`` handler it stages into the handler's transaction
+        instead: visible once the handler succeeds, never if it fails."""
         if not self._connected:
             raise NotConnectedError(
                 "the broker is not connected: publish inside 'async with broker:' "
                 "(or after 'await broker.connect()')"
+            )
+        tx = transactions.CURRENT.get()
+        if tx is not None:
+            return await tx.publish(
+                topic,
+                body,
+                key=key,
+                headers=headers,
+                delay=delay,
+                deliver_at=deliver_at,
+                message_id=message_id,
             )
         topic, payload, wire, key, message_id, content_type, due = self._prepare(
             topic, body, key, headers, delay, deliver_at, message_id
@@ -475,6 +505,22 @@ class Broker:
                 "the broker is not connected: publish inside 'async with broker:' "
                 "(or after 'await broker.connect()')"
             )
+        tx = transactions.CURRENT.get()
+        if tx is not None:  # a transactional handler: every item joins its transaction
+            return [
+                await tx.publish(
+                    topic,
+                    item.body,
+                    key=item.key if item.key is not None else key,
+                    headers=item.headers if item.headers is not None else headers,
+                    delay=item.delay,
+                    deliver_at=item.deliver_at,
+                    message_id=item.message_id,
+                )
+                if isinstance(item, Outgoing)
+                else await tx.publish(topic, item, key=key, headers=headers)
+                for item in items
+            ]
         prepared = []
         for index, item in enumerate(items):
             try:
@@ -570,6 +616,7 @@ class Broker:
             raise NotConnectedError(
                 "the broker is not connected: open transactions inside 'async with broker:'"
             )
+        transactions.check_not_nested()
         reason = transactions.refuse_reason(self.transport)
         if reason is not None:
             raise UnsupportedFeatureError(reason)

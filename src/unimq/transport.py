@@ -155,6 +155,11 @@ class SubscriptionSpec:
     ordered: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
     role: Literal["main", "retry"] = "main"
+    #: The subscriber is ``transactional=True``: its consumption is committed only inside
+    #: consume transactions (:class:`SupportsTransactionalConsume`), so the transport must not
+    #: commit it by itself: a plain commit racing a transactional one can move the group back
+    #: and have a committed message handled again.
+    transactional: bool = False
 
 
 class Subscription(Protocol):
@@ -283,6 +288,20 @@ class SupportsTransactions(Protocol):
     """Transports with ``capabilities.transactions``."""
 
     async def begin_transaction(self) -> TransportTransaction: ...
+
+
+@runtime_checkable
+class SupportsTransactionalConsume(Protocol):
+    """Transports whose transactions can also consume a delivery (Kafka: the consumed offset
+    commits inside the producer transaction). Enables ``@subscriber(transactional=True)``.
+
+    The returned transaction's ``commit`` makes the handler's staged publishes and the
+    consumption of ``delivery`` durable together (or neither); the core still acks the
+    delivery afterwards, which must then be harmless. ``rollback`` leaves ``delivery``
+    unconsumed, so the core can run its handler again.
+    """
+
+    async def begin_consume_transaction(self, delivery: Delivery) -> TransportTransaction: ...
 
 
 #: Answers a broker's check-back for a transaction whose producer vanished between staging and

@@ -64,6 +64,7 @@ class Batches:
         # rather than an asyncio.Queue, so an ordered collector's pause can park what waits.
         self.waiting: deque[Delivery | None] = deque()
         self._arrived = asyncio.Event()
+        self._collecting = asyncio.Lock()  # one collector builds a batch at a time
         self._parked = False  # an ordered collector waits on the clock: so does what arrives
         self.success = MANUAL if subscriber.ack == "manual" else ACK
         self._holds: set[asyncio.Task[None]] = set()
@@ -167,33 +168,39 @@ class Batches:
     # -- collecting --------------------------------------------------------------------------
 
     async def collect(self) -> None:
-        """One per allowed concurrent batch: build a batch, run it, repeat."""
+        """One per allowed concurrent batch: build a batch, run it, repeat.
+
+        One collector builds a batch at a time (``_collecting``); the batches then run
+        concurrently. Collectors filling batches side by side would split the arrivals
+        between them: smaller batches, later full, and interleaved deliveries, which keep a
+        backend from settling a finished batch in one step (RabbitMQ's multiple acks)."""
         loop = asyncio.get_running_loop()
         waiting = self.waiting
         max_size = self.max_size
         while True:
-            first = await self._get(None)
-            if first is None or isinstance(first, _TimedOut):
-                return
-            batch: list[Settlement] = []
-            stop = False
-            item: Delivery | _TimedOut | None = first
-            deadline = loop.time() + self.max_wait
-            while True:
-                if item is None:
-                    stop = True
-                    break
-                if isinstance(item, _TimedOut):
-                    break
-                pending = self._admit(item, batch)
-                if pending is not None:  # a delivery with more to do than decoding
-                    await pending
-                if len(batch) >= max_size:
-                    break
-                if waiting:  # what is already here joins without a wait
-                    item = waiting.popleft()
-                else:
-                    item = await self._get(max(0.0, deadline - loop.time()))
+            async with self._collecting:
+                first = await self._get(None)
+                if first is None or isinstance(first, _TimedOut):
+                    return
+                batch: list[Settlement] = []
+                stop = False
+                item: Delivery | _TimedOut | None = first
+                deadline = loop.time() + self.max_wait
+                while True:
+                    if item is None:
+                        stop = True
+                        break
+                    if isinstance(item, _TimedOut):
+                        break
+                    pending = self._admit(item, batch)
+                    if pending is not None:  # a delivery with more to do than decoding
+                        await pending
+                    if len(batch) >= max_size:
+                        break
+                    if waiting:  # what is already here joins without a wait
+                        item = waiting.popleft()
+                    else:
+                        item = await self._get(max(0.0, deadline - loop.time()))
             if batch:
                 await self._run(batch)
             if stop:

@@ -110,7 +110,17 @@ class SubscriberRuntime:
         capabilities = context.transport.capabilities
         self.revocable = capabilities.revocable
         # Without native delay a retry copy cannot wait on the broker: retry in place instead.
-        self.retry_in_place = subscriber.ordered or capabilities.max_delay == 0
+        # A transactional subscriber too: a retry copy would be written outside the transaction.
+        self.retry_in_place = (
+            subscriber.ordered or capabilities.max_delay == 0 or subscriber.transactional
+        )
+        self.transport = context.transport
+        self.consume_transaction = (
+            context.transport.begin_consume_transaction  # type: ignore[attr-defined]
+            if subscriber.transactional
+            else None
+        )
+        self.max_transaction_messages = capabilities.max_transaction_messages
         self.plain_ack = not subscriber.idempotent
         self.running_ids: dict[str, int] = {}
         self._clock = context.clock
@@ -162,6 +172,7 @@ class SubscriberRuntime:
                 broadcast=subscriber.broadcast,
                 ordered=ordered,
                 role=role,  # type: ignore[arg-type]
+                transactional=subscriber.transactional,
             )
             subscription = await transport.subscribe(spec)
             self._subscriptions.append(subscription)

@@ -33,6 +33,7 @@ from ..transport import Delivery
 from .host import Host, Middleware, Next
 from .outcome import ACK, DROP, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff, decide
 from .settle import Settlement, handler_traceback
+from .transactional import transaction_stage
 
 logger = logging.getLogger("unimq.pipeline")
 
@@ -49,6 +50,8 @@ def build(runtime: Host) -> Handle:
     stage: Stage | None = None  # None: the handler alone, called inline (below)
     if runtime.middlewares or runtime.retry_in_place or subscriber.idempotent:
         stage = invoke_stage(runtime)
+        if subscriber.transactional:
+            stage = transaction_stage(runtime, stage)
         if runtime.retry_in_place:
             stage = in_place_retry_stage(runtime, stage)
         if subscriber.idempotent:

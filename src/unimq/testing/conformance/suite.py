@@ -19,6 +19,7 @@ from .cases_request import RequestCases
 from .cases_restart import RestartCases
 from .cases_retry import RetryCases
 from .cases_shutdown import ShutdownCases
+from .cases_transactions import TransactionCases
 from .features import missing
 from .support import Backend, BrokerFactory, Collector, Names, mark_known_defect
 
@@ -36,6 +37,7 @@ class ConformanceSuite(
     OperationsCases,
     RequestCases,
     BatchCases,
+    TransactionCases,
 ):
     """Subclass and provide a ``backend`` fixture returning a :class:`Backend`."""
 

@@ -1,0 +1,62 @@
+"""``@subscriber(..., transactional=True)``: consume-transform-produce in one broker transaction.
+
+Each attempt of the handler runs inside a transaction that also consumes the delivery (Kafka:
+its offset commits in the producer transaction). ``broker.publish`` inside the handler stages
+into that transaction (through :data:`unimq.transactions.CURRENT`, so handler code is the same
+as anywhere else). Success commits the outputs and the consumption together; a failure, a
+``nack`` or a ``reject`` rolls the outputs back, so a ``read_committed`` reader sees each output
+of a message exactly once however often its handler ran. Retries stay in place (a retry copy on
+the broker would be a second, non-transactional write), each attempt in a fresh transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from .. import transactions
+from .host import Host
+from .outcome import ACK, Outcome
+from .settle import Settlement
+
+logger = logging.getLogger("unimq.delivery")
+
+Stage = Callable[[Settlement], Awaitable[Outcome]]
+
+
+def transaction_stage(runtime: Host, invoke: Stage) -> Stage:
+    """Wrap one attempt (``invoke``) in a consume transaction of the runtime's transport."""
+    begin = runtime.consume_transaction
+    assert begin is not None
+    now = runtime.now
+    limit = runtime.max_transaction_messages
+
+    async def transactional(settlement: Settlement) -> Outcome:
+        try:
+            native = await begin(settlement.delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # no transaction: the attempt failed before the handler
+            return settlement.after_failure(error)
+        tx = transactions.Transaction(runtime.transport, now, limit, native)
+        token = transactions.CURRENT.set(tx)
+        try:
+            outcome = await invoke(settlement)
+        except BaseException:
+            await tx.finish(commit=False)
+            raise
+        finally:
+            transactions.CURRENT.reset(token)
+        if outcome is ACK and settlement.in_place is None and not settlement.settled:
+            try:
+                await tx.finish(commit=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # not durable: nothing of it is visible; try again
+                return settlement.after_failure(error)
+            return outcome
+        await tx.finish(commit=False)
+        return outcome
+
+    return transactional
