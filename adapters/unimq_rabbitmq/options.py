@@ -31,6 +31,13 @@ class RabbitMQOptions(BaseModel):
     - ``publish_timeout``: the longest a publish waits (for a window slot, a lost connection
       and the broker's confirm together) before it raises ``PublishError``; also how long
       ``lag`` and a dead-letter session wait for a lost connection to come back.
+    - ``queue_type``: ``quorum`` (default) or ``classic``, for every durable queue unimq
+      declares (group queues, dead-letter holding queues, the delay ladder). Quorum queues are
+      RabbitMQ's replicated type (4.0 removed classic mirroring) and dead-letter at least once,
+      so delays and retries survive a node crash; ``classic`` opts out, for brokers older than
+      3.10 or queues declared as classic by an earlier unimq (a queue's type cannot change in
+      place). Broadcast queues are always classic: they are exclusive, and quorum queues
+      cannot be.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -46,12 +53,15 @@ class RabbitMQOptions(BaseModel):
     publish_window: int = Field(256, ge=1)
     reconnect_interval: float = Field(2.0, gt=0)
     publish_timeout: float = Field(30.0, gt=0)
+    queue_type: Literal["quorum", "classic"] = "quorum"
 
     @classmethod
     def parse(cls, url: BrokerURL, options: Mapping[str, Any]) -> RabbitMQOptions:
         merged = {**url.query_dict(), **options}
         if isinstance(merged.get("auth_mechanism"), str):
             merged["auth_mechanism"] = merged["auth_mechanism"].lower()
+        if isinstance(merged.get("queue_type"), str):
+            merged["queue_type"] = merged["queue_type"].lower()
         try:
             parsed = cls.model_validate(merged)
         except ValidationError as exc:

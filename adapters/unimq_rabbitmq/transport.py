@@ -31,6 +31,7 @@ from pamqp.commands import Basic
 
 from unimq import headers as h
 from unimq.errors import (
+    ConfigurationError,
     ConnectionFailedError,
     NotConnectedError,
     PublishError,
@@ -313,9 +314,14 @@ class RabbitMQTransport:
             raise error from None
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         try:
-            self._exchange = await topology.declare_exchanges(self._publish_channel)
+            self._exchange = await topology.declare_exchanges(
+                self._publish_channel, self.options.queue_type, self._connection
+            )
         except aiormq.exceptions.ChannelAccessRefused as exc:
             raise self._refused(exc, "declare unimq's exchanges") from None
+        except ConfigurationError:
+            await self.close()  # a ladder queue of the other type: nothing can work
+            raise
         self._use_channel(await self._publish_channel.get_underlay_channel())
 
     def _user(self) -> str:
@@ -588,7 +594,13 @@ class RabbitMQTransport:
         try:
             await channel.set_qos(prefetch_count=spec.prefetch)
             queue = await topology.declare_group_queue(
-                channel, spec.topic, spec.group, ordered=spec.ordered, broadcast=spec.broadcast
+                channel,
+                spec.topic,
+                spec.group,
+                ordered=spec.ordered,
+                broadcast=spec.broadcast,
+                queue_type=self.options.queue_type,
+                connection=connection,
             )
             subscription = RabbitMQSubscription(channel, queue, spec.topic)
             await subscription.start()
@@ -596,6 +608,9 @@ class RabbitMQTransport:
             await topology.close_quietly(channel)
             action = f"subscribe group {spec.group!r} to topic {spec.topic!r}"
             raise self._refused(exc, action) from None
+        except ConfigurationError:
+            await topology.close_quietly(channel)
+            raise
         self._subscriptions.append(subscription)
         return subscription
 
@@ -607,7 +622,9 @@ class RabbitMQTransport:
             return
         topology.check_name("topic", topic)
         try:
-            await topology.declare_holding_queue(channel, topic)
+            await topology.declare_holding_queue(
+                channel, topic, self.options.queue_type, self._connection
+            )
         except aiormq.exceptions.ChannelAccessRefused as exc:
             raise self._refused(exc, f"declare the dead-letter topic {topic!r}") from None
         self._declared.add(topic)
