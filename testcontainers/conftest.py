@@ -64,6 +64,7 @@ from unimq_brokers.fixtures import (  # noqa: E402,F401
     rabbitmq_broker,
     rabbitmq_secure_broker,
     rocketmq_broker,
+    rocketmq_cluster_broker,
     rocketmq_secure_broker,
     version_params,
 )

@@ -32,6 +32,7 @@ __all__ = [
     "rabbitmq_broker",
     "rabbitmq_secure_broker",
     "rocketmq_broker",
+    "rocketmq_cluster_broker",
     "rocketmq_secure_broker",
     "version_params",
 ]
@@ -167,3 +168,40 @@ def rocketmq_secure_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
     """RocketMQ 5 (primary version) with ACL 2.0 and TLS on the proxy's gRPC port: ``.url``
     connects as the limited access key ``app`` (``unimq_brokers.secure_rocketmq``)."""
     yield from _secure_broker(request, "rocketmq")
+
+
+#: Multi-node clusters, one per (kind, version) per process, removed when the session ends.
+_clusters: dict[tuple[str, str], Any] = {}
+
+
+def _release_cluster(key: tuple[str, str]) -> None:
+    handle = _clusters.pop(key, None)
+    if handle is not None:
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def rocketmq_cluster_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A RocketMQ 5 cluster (primary version) on loopback: a name server and two nodes, each
+    a master broker with a cluster-mode gRPC proxy (``unimq_brokers.cluster_rocketmq``):
+    ``.url`` (both proxies), ``.nodes``, ``.kill(node)``, ``.start(node)``, ``.url_of(node)``,
+    ``.namesrv_address``, ``.stop()``. Containers only; under CI=true a cluster that cannot
+    start fails the test."""
+    key = ("rocketmq", versions.primary("rocketmq"))
+    handle = _clusters.get(key)
+    if handle is None:
+        if config.mode() == "external":
+            broker_unavailable("the RocketMQ cluster runs as containers only")
+        from . import containers
+        from .cluster_rocketmq import start_rocketmq_cluster
+
+        try:
+            client = containers.docker_client()
+            containers.remove_orphans(client)
+            handle = start_rocketmq_cluster(client, key[1])
+        except BrokerUnavailable as e:
+            broker_unavailable(str(e))
+            raise  # unreachable
+        _clusters[key] = handle
+        request.config.add_cleanup(lambda: _release_cluster(key))
+    yield handle
