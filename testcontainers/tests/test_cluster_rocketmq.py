@@ -65,6 +65,8 @@ DELAY = 3.0
 #: publishes per second (main flow); the ordered flow goes at a tenth of it
 RATE = 120.0
 NEGATIVE = os.environ.get("UNIMQ_RMQ_CLUSTER_NEGATIVE") == "1"
+#: seconds to wait, once the flows ended, for every message to be handled
+DRAIN = float(os.environ.get("UNIMQ_RMQ_CLUSTER_DRAIN", "150"))
 
 
 class CountingStore(MemoryIdempotencyStore):
@@ -285,7 +287,7 @@ async def _failover(cluster: Any, *, connected: bool) -> dict[str, Any]:
                 and set(letters) >= expected_dlq
                 and sum(len(set(v)) for v in seen.values()) >= len(ordered_confirmed)
             ),
-            150,
+            DRAIN,
             "every confirmed message",
             report,
         )
