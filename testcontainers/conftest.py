@@ -62,6 +62,7 @@ from unimq_brokers.fixtures import (  # noqa: E402,F401
     kafka_broker,
     kafka_secure_broker,
     rabbitmq_broker,
+    rabbitmq_cluster_broker,
     rabbitmq_secure_broker,
     rocketmq_broker,
     rocketmq_secure_broker,

@@ -19,7 +19,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import aio_pika
 import aiormq
 from aio_pika.abc import (
     AbstractChannel,
@@ -41,10 +40,10 @@ from unimq.slots import Slots
 from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
 from unimq.url import BrokerURL
 
-from . import confirms, failures, topology, wire_headers
+from . import confirms, failures, nodes, topology, wire_headers
 from .acks import AckBatcher
 from .confirms import ConfirmBatcher
-from .options import DEFAULT_PORT, RabbitMQOptions
+from .options import RabbitMQOptions
 
 if TYPE_CHECKING:
     from .dead_letters import RabbitMQDeadLetters
@@ -266,13 +265,10 @@ class RabbitMQTransport:
     async def connect(self) -> None:
         url = self.url
         options = self.options
-        host = url.host or "localhost"
-        port = url.port or DEFAULT_PORT.get(url.scheme, 5672)
+        node_list = nodes.nodes_of(url)
         vhost = url.path[1:] if url.path.startswith("/") and len(url.path) > 1 else "/"
         external = options.auth_mechanism == "external"
         kwargs: dict[str, Any] = {
-            "host": host,
-            "port": port,
             "login": url.username or "guest",
             "password": url.password.get_secret_value() if url.password else "guest",
             "virtualhost": vhost,
@@ -295,20 +291,18 @@ class RabbitMQTransport:
                 )
         try:
             with failures.quiet_connect_logs():
-                self._connection = await aio_pika.connect_robust(**kwargs)
+                self._connection = await nodes.connect_first(
+                    node_list,
+                    kwargs,
+                    lambda exc: type(self._connect_error(exc)) is ConnectionFailedError,
+                )
         except (aiormq.exceptions.AMQPError, OSError) as exc:
-            error = failures.connect_failure(
-                exc,
-                url,
-                user=self._user(),
-                mechanism=options.auth_mechanism,
-                secrets=self._secrets(),
-            )
+            error = self._connect_error(exc)
             if (
                 type(error) is ConnectionFailedError
                 and url.scheme == "amqp"
                 and not failures.refused_connection(exc)
-                and await failures.speaks_tls(host, port)
+                and await failures.speaks_tls(*node_list[-1])
             ):
                 error = failures.plaintext_on_tls_port(url)
             raise error from None
@@ -323,6 +317,15 @@ class RabbitMQTransport:
             await self.close()  # a ladder queue of the other type: nothing can work
             raise
         self._use_channel(await self._publish_channel.get_underlay_channel())
+
+    def _connect_error(self, exc: BaseException) -> UnimqError:
+        return failures.connect_failure(
+            exc,
+            self.url,
+            user=self._user(),
+            mechanism=self.options.auth_mechanism,
+            secrets=self._secrets(),
+        )
 
     def _user(self) -> str:
         if self.options.auth_mechanism == "external":

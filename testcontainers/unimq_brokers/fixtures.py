@@ -30,6 +30,7 @@ __all__ = [
     "kafka_broker",
     "kafka_secure_broker",
     "rabbitmq_broker",
+    "rabbitmq_cluster_broker",
     "rabbitmq_secure_broker",
     "rocketmq_broker",
     "rocketmq_secure_broker",
@@ -167,3 +168,24 @@ def rocketmq_secure_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
     """RocketMQ 5 (primary version) with ACL 2.0 and TLS on the proxy's gRPC port: ``.url``
     connects as the limited access key ``app`` (``unimq_brokers.secure_rocketmq``)."""
     yield from _secure_broker(request, "rocketmq")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_cluster_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A 3-node RabbitMQ cluster (primary version) on loopback
+    (``unimq_brokers.cluster_rabbitmq.RabbitMQCluster``): ``.url`` names every node, ``.nodes``,
+    ``.url_of(node)``, ``.kill(node)`` (SIGKILL), ``.start(node)`` (waits until it rejoined),
+    ``.stop()``. Containers only."""
+    key = ("rabbitmq-cluster", versions.primary("rabbitmq"))
+    handle = _shared.get(key)
+    if handle is None:
+        from .cluster_rabbitmq import get_rabbitmq_cluster
+
+        try:
+            handle = get_rabbitmq_cluster(key[1])  # type: ignore[assignment]
+        except BrokerUnavailable as e:
+            broker_unavailable(str(e))
+            raise  # unreachable
+        _shared[key] = handle  # type: ignore[assignment]
+        request.config.add_cleanup(lambda: _release(key))
+    yield handle
