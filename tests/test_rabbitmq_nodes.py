@@ -67,9 +67,7 @@ async def test_first_connect_skips_unreachable_nodes(monkeypatch: pytest.MonkeyP
         return FailoverConnection(URL(f"amqp://{host}:{port}/"))
 
     monkeypatch.setattr(nodes.aio_pika, "connect_robust", connect_robust)
-    connection = await nodes.connect_first(
-        [("h1", 1), ("h2", 2), ("h3", 3)], {}, lambda exc: True
-    )
+    connection = await nodes.connect_first([("h1", 1), ("h2", 2), ("h3", 3)], {}, lambda exc: True)
     assert tried == [("h1", 1), ("h2", 2), ("h3", 3)]
     assert connection.node == ("h3", 3) and connection.nodes[0] == ("h1", 1)
 
