@@ -47,6 +47,34 @@ async def test_each_lost_connection_moves_to_the_next_node_round_robin() -> None
     assert connection.url.path == "/vh" and connection.url.query["reconnect_interval"] == "1"
 
 
+async def test_aio_pikas_reconnect_loop_tries_each_node_in_turn() -> None:
+    """The contract :class:`FailoverConnection` relies on: aio-pika reports a failed reconnect
+    attempt through ``_on_connection_close`` before the next one, so the attempts go round the
+    nodes (here three loopback ports nothing listens on)."""
+    ports = [_closed_port() for _ in range(3)]
+    url = URL(f"amqp://127.0.0.1:{ports[0]}/?reconnect_interval=0.05&fail_fast=0")
+    connection = FailoverConnection(url)
+    connection.use_nodes([("127.0.0.1", p) for p in ports], 0)
+    attempted: list[int] = []
+    original = connection.next_node
+
+    def next_node() -> tuple[str, int]:
+        attempted.append(connection.url.port or 0)
+        return original()
+
+    connection.next_node = next_node  # type: ignore[method-assign]
+    connecting = asyncio.create_task(connection.connect())
+    try:
+        for _ in range(200):
+            if len(attempted) >= 4:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        connecting.cancel()
+        await connection.close()
+    assert attempted[:4] == [*ports, ports[0]]
+
+
 async def test_a_closed_connection_stays_where_it_was() -> None:
     connection = FailoverConnection(URL("amqp://h1:1/"))
     connection.use_nodes([("h1", 1), ("h2", 2)], 0)
