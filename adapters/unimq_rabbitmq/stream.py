@@ -106,7 +106,11 @@ class StreamSubscription(RabbitMQSubscription):
 
     async def _take_over_or_wait(self) -> None:
         if await self._lock.acquire(self._connection):
-            await self._begin()
+            try:
+                await self._begin()
+            except BaseException:
+                await self._lock.release()  # let a standby (or a retry) have the group
+                raise
             return
         logger.info(
             "stream group %s is read by another instance: this one waits as a standby",

@@ -131,6 +131,53 @@ async def test_one_instance_reads_a_stream_group_and_a_standby_takes_over(
             await broker.stop()
 
 
+async def test_a_dropped_connection_wins_the_lock_again_and_loses_nothing(
+    rabbitmq_broker: Any,
+) -> None:
+    """Handlers held while RabbitMQ closes every connection: the lock went with the old
+    connection, the subscription wins it again on the reconnect and reads on from the committed
+    offset; every message is handled, later ones too, and the position is kept (a restarted
+    group reads nothing again)."""
+    if not rabbitmq_broker.can_control:
+        pytest.skip("external broker: cannot drop its connections")
+    url = rabbitmq_broker.url
+    topic, group = names()
+    consumer = Broker(url, reconnect_interval=0.5, **STREAM)
+    handled: set[int] = set()
+    gate = asyncio.Event()
+
+    @consumer.subscriber(topic, group=group, concurrency=2)
+    async def handle(body: int) -> None:
+        await gate.wait()
+        handled.add(body)
+
+    async def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 30
+        while len(handled) < count:
+            assert time.monotonic() < deadline, sorted(handled)
+            await asyncio.sleep(0.1)
+
+    await consumer.start()
+    try:
+        async with Broker(url, **STREAM) as producer:
+            await producer.publish_batch(topic, list(range(20)))
+        await asyncio.sleep(0.5)
+        code, out, err = await asyncio.to_thread(
+            rabbitmq_broker.exec,
+            ["rabbitmqctl", "close_all_connections", "unimq test: stream lock"],
+        )
+        assert code == 0, (out, err)
+        gate.set()
+        await wait_for(20)
+        async with Broker(url, **STREAM) as producer:
+            await producer.publish_batch(topic, list(range(20, 30)))
+        await wait_for(30)
+    finally:
+        await consumer.stop()
+    assert handled == set(range(30))
+    assert await consume(url, topic, group, 0, 1.5) == []
+
+
 async def test_rewind_refusals_are_clear(rabbitmq_broker: Any) -> None:
     """A quorum group cannot be rewound (with either setting), and an unknown group has
     nothing to rewind (``None``, as on Kafka)."""
