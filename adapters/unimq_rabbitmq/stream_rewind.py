@@ -17,7 +17,8 @@ reads, and runs while the group is read too.
 
 Lag: the stream's message count (``queue.declare``; RabbitMQ refreshes it every few seconds)
 plus its first offset (retention may have removed the oldest segments) minus the group's
-committed offset.
+committed offset. Backlog age: the publish time of the message at the committed offset, read
+by a consumer of its own that commits nothing.
 """
 
 from __future__ import annotations
@@ -110,6 +111,30 @@ async def lag(connection: AbstractConnection, topic: str, group: str, wait: floa
         return count
     position = start if committed is None else max(committed, start)
     return max(0, start + count - position)
+
+
+async def backlog_age(
+    connection: AbstractConnection, topic: str, group: str, wait: float, now: float
+) -> float | None:
+    """Seconds since the message at the group's committed offset was published (``0.0`` with
+    no backlog); ``None`` without the queue, or for a message with no publish time."""
+    behind = await lag(connection, topic, group, wait)
+    if not behind:
+        return None if behind is None else 0.0
+    stream = group_queue(topic, group)
+    channel = await plain_channel(connection, wait)
+    try:
+        committed = await OffsetStore(stream).read(channel)
+    finally:
+        await close_quietly(channel)
+    async with _reader(
+        connection, stream, "first" if committed is None else committed, wait
+    ) as read:
+        oldest = await read()
+    if oldest is None:
+        return 0.0  # read meanwhile (RabbitMQ's count is a few seconds old)
+    published = _published(oldest.header.properties)
+    return None if published == float("inf") else max(0.0, now - published)
 
 
 async def _exists(connection: AbstractConnection, stream: str, wait: float) -> bool:

@@ -658,6 +658,23 @@ class RabbitMQTransport:
         queue = topology.group_queue(topic, group)
         return await topology.ready_count(connection, queue, self.options.publish_timeout)
 
+    async def backlog_age(self, topic: str, group: str) -> float | None:
+        """Stream groups: the age of the message at the group's committed offset
+        (:mod:`.stream_rewind`). ``None`` (unknown) on classic and quorum queues, whose head
+        message can only be seen by taking it, which would redeliver it out of order."""
+        connection = self._connection
+        if connection is None:
+            raise NotConnectedError("the RabbitMQ transport is not connected")
+        if self.options.queue_type != "stream":
+            return None
+        topology.check_name("topic", topic)
+        topology.check_name("group", group)
+        from . import stream_rewind
+
+        return await stream_rewind.backlog_age(
+            connection, topic, group, self.options.publish_timeout, self._clock.now()
+        )
+
     async def rewind(
         self, topic: str, group: str, since: float, *, dry_run: bool = False
     ) -> int | None:

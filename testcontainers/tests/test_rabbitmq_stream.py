@@ -89,6 +89,35 @@ async def test_rewind_replays_all_then_exactly_the_later_half(
     assert await consume(url, topic, group, COUNT // 2, 1.5) == list(range(COUNT // 2, COUNT))
 
 
+async def test_backlog_age_of_a_paused_stream_group_is_the_truth(rabbitmq_broker: Any) -> None:
+    """No consumer running (paused); the oldest message the group has not consumed was
+    published ~4 s ago: the age is within 1 s of that (as on Kafka and RocketMQ)."""
+    url = rabbitmq_broker.url
+    topic, group = names()
+    await consume(url, topic, group, 0, 0)
+    async with Broker(url, **STREAM) as ops:
+        transport: Any = ops.transport
+        assert await transport.backlog_age(topic, group) == 0.0
+        before = time.time()
+        await ops.publish(topic, 0)
+        published = time.time()
+        await asyncio.sleep(2.0)
+        await ops.publish(topic, 1)
+        await asyncio.sleep(2.0)
+        deadline = time.monotonic() + 30
+        while await transport.lag(topic, group) != 2:  # RabbitMQ's count: a few seconds old
+            assert time.monotonic() < deadline, "lag never reached 2"
+            await asyncio.sleep(0.5)
+        asked = time.time()
+        age = await transport.backlog_age(topic, group)
+        answered = time.time()
+    assert age is not None, "unknown"
+    assert asked - published - 1.0 <= age <= answered - before + 1.0, (age, asked - published)
+    assert age >= 3.0  # ~4 s, not the age of the newer message (2 s)
+    async with Broker(url) as quorum:  # classic and quorum queues: unknown
+        assert await quorum.transport.backlog_age(topic, group) is None  # type: ignore[attr-defined]
+
+
 async def test_one_instance_reads_a_stream_group_and_a_standby_takes_over(
     rabbitmq_broker: Any,
 ) -> None:
