@@ -119,24 +119,24 @@ class StreamSubscription(RabbitMQSubscription):
         self._standby = asyncio.create_task(self._wait_for_lock())
 
     async def _wait_for_lock(self) -> None:
+        """A standby: try for the lock every ``STANDBY_INTERVAL`` s until this instance wins
+        it (then read) or stops (``stop`` cancels this; ``close`` releases a lock won)."""
         while not self._stopped:
             await asyncio.sleep(STANDBY_INTERVAL)
             try:
-                if await self._lock.acquire(self._connection):
-                    break
+                if not await self._lock.acquire(self._connection):
+                    continue
             except Exception as exc:  # the connection is down: try again later
                 logger.debug("waiting for the lock of %s: %s", self._queue.name, exc)
-        else:
-            return
-        if self._stopped:
-            await self._lock.release()
-            return
-        try:
-            await self._begin()
+                continue
+            try:
+                await self._begin()
+            except Exception as exc:  # give the group to another instance, or try again
+                logger.error("could not start reading %s: %s", self._queue.name, exc)
+                await self._lock.release()
+                continue
             logger.info("took over stream group %s", self._queue.name)
-        except Exception as exc:
-            logger.error("could not start reading %s: %s", self._queue.name, exc)
-            await self._lock.release()
+            return
 
     async def _begin(self) -> None:
         """With the lock: read the committed offset and attach there."""
