@@ -110,6 +110,8 @@ class Figures:
     publish_failures: int = 0
     dlq_expected: int = 0
     dlq_records: int = 0
+    #: rejected again after a redelivery (a reject leaves no idempotency mark): a DLQ duplicate
+    rejected_twice: int = 0
     replication_factor: str = "broker default (3)"
     notes: list[str] = field(default_factory=list)
 
@@ -330,6 +332,7 @@ async def _failover(
         1 for n in flow.ordered_seen.values() if n > 1
     )
     figures.order_violations = flow.order_violations()
+    figures.rejected_twice = sum(1 for n in flow.rejected.values() if n > 1)
     lateness = [flow.arrived[i] - flow.due[i] for i in flow.due if i in flow.arrived]
     figures.max_delay_lateness_s = round(max(lateness, default=0.0), 2)
     early = [i for i in flow.due if i in flow.arrived and flow.arrived[i] < flow.due[i] - 0.05]

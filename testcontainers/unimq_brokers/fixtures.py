@@ -1,5 +1,5 @@
 """pytest fixtures: ``rabbitmq_broker``, ``kafka_broker``, ``rocketmq_broker``, and the secured
-``rabbitmq_secure_broker``.
+``rabbitmq_secure_broker``, and the 3-node ``kafka_cluster_broker``.
 
 Session-scoped; each starts its broker on first use and removes the container
 at the end of the session. The fixture parameter is the broker version (one of
