@@ -268,7 +268,6 @@ async def _failover(
     flow: Flow | None = None,
 ) -> Figures:
     """The shared scenario; ``choose_victim`` picks the node to kill once the topics exist."""
-    inf = math.inf
     flow = flow or Flow()
     options = _topic_options()
     if options:
@@ -276,6 +275,23 @@ async def _failover(
     store = CountingStore()
     broker = Broker(url or cluster.url, idempotency_store=store, **options)
     flow.install(broker)
+    try:
+        return await _run(cluster, figures, choose_victim, flow, store, broker)
+    finally:
+        # a failure mid-outage must not leave the session's cluster a node short
+        for node in set(cluster.nodes) - set(await asyncio.to_thread(cluster.running)):
+            await asyncio.to_thread(cluster.start, node)
+
+
+async def _run(
+    cluster: Any,
+    figures: Figures,
+    choose_victim: Callable[[Flow], str],
+    flow: Flow,
+    store: CountingStore,
+    broker: Broker,
+) -> Figures:
+    inf = math.inf
     async with broker:
         publishers = [asyncio.create_task(flow.publish_key(broker, k)) for k in range(KEYS)]
         await _wait(lambda: len(flow.confirmed) >= KILL_AFTER, 120)
