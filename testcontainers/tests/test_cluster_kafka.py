@@ -260,6 +260,30 @@ def _dead_letters(cluster: Any, topic: str) -> list[int]:
         consumer.close()
 
 
+def _lag(cluster: Any, group: str, topic: str) -> dict[int, tuple[int, int]] | str:
+    """Diagnostics for a drain that did not finish: ``group``'s committed offset and the log
+    end of each partition of ``topic``."""
+    try:
+        admin = _admin(cluster)
+        partitions = sorted(admin.list_topics(timeout=15).topics[topic].partitions)
+        request = ck.ConsumerGroupTopicPartitions(
+            group, [ck.TopicPartition(topic, p) for p in partitions]
+        )
+        answer = admin.list_consumer_group_offsets([request])[group].result(timeout=15)
+        committed = {tp.partition: tp.offset for tp in answer.topic_partitions}
+        consumer = ck.Consumer({"bootstrap.servers": cluster.bootstrap_servers, "group.id": group})
+        try:
+            ends = {
+                p: consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=15)[1]
+                for p in partitions
+            }
+        finally:
+            consumer.close()
+        return {p: (committed[p], ends[p]) for p in partitions}
+    except Exception as exc:  # diagnostics only
+        return f"<{type(exc).__name__}: {exc}>"
+
+
 async def _failover(
     cluster: Any,
     figures: Figures,
@@ -321,6 +345,9 @@ async def _run(
         drained = await _wait(lambda: flow.all_settled(confirmed), DRAIN_TIMEOUT)
         if not drained:
             figures.notes.append(f"not every message settled within {DRAIN_TIMEOUT:.0f}s")
+            for group in (flow.group, flow.ordered_group):
+                lag = await asyncio.to_thread(_lag, cluster, group, flow.topic)
+                figures.notes.append(f"{group} committed/log end per partition: {lag}")
         await asyncio.sleep(2)  # late redeliveries, if any, arrive and are counted
     recovered = max(
         (max(flow.settled_at.get(i, inf), flow.ordered_at.get(i, inf)) for i in before_kill),
