@@ -265,12 +265,24 @@ class KafkaCluster:
             return f"<no logs: {e}>"
 
     def stop(self) -> None:
-        """Remove every node's container (and its data)."""
+        """Remove every node's container (and its data). SIGKILL first: three JVMs stopping
+        at once on a loaded machine can outlast the Docker client's timeout, and a container
+        left behind is only removed by the next session's ``remove_orphans``."""
         for node in list(self._containers):
-            try:
-                self._containers.pop(node).remove(force=True, v=True)
-            except DockerException:
-                pass
+            container = self._containers.pop(node)
+            for _ in range(2):
+                try:
+                    if container.status != "exited":
+                        container.kill()
+                except DockerException:
+                    pass  # already stopped
+                try:
+                    container.remove(force=True, v=True)
+                    break
+                except NotFound:
+                    break
+                except DockerException:
+                    continue  # once more; then the next session's remove_orphans
 
     remove = stop  # the fixtures' release hook calls remove()
 
