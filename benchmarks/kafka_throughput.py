@@ -11,6 +11,11 @@ confluent-kafka:
   only count; offsets are committed (raw: an async commit per polled batch; unimq: its
   contiguous-offset commits; FastStream: ``AckPolicy.ACK``, a commit after each message).
 
+Each run also prints the CPU the whole process (Python and librdkafka's threads) spent per
+message between the same two clock readings, and the acceptance lines give the CPU ratio beside
+the wall-clock one: on a shared machine the wall clock mostly measures the scheduler. ``--only``
+runs the named runners alone (comma-separated).
+
 Broker: ``--bootstrap host:port``, or a container started through the real-broker fixtures
 (``testcontainers/unimq_brokers``). FastStream (``pip install "faststream[kafka,confluent]"``)
 is skipped if missing. Figures are reported, never asserted.
