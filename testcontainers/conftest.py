@@ -60,6 +60,7 @@ from unimq_brokers import KINDS, versions  # noqa: E402
 from unimq_brokers.fixtures import (  # noqa: E402,F401
     REALBROKER_MARKER,
     kafka_broker,
+    kafka_cluster_broker,
     kafka_secure_broker,
     rabbitmq_broker,
     rabbitmq_secure_broker,
