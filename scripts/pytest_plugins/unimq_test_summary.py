@@ -43,6 +43,8 @@ from unimq_test_tiers import (
     shared_cases_module,
 )
 
+from unimq.testing.conformance.features import REQUIRES_SUFFIX
+
 STRICT_TIERS = (REALBROKER, STORE)
 
 
@@ -79,8 +81,6 @@ def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
     return reason.removeprefix("Skipped: ").strip() or "(no reason given)"
 
 
-#: How ``unimq.testing``'s ``requires(...)`` check ends its skip reason (conformance/features.py).
-REQUIRES_SUFFIX = "(requires(...))"
 
 
 def allowed_ci_skip(item: pytest.Item, report: pytest.TestReport) -> bool:
