@@ -65,7 +65,7 @@ if ! [[ "$workers" =~ ^[0-9]+$ ]]; then
   exit 2
 fi
 if [ "$workers" -gt 1 ]; then
-  options+=(-n "$workers" --dist loadgroup)
+  options+=(-n "$workers" --dist loadgroup --max-worker-restart 0)
 fi
 
 echo "==> python -m pytest ${options[*]} ${pytest_args[*]}"

@@ -177,6 +177,14 @@ class TopicAdmin:
             await asyncio.shield(pending)
 
     def _create(self, topic: str, config: Mapping[str, str]) -> None:
+        # One topic creation at a time per admin client: six threads creating a cluster's
+        # delay tiers at once on one AdminClient saw the process abort once (a native abort,
+        # no librdkafka assertion printed; confluent-kafka documents concurrent use of one
+        # admin handle as racy). Creation is rare, so the lock costs nothing that matters.
+        with self._lock:
+            self._create_locked(topic, config)
+
+    def _create_locked(self, topic: str, config: Mapping[str, str]) -> None:
         if self._exists(topic):
             return
         new = NewTopic(
