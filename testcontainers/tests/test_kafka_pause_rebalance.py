@@ -13,38 +13,20 @@ the second leaves (the partition moves back), and every message, old and new, mu
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-import zlib
 from typing import Any
 
 import pytest
 
 from unimq import Broker, Message
 
+from .test_kafka_revocation import _keys_on_two_partitions, _wait
+
 pytest.importorskip("confluent_kafka")
 
 pytestmark = [pytest.mark.realbroker, pytest.mark.asyncio]
 
 PER_KEY = 30
-
-
-def _keys_on_two_partitions() -> list[str]:
-    chosen: dict[int, str] = {}
-    for index in range(100):
-        key = f"key-{index}"
-        chosen.setdefault(zlib.crc32(key.encode()) % 2, key)
-        if len(chosen) == 2:
-            break
-    return [chosen[0], chosen[1]]
-
-
-async def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_partition_paused_at_a_rebalance_is_read_again_when_it_comes_back(
