@@ -52,10 +52,11 @@ class TransactionalMemory(MemoryTransport):
         return StagedTransaction(self, self.log)
 
 
-def _broker() -> tuple[Broker, list[str]]:
+def _broker(transport: type[MemoryTransport] | None = None) -> tuple[Broker, list[str]]:
     broker = Broker("memory://")
     log: list[str] = []
-    broker.transport.__class__ = TransactionalMemory  # the staging SPI hook, nothing else
+    # the staging SPI hook, nothing else
+    broker.transport.__class__ = transport or TransactionalMemory
     broker.transport.log = log  # type: ignore[attr-defined]
     return broker, log
 
@@ -120,10 +121,7 @@ class RefusingMemory(MemoryTransport):
 async def test_commit_refused_by_a_rebalance_is_not_an_attempt(refusals: int) -> None:
     """A rebalance refusing the commit re-runs the attempt without counting it: with
     ``max_attempts=2`` and a handler failing once, refused commits never dead-letter it."""
-    broker = Broker("memory://")
-    log: list[str] = []
-    broker.transport.__class__ = RefusingMemory
-    broker.transport.log = log  # type: ignore[attr-defined]
+    broker, log = _broker(RefusingMemory)
     RefusingTransaction.refusals = refusals
     attempts: list[int] = []
     outputs: list[bytes] = []
@@ -159,10 +157,7 @@ async def test_commit_refused_by_a_rebalance_is_not_an_attempt(refusals: int) ->
 async def test_commit_refused_without_end_counts_after_the_bound() -> None:
     """Refusals without end still end: after REFUSED_COMMIT_RERUNS re-runs the attempt fails
     (and the policy's last attempt dead-letters it), never an endless loop."""
-    broker = Broker("memory://")
-    log: list[str] = []
-    broker.transport.__class__ = RefusingMemory
-    broker.transport.log = log  # type: ignore[attr-defined]
+    broker, log = _broker(RefusingMemory)
     RefusingTransaction.refusals = 10**6
     dead: list[bytes] = []
 
