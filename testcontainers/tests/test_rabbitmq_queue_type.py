@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aio_pika
 import pytest
 from unimq_brokers.fixtures import version_params
+from unimq_brokers.rabbitmq_vhost import own_vhost
 from unimq_rabbitmq import queue_types, topology
 
 from unimq import Broker, ConfigurationError, Message
@@ -160,24 +159,6 @@ async def test_a_message_returned_25_times_stays_in_a_quorum_queue(rabbitmq_brok
         await queue.delete(if_unused=False, if_empty=False)
 
 
-@asynccontextmanager
-async def own_vhost(broker: Any) -> AsyncIterator[str]:
-    """A vhost of the test's own, so its classic queues leave the shared quorum ladder alone;
-    yields its URL."""
-    vhost = f"qtype-{uuid.uuid4().hex[:8]}"
-    await ctl(broker, "add_vhost", vhost)
-    try:
-        await ctl(broker, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        yield broker.url.rstrip("/") + "/" + vhost
-    finally:
-        await ctl(broker, "delete_vhost", vhost)
-
-
-async def ctl(broker: Any, *args: str) -> None:
-    code, _, err = await asyncio.to_thread(broker.exec, ["rabbitmqctl", *args])
-    assert code == 0, err
-
-
 async def declare_classic(url: str, name: str, arguments: dict[str, Any] | None = None) -> None:
     """``name`` as unimq declared it before ``queue_type``: durable, no ``x-queue-type``."""
     connection = await aio_pika.connect(url)
@@ -219,7 +200,7 @@ async def test_an_earlier_classic_topology_is_a_configuration_error_and_classic_
     if not rabbitmq_broker.can_control:
         pytest.skip("external broker: no rabbitmqctl")
     topic, group = unique("upgrade"), "legacy"
-    async with own_vhost(rabbitmq_broker) as url:
+    async with own_vhost(rabbitmq_broker, "qtype") as url:
         vhost = url.rsplit("/", 1)[1]
         for level in range(topology.LEVELS):
             downstream = topology.level_name(level - 1) if level else topology.DELIVER_EXCHANGE
