@@ -1,0 +1,58 @@
+"""Opening a kombu connection from a unimq URL, and mapping kombu's errors to unimq's.
+
+The password reaches kombu only as a keyword argument, never inside a URL string, and every
+error text that leaves the adapter goes through ``url.mask`` (kombu and redis-py quote the
+connection details in some of theirs).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from unimq.errors import AuthenticationError, ConnectionFailedError, UnimqError
+from unimq.url import BrokerURL
+
+from .options import KombuOptions
+from .profiles import Profile
+
+
+def load_kombu() -> Any:
+    """kombu, typed loosely: it ships only partial annotations."""
+    return importlib.import_module("kombu")
+
+
+def open_connection(url: BrokerURL, profile: Profile, options: KombuOptions) -> Any:
+    """A connected ``kombu.Connection`` (runs on the connection's thread: it blocks)."""
+    kombu = load_kombu()
+
+    transport_options: dict[str, Any] = {"visibility_timeout": options.visibility_timeout}
+    if profile.kombu_scheme == "sqs":
+        transport_options.update(region=options.region, is_secure=options.secure)
+    password = url.password.get_secret_value() if url.password else None
+    connection = kombu.Connection(
+        hostname=url.host or "localhost",
+        port=url.port,
+        userid=url.username or None,
+        password=password,
+        virtual_host=(url.path or "").lstrip("/") or None,
+        transport=profile.kombu_scheme,
+        transport_options=transport_options,
+        connect_timeout=5,
+    )
+    try:
+        connection.ensure_connection(max_retries=1, timeout=5)
+        if profile.kombu_scheme == "sqs":  # kombu connects lazily to SQS: make one real call
+            connection.default_channel.sqs().list_queues(QueueNamePrefix="unimq-probe")
+    except Exception as exc:
+        connection.release()
+        raise connect_error(url, exc) from None
+    return connection
+
+
+def connect_error(url: BrokerURL, exc: BaseException) -> UnimqError:
+    text = url.mask(f"{type(exc).__name__}: {exc}")
+    lowered = text.lower()
+    if any(word in lowered for word in ("auth", "wrongpass", "invalid password", "signature")):
+        return AuthenticationError(f"{url.redacted()} refused the credentials: {text}")
+    return ConnectionFailedError(f"cannot connect to {url.redacted()}: {text}")

@@ -1,0 +1,265 @@
+"""One subscription: a kombu ``Consumer`` on a connection thread of its own.
+
+The thread drains broker events with a short timeout and runs queued acks in between; the
+consumer's callback hands each message to the loop through an ``asyncio.Queue`` that the
+core's workers empty with :meth:`KombuSubscription.receive`. kombu's QoS (``prefetch_count``)
+bounds how many unacked messages the thread takes, which is the back-pressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from unimq.transport import SubscriptionSpec
+from unimq.url import BrokerURL
+
+from . import names
+from .connect import load_kombu, open_connection
+from .options import KombuOptions
+from .profiles import Profile
+from .routing import Router
+from .worker import ConnectionThread
+
+logger = logging.getLogger("unimq.kombu")
+
+KEY_HEADER = "x-unimq-kombu-key"
+
+
+class KombuDelivery:
+    __slots__ = ("_done", "_message", "_owner", "body", "headers", "key", "native_id", "topic")
+
+    def __init__(self, topic: str, message: Any, owner: KombuSubscription) -> None:
+        headers = dict(message.headers or {})
+        self.key: str | None = headers.pop(KEY_HEADER, None)
+        self.topic = topic
+        self.headers: Mapping[str, str] = {str(k): str(v) for k, v in headers.items()}
+        body = message.body
+        self.body: bytes = body if isinstance(body, bytes) else str(body).encode()
+        self.native_id = native_id(message)
+        self._message = message
+        self._owner = owner
+        self._done = False
+
+    async def ack(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        await self._owner.settle(self, requeue=False)
+
+
+def native_id(message: Any) -> str:
+    sqs_message = (message.delivery_info or {}).get("sqs_message") or {}
+    if sqs_message.get("MessageId"):
+        return str(sqs_message["MessageId"])
+    return str(message.properties.get("delivery_tag") or message.delivery_tag)
+
+
+class KombuSubscription:
+    def __init__(
+        self, url: BrokerURL, profile: Profile, options: KombuOptions, spec: SubscriptionSpec
+    ) -> None:
+        self.url = url
+        self.profile = profile
+        self.options = options
+        self.spec = spec
+        self._sqs = profile.routing == "prefix"
+        self._queue: asyncio.Queue[KombuDelivery | None] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self._thread = ConnectionThread(
+            f"unimq-kombu-{spec.topic}-{spec.group}", poll=options.poll_interval
+        )
+        self._unacked: dict[int, KombuDelivery] = {}
+        self._connection: Any = None
+        self._consumer: Any = None
+        self._kombu_queue: Any = None
+        self._stopped = False
+        self._closed = False
+
+    async def start(self) -> None:
+        self._thread.start()
+        try:
+            await self._thread.call(self._open)
+        except BaseException:
+            await self._thread.stop()
+            raise
+        self._thread.set_idle(self._drain, idle_blocks=True)
+
+    def _open(self) -> None:
+        kombu = load_kombu()
+
+        self._connection = open_connection(self.url, self.profile, self.options)
+        channel = self._connection.channel()
+        router = Router(channel, self._sqs)
+        spec = self.spec
+        self._kombu_queue = router.declare_group_queue(spec.topic, spec.group, spec.broadcast)
+        if not spec.broadcast:
+            self._inherit_holding(channel, router)
+        self._consumer = kombu.Consumer(
+            channel,
+            queues=[self._kombu_queue],
+            on_message=self._on_message,
+            no_ack=False,
+            prefetch_count=spec.prefetch,
+        )
+        self._consumer.consume()
+
+    def _inherit_holding(self, channel: Any, router: Router) -> None:
+        """The first group of a topic takes what was published before anyone subscribed."""
+        kombu = load_kombu()
+
+        holding = names.holding_queue(self.spec.topic, self._sqs)
+        if self._sqs:
+            if holding not in router.sqs_names(self.spec.topic):
+                return
+        elif not channel.client.exists(holding):
+            return
+        producer = kombu.Producer(channel)
+        target = self._kombu_queue
+        while True:
+            message = channel.basic_get(holding, no_ack=False)
+            if message is None:
+                break
+            producer.publish(
+                message.body,
+                exchange="",
+                routing_key=target.name,
+                headers=message.headers,
+                content_type="application/octet-stream",
+                content_encoding="binary",
+                delivery_mode=2,
+                retry=False,
+            )
+            message.ack()
+        if self._sqs:
+            channel.queue_delete(holding)
+        else:
+            kombu.Queue(holding, router.exchange(self.spec.topic), routing_key=self.spec.topic)(
+                channel
+            ).delete()
+
+    def _on_message(self, message: Any) -> None:  # on the connection thread
+        delivery = KombuDelivery(self.spec.topic, message, self)
+        self._loop.call_soon_threadsafe(self._hand_out, delivery)
+
+    def _hand_out(self, delivery: KombuDelivery) -> None:
+        self._unacked[id(delivery)] = delivery
+        if self._stopped:
+            return  # kept unacked: close() gives it back
+        self._queue.put_nowait(delivery)
+
+    def _drain(self) -> None:
+        if self._stopped or self._connection is None:
+            self._thread_sleep()
+            return
+        try:
+            self._connection.drain_events(timeout=self.options.poll_interval)
+        except TimeoutError:
+            pass
+        except Exception as exc:
+            logger.warning(
+                "kombu consumer of %r lost its connection: %s",
+                self.spec.topic,
+                self.url.mask(f"{type(exc).__name__}: {exc}"),
+            )
+            self._reconnect()
+
+    def _thread_sleep(self) -> None:
+        import time
+
+        time.sleep(self.options.poll_interval)
+
+    def _reconnect(self) -> None:
+        """Consume again on a new connection; the broker redelivers what was unacked."""
+        import time
+
+        time.sleep(0.5)
+        try:
+            old, self._connection = self._connection, None
+            if old is not None:
+                try:
+                    old.release()
+                except Exception:
+                    pass
+            self._open()
+        except Exception as exc:
+            logger.warning(
+                "kombu consumer of %r cannot reconnect yet: %s",
+                self.spec.topic,
+                self.url.mask(f"{type(exc).__name__}: {exc}"),
+            )
+
+    async def receive(self) -> KombuDelivery | None:
+        if self._stopped:
+            return None
+        delivery = await self._queue.get()
+        if delivery is None:
+            self._queue.put_nowait(None)  # wake the next waiting receiver too
+        return delivery
+
+    async def settle(self, delivery: KombuDelivery, requeue: bool) -> None:
+        self._unacked.pop(id(delivery), None)
+        if self._closed:
+            return
+        message = delivery._message
+
+        def settle() -> None:
+            if requeue:
+                message.requeue()
+            else:
+                message.ack()
+
+        try:
+            await self._thread.call(settle)
+        except Exception as exc:  # the broker redelivers it: at least once
+            logger.warning(
+                "kombu ack on %r failed (it will be redelivered): %s",
+                self.spec.topic,
+                self.url.mask(f"{type(exc).__name__}: {exc}"),
+            )
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._queue.put_nowait(None)
+        try:
+            await self._thread.call(self._cancel)
+        except Exception as exc:
+            logger.warning("kombu cancel failed: %s", self.url.mask(repr(exc)))
+
+    def _cancel(self) -> None:
+        if self._consumer is not None:
+            self._consumer.cancel()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        await self.stop()
+        pending = list(self._unacked.values())
+        self._unacked.clear()
+        for delivery in pending:
+            delivery._done = True
+        try:
+            await self._thread.call(lambda: self._release([d._message for d in pending]))
+        except Exception as exc:
+            logger.warning("kombu close failed: %s", self.url.mask(repr(exc)))
+        self._closed = True
+        await self._thread.stop()
+
+    def _release(self, pending: list[Any]) -> None:
+        for message in pending:
+            try:
+                message.requeue()
+            except Exception:  # the broker gives it back after the visibility timeout
+                pass
+        if self.spec.broadcast and self._kombu_queue is not None:
+            try:
+                self._kombu_queue(self._consumer.channel).delete()
+            except Exception:
+                pass
+        if self._connection is not None:
+            self._connection.release()
+            self._connection = None
