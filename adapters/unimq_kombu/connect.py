@@ -52,7 +52,23 @@ def open_connection(url: BrokerURL, profile: Profile, options: KombuOptions) -> 
 
 def connect_error(url: BrokerURL, exc: BaseException) -> UnimqError:
     text = url.mask(f"{type(exc).__name__}: {exc}")
-    lowered = text.lower()
-    if any(word in lowered for word in ("auth", "wrongpass", "invalid password", "signature")):
+    if _refused_credentials(exc):
         return AuthenticationError(f"{url.redacted()} refused the credentials: {text}")
     return ConnectionFailedError(f"cannot connect to {url.redacted()}: {text}")
+
+
+_AUTH_WORDS = ("wrongpass", "noauth", "username-password", "invalid password", "signature")
+
+
+def _refused_credentials(exc: BaseException) -> bool:
+    """Whether kombu's error (or what it wraps: redis-py, botocore) is a credentials refusal."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if "Authentication" in type(seen).__name__ or any(
+            word in str(seen).lower() for word in _AUTH_WORDS
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -1,9 +1,10 @@
 """Where a published message goes: every group queue of its topic, or the holding queue.
 
 Runs on a connection thread (kombu calls block). Redis: a direct exchange per topic whose
-bindings kombu keeps in Redis, so every process routes alike. SQS: kombu keeps exchange
-bindings in the process only, so the adapter lists the topic's queues by their name prefix
-and sends a copy to each.
+bindings kombu keeps in Redis, so every process sees the same groups; the adapter reads the
+bindings and sends a copy to each queue by name (see :meth:`Router.bound_queues`). SQS:
+kombu keeps exchange bindings in the process only, so the adapter lists the topic's queues
+by their name prefix and sends a copy to each.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ class Router:
     def __init__(self, channel: Any, sqs: bool) -> None:
         self.channel = channel
         self.sqs = sqs
-        self._bound: set[str] = set()  # Redis topics known to have a group queue
 
     def exchange(self, topic: str) -> Any:
         kombu = load_kombu()
@@ -49,13 +49,25 @@ class Router:
                 self.channel.queue_declare(holding)
                 queues = [holding]
             return [("", queue) for queue in queues]
-        exchange = self.exchange(topic)
-        if topic not in self._bound:
-            if not self.channel.get_table(exchange.name):
-                self.bind_holding(topic)
-            else:
-                self._bound.add(topic)
-        return [(exchange, topic)]
+        queues = self.bound_queues(topic)
+        if not queues:
+            self.bind_holding(topic)
+            queues = [names.holding_queue(topic, False)]
+        return [("", queue) for queue in queues]
+
+    def bound_queues(self, topic: str) -> list[str]:
+        """The queues bound to the topic's exchange (kombu keeps the table in Redis).
+
+        The adapter sends to each queue by name instead of through the exchange: kombu
+        restores an unacked message (a dead consumer, a requeue) through the exchange and
+        routing key it was published with, which would copy it into every *other* group's
+        queue as well. Sent by queue name, it goes back to its own queue only.
+        """
+        table = self.channel.get_table(names.exchange_name(topic))
+        holding = names.holding_queue(topic, False)
+        queues = {queue for _key, _pattern, queue in table}
+        groups = sorted(queues - {holding})
+        return groups or sorted(queues)
 
     def bind_holding(self, topic: str) -> None:
         kombu = load_kombu()

@@ -4,6 +4,11 @@ The thread drains broker events with a short timeout and runs queued acks in bet
 consumer's callback hands each message to the loop through an ``asyncio.Queue`` that the
 core's workers empty with :meth:`KombuSubscription.receive`. kombu's QoS (``prefetch_count``)
 bounds how many unacked messages the thread takes, which is the back-pressure.
+
+Closing hands unacked deliveries back. On Redis, closing the kombu channel does it (kombu
+restores its channel's unacked messages); a ``requeue()`` before that races the consumer's
+pending ``BRPOP``, which can pop the requeued message again while the channel closes (seen
+losing it). On SQS each unacked message is made visible again with ``requeue()``.
 """
 
 from __future__ import annotations
@@ -250,6 +255,8 @@ class KombuSubscription:
         await self._thread.stop()
 
     def _release(self, pending: list[Any]) -> None:
+        if not self._sqs:
+            pending = []  # closing the channel restores them (see the module docstring)
         for message in pending:
             try:
                 message.requeue()
