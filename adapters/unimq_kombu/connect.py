@@ -28,7 +28,12 @@ def open_connection(url: BrokerURL, profile: Profile, options: KombuOptions) -> 
 
     transport_options: dict[str, Any] = {"visibility_timeout": options.visibility_timeout}
     if profile.kombu_scheme == "sqs":
-        transport_options.update(region=options.region, is_secure=options.secure)
+        transport_options.update(
+            region=options.region,
+            is_secure=options.secure,
+            wait_time_seconds=options.wait_time_seconds,
+            polling_interval=options.poll_interval,
+        )
     password = url.password.get_secret_value() if url.password else None
     connection = kombu.Connection(
         hostname=url.host or "localhost",

@@ -14,12 +14,16 @@ class KombuOptions:
     """``visibility_timeout``: seconds before Redis/SQS hands an unacked message to another
     consumer (a worker that died without acking). ``poll_interval``: how long a consumer
     thread waits for broker events before it runs queued acks. ``region``: the SQS region.
-    ``secure``: use HTTPS to the SQS endpoint (``false`` for a local ElasticMQ)."""
+    ``secure``: use HTTPS to the SQS endpoint (``false`` for a local ElasticMQ).
+    ``wait_time_seconds``: SQS long polling (0-20). The consumer thread runs acks between
+    polls, so with long polling an ack can wait that long while the queue is empty; the
+    default 0 polls every ``poll_interval`` instead (more requests, prompt acks)."""
 
     visibility_timeout: float = 60.0
     poll_interval: float = 0.05
     region: str = "us-east-1"
     secure: bool = True
+    wait_time_seconds: int = 0
 
 
 def _number(name: str, value: Any, low: float, high: float) -> float:
@@ -44,7 +48,7 @@ def _flag(name: str, value: Any) -> bool:
 
 
 def parse_options(options: Mapping[str, Any]) -> KombuOptions:
-    known = {"visibility_timeout", "poll_interval", "region", "secure"}
+    known = {"visibility_timeout", "poll_interval", "region", "secure", "wait_time_seconds"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigurationError(
@@ -63,4 +67,7 @@ def parse_options(options: Mapping[str, Any]) -> KombuOptions:
         ),
         region=str(options.get("region", defaults.region)),
         secure=_flag("secure", options.get("secure", defaults.secure)),
+        wait_time_seconds=int(
+            _number("wait_time_seconds", options.get("wait_time_seconds", 0), 0, 20)
+        ),
     )

@@ -8,7 +8,7 @@ bounds how many unacked messages the thread takes, which is the back-pressure.
 Closing hands unacked deliveries back. On Redis, closing the kombu channel does it (kombu
 restores its channel's unacked messages); a ``requeue()`` before that races the consumer's
 pending ``BRPOP``, which can pop the requeued message again while the channel closes (seen
-losing it). On SQS each unacked message is made visible again with ``requeue()``.
+losing it). On SQS each unacked message is made visible again (see :func:`_give_back_sqs`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .worker import ConnectionThread
 
 logger = logging.getLogger("unimq.kombu")
 
-KEY_HEADER = "x-unimq-kombu-key"
+KEY_HEADER = "unimq-key"  # the core refuses user headers named unimq-*
 
 
 class KombuDelivery:
@@ -39,6 +39,8 @@ class KombuDelivery:
     def __init__(self, topic: str, message: Any, owner: KombuSubscription) -> None:
         headers = dict(message.headers or {})
         self.key: str | None = headers.pop(KEY_HEADER, None)
+        if headers.get("redelivered") is True:  # kombu's Redis restore marks the headers;
+            del headers["redelivered"]  # unimq headers are strings, so this is never ours
         self.topic = topic
         self.headers: Mapping[str, str] = {str(k): str(v) for k, v in headers.items()}
         body = message.body
@@ -255,13 +257,13 @@ class KombuSubscription:
         await self._thread.stop()
 
     def _release(self, pending: list[Any]) -> None:
-        if not self._sqs:
-            pending = []  # closing the channel restores them (see the module docstring)
-        for message in pending:
-            try:
-                message.requeue()
-            except Exception:  # the broker gives it back after the visibility timeout
-                pass
+        if self._sqs:
+            for message in pending:
+                try:
+                    _give_back_sqs(message)
+                except Exception:  # SQS gives it back after the visibility timeout anyway
+                    logger.debug("giving back an SQS message failed", exc_info=True)
+        # Redis: closing the channel restores them (see the module docstring).
         if self.spec.broadcast and self._kombu_queue is not None:
             try:
                 self._kombu_queue(self._consumer.channel).delete()
@@ -270,3 +272,21 @@ class KombuSubscription:
         if self._connection is not None:
             self._connection.release()
             self._connection = None
+
+
+def _give_back_sqs(message: Any) -> None:
+    """Make an unacked SQS message visible again at once, and forget it in kombu.
+
+    kombu's own ``requeue()`` (and its restore when a channel closes) sends a new copy and
+    leaves the original to reappear after the visibility timeout: two deliveries. Changing
+    the visibility gives back the one message; kombu's QoS then forgets it without the
+    ``DeleteMessage`` its SQS ``basic_ack`` would send.
+    """
+    info = message.delivery_info or {}
+    sqs_message, queue_url = info.get("sqs_message"), info.get("sqs_queue")
+    channel = message.channel
+    if sqs_message and queue_url:
+        channel.sqs().change_message_visibility(
+            QueueUrl=queue_url, ReceiptHandle=sqs_message["ReceiptHandle"], VisibilityTimeout=0
+        )
+    channel.qos.ack(message.delivery_tag)
