@@ -54,7 +54,7 @@ class KombuDelivery:
         if self._done:
             return
         self._done = True
-        await self._owner.settle(self, requeue=False)
+        await self._owner.settle(self)
 
 
 def native_id(message: Any) -> str:
@@ -206,26 +206,16 @@ class KombuSubscription:
             self._queue.put_nowait(None)  # wake the next waiting receiver too
         return delivery
 
-    async def settle(self, delivery: KombuDelivery, requeue: bool) -> None:
+    async def settle(self, delivery: KombuDelivery) -> None:
+        """Queue the ack on the connection thread without waiting for it.
+
+        The thread runs calls in order, so an ack queued before :meth:`close` runs before the
+        close gives unacked messages back. A failed ack is logged by the thread; the broker
+        redelivers the message (at least once).
+        """
         self._unacked.pop(id(delivery), None)
-        if self._closed:
-            return
-        message = delivery._message
-
-        def settle() -> None:
-            if requeue:
-                message.requeue()
-            else:
-                message.ack()
-
-        try:
-            await self._thread.call(settle)
-        except Exception as exc:  # the broker redelivers it: at least once
-            logger.warning(
-                "kombu ack on %r failed (it will be redelivered): %s",
-                self.spec.topic,
-                self.url.mask(f"{type(exc).__name__}: {exc}"),
-            )
+        if not self._closed:
+            self._thread.submit(delivery._message.ack)
 
     async def stop(self) -> None:
         if self._stopped:

@@ -85,8 +85,8 @@ class ConnectionThread:
             try:
                 result = fn()
             except BaseException as exc:  # handed to the awaiting coroutine
-                if future is None:
-                    logger.warning("kombu call failed: %s", type(exc).__name__)
+                if future is None:  # an ack: the broker redelivers the message
+                    logger.warning("kombu call failed (an ack is redelivered): %r", type(exc))
                 else:
                     _resolve(loop, _set_exception, future, exc)
             else:
