@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 import pytest
 
 from unimq.plugins import transport_registry
-from unimq.testing.conformance import Backend, ConformanceSuite
+from unimq.testing.conformance import Backend, ConformanceSuite, TransportSuite
 
 
 def test_toy_adapter_is_discovered_through_the_entry_point_group() -> None:
@@ -27,4 +27,10 @@ def test_toy_adapter_is_discovered_through_the_entry_point_group() -> None:
 class TestToyAdapterConformance(ConformanceSuite):
     @pytest.fixture
     def backend(self) -> Backend:
-        return Backend(url="toy://conformance", ordering=False, name="toy (third-party)")
+        return Backend(url="toy://conformance", name="toy (third-party)")
+
+
+class TestToyAdapterSPI(TransportSuite):
+    @pytest.fixture
+    def backend(self) -> Backend:
+        return Backend(url="toy://spi", name="toy (third-party)")

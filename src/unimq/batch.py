@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .codec import Decoder, decoder_for
-from .errors import ConfigurationError, HandlerSignatureError, UnimqError
+from .errors import ConfigurationError, HandlerSignatureError, PublishError
 from .handler import BoundHandler
 from .message import Message
 
@@ -82,7 +82,7 @@ class Outgoing:
     deliver_at: datetime | None = None
 
 
-class PublishBatchError(UnimqError):
+class PublishBatchError(PublishError):
     """Some items of ``publish_batch`` were not confirmed (the others stay published).
 
     ``failures`` maps item index -> the error; ``receipts`` holds the receipt of every

@@ -13,9 +13,7 @@ import os
 import signal
 import sys
 import tempfile
-import textwrap
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from .broker import Broker
@@ -329,31 +327,14 @@ def _conformance(args: argparse.Namespace) -> int:
     scheme = args.url.split("://", 1)[0].lower() if "://" in args.url else ""
     if scheme not in transport_registry().schemes():
         raise UsageError(f"no transport installed for {redact(args.url)!r}; see 'unimq schemes'")
-    capabilities = Broker(args.url).capabilities  # feature flags come from the backend itself
-    source = textwrap.dedent(
-        f"""
-        import os
-        import pytest
-        from unimq.testing.conformance import Backend, ConformanceSuite
+    from .testing.conformance import command  # the suite's own test module: no glue written
 
-        class TestConformance(ConformanceSuite):
-            @pytest.fixture
-            def backend(self):
-                return Backend(
-                    url=os.environ["UNIMQ_CONFORMANCE_URL"],
-                    ordering={capabilities.ordering!r},
-                    broadcast={capabilities.broadcast!r},
-                )
-        """
-    )
     os.environ["UNIMQ_CONFORMANCE_URL"] = args.url  # not written to disk: it may hold a password
+    extra = [a for a in args.pytest_args if a != "--"]
     with tempfile.TemporaryDirectory(prefix="unimq-conformance-") as folder:
-        path = Path(folder) / "test_unimq_conformance.py"
-        path.write_text(source)
-        extra = [a for a in args.pytest_args if a != "--"]
         code = pytest.main(
             [
-                str(path),
+                str(command.__file__),
                 "-p",
                 "no:cacheprovider",
                 "-o",

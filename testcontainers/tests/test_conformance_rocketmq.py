@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from unimq.testing.conformance import Backend, ConformanceSuite
+from unimq.testing.conformance import Backend, ConformanceSuite, TransportSuite
 
 pytest.importorskip("rocketmq")
 
@@ -34,6 +34,14 @@ def rocketmq_backend(broker) -> Backend:
 
 
 class TestRocketMQConformance(ConformanceSuite):
+    @pytest.fixture
+    def backend(self, rocketmq_broker) -> Backend:
+        return rocketmq_backend(rocketmq_broker)
+
+
+class TestRocketMQSPI(TransportSuite):
+    """The SPI layer: the bare RocketMQ transport, one SPI promise per case."""
+
     @pytest.fixture
     def backend(self, rocketmq_broker) -> Backend:
         return rocketmq_backend(rocketmq_broker)

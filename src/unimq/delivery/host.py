@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..idempotency import IdempotencyStore
 from ..instrumentation import Listeners
@@ -17,6 +17,7 @@ from ..publishing import Publisher
 from ..router import Subscriber
 from ..transport import Delivery
 
+T = TypeVar("T")
 Next = Callable[[], Awaitable[Any]]
 #: Handler middleware: ``async def mw(message, call_next)``, outermost first.
 Middleware = Callable[[Message, Next], Awaitable[Any]]
@@ -43,6 +44,12 @@ class Host(Protocol):
     def stopping(self) -> bool: ...
 
     def now(self) -> float: ...
+
+    #: idempotent=True: how many deliveries of each message id are running in this subscriber.
+    running_ids: dict[str, int]
+
+    async def parked(self, awaitable: Awaitable[T], delivery: Delivery) -> T:
+        """Await ``awaitable`` with the delivery parked."""
 
     async def pause(self, seconds: float, delivery: Delivery, *others: Delivery) -> bool:
         """Wait on the clock, the delivery parked; ``False`` if stopping cut it short."""

@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import envelope
 from ..clock import Clock
@@ -50,6 +51,7 @@ from .batching import Batches
 from .host import Middleware
 
 logger = logging.getLogger("unimq.pipeline")
+T = TypeVar("T")
 
 #: Received deliveries of an ordered subscriber that may wait in lanes (besides the running ones).
 LANE_ROOM = 64
@@ -110,6 +112,7 @@ class SubscriberRuntime:
         # Without native delay a retry copy cannot wait on the broker: retry in place instead.
         self.retry_in_place = subscriber.ordered or capabilities.max_delay == 0
         self.plain_ack = not subscriber.idempotent
+        self.running_ids: dict[str, int] = {}
         self._clock = context.clock
         self.now = context.clock.now
         self._subscriptions: list[Subscription] = []
@@ -265,7 +268,7 @@ class SubscriberRuntime:
             if DELIVER_AT in delivery.headers and self._held_early(delivery):
                 continue
             if not slots.take_now():
-                await slots.take()
+                await self._wait_for_slot(delivery, None)
             try:
                 await self.handle(delivery)
             finally:
@@ -286,7 +289,8 @@ class SubscriberRuntime:
     async def _release_when_due(self, delivery: Delivery, early: float) -> None:
         if not await self.pause(early, delivery):
             return  # stopping: it stays unacked and the broker redelivers it
-        await self._slots.take()
+        if not self._slots.take_now():
+            await self._wait_for_slot(delivery, None)
         try:
             await self.handle(delivery)
         finally:
@@ -320,7 +324,8 @@ class SubscriberRuntime:
         room = self._lane_room
         try:
             while True:
-                await slots.take()
+                if not slots.take_now():
+                    await self._wait_for_slot(delivery, lane)
                 try:
                     await self.handle(delivery)
                 finally:
@@ -336,6 +341,35 @@ class SubscriberRuntime:
                 del self._lanes[key]  # type: ignore[arg-type]
                 for _ in lane.queue:  # left unacked: they go back to the broker on close
                     room.give()
+                _set_parked(lane, False)
+
+    async def parked(self, awaitable: Awaitable[T], delivery: Delivery) -> T:
+        """Await ``awaitable`` with ``delivery`` parked: for waits that end only when another
+        delivery, itself waiting on the clock, goes on."""
+        park = isinstance(delivery, SupportsPark)
+        if park:
+            delivery.park()  # type: ignore[attr-defined]
+        try:
+            return await awaitable
+        finally:
+            if park:
+                delivery.unpark()  # type: ignore[attr-defined]
+
+    async def _wait_for_slot(self, delivery: Delivery, lane: _Lane | None) -> None:
+        """Wait for a slot with the delivery (and its lane) parked: when every slot is held by a
+        delivery that waits on the clock, this one waits on the clock too, and a VirtualClock's
+        ``advance`` must not wait for it (it would wait forever)."""
+        park = isinstance(delivery, SupportsPark)
+        if park:
+            delivery.park()  # type: ignore[attr-defined]
+        if lane is not None:
+            _set_parked(lane, True)
+        try:
+            await self._slots.take()
+        finally:
+            if park:
+                delivery.unpark()  # type: ignore[attr-defined]
+            if lane is not None:
                 _set_parked(lane, False)
 
     async def stop(self, timeout: float) -> None:

@@ -58,6 +58,9 @@ def build(runtime: Host) -> Handle:
     success = MANUAL if subscriber.ack == "manual" else ACK
     group = subscriber.group
     now = runtime.now
+    # idempotent=True: ids of the deliveries running here, so a duplicate of one of them waits
+    # for it parked (see idempotency_stage)
+    running_ids = runtime.running_ids if subscriber.idempotent else None
 
     async def handle(delivery: Delivery) -> None:
         env = envelope.read(delivery)
@@ -87,7 +90,19 @@ def build(runtime: Host) -> Handle:
             await settlement.carry_out(DeadLetter("decode-error", error, str(error)))
             return
         if stage is not None:
-            await settlement.carry_out(await stage(settlement))
+            if running_ids is None:
+                await settlement.carry_out(await stage(settlement))
+                return
+            message_id = env.id
+            running_ids[message_id] = running_ids.get(message_id, 0) + 1
+            try:
+                await settlement.carry_out(await stage(settlement))
+            finally:
+                left = running_ids[message_id] - 1
+                if left:
+                    running_ids[message_id] = left
+                else:
+                    del running_ids[message_id]
             return
         # The invoke stage with nothing around it, inlined: one coroutine less per message on
         # the path of nearly every subscriber (the same decision as invoke_stage's).
@@ -202,7 +217,14 @@ def idempotency_stage(runtime: Host, run: Stage) -> Stage:
         pause = 0.2
         while True:
             try:
-                first = await store.begin(group, message_id, lease)
+                if runtime.running_ids.get(message_id, 0) > 1:
+                    # A duplicate of a delivery running here: it waits for that one's outcome
+                    # (the store's lease), and that one may wait on the clock: so wait parked.
+                    first = await runtime.parked(
+                        store.begin(group, message_id, lease), settlement.delivery
+                    )
+                else:
+                    first = await store.begin(group, message_id, lease)
                 break
             except asyncio.CancelledError:
                 raise

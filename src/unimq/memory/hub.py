@@ -110,6 +110,7 @@ class Hub:
         self.ready = 0
         self.unsettled = 0
         self.parked = 0  # unsettled deliveries the pipeline holds on the clock (SupportsPark)
+        self.clock_waiters = 0  # every delivery held on the clock, settled or not
         self.delayed = 0
         self._ids = itertools.count(1)
 
@@ -176,7 +177,7 @@ class Hub:
         row, so a worker between two receives is not mistaken for a stalled one."""
         if self.unsettled > self.parked:
             return False
-        if self.ready == 0 or self.parked > 0:
+        if self.ready == 0 or self.clock_waiters > 0:
             return True
         return not any(
             queue.items and queue.subscriptions

@@ -50,31 +50,44 @@ class StoredView:
 
 
 class MemoryDelivery(StoredView):
-    __slots__ = ("_parked", "_settled", "_subscription")
+    __slots__ = ("_parked", "_settled", "_subscription", "_waiting")
 
     def __init__(self, message: StoredMessage, subscription: MemorySubscription) -> None:
         self._message = message
         self._subscription = subscription
         self._settled = False
-        self._parked = False
+        self._waiting = False  # the pipeline holds it on the clock (SupportsPark)
+        self._parked = False  # ... and it is still unsettled: counted as delayed, not in flight
 
     async def ack(self) -> None:
         if not self._settled:
             self._settled = True
             if self._parked:
-                self.unpark()
+                self._parked = False
+                self._subscription._hub.parked -= 1
             self._subscription.settled(self)
 
     def park(self) -> None:
-        """Held by the pipeline on the clock: delayed, not in flight (``SupportsPark``)."""
-        if not self._parked and not self._settled:
-            self._parked = True
-            self._subscription._hub.parked += 1
+        """Held by the pipeline on the clock: delayed, not in flight (``SupportsPark``).
+
+        Also counted while the delivery is settled already (a duplicate's settlement waiting
+        to try again): whatever waits on the clock may hold up ready messages behind it."""
+        if not self._waiting:
+            self._waiting = True
+            hub = self._subscription._hub
+            hub.clock_waiters += 1
+            if not self._settled:
+                self._parked = True
+                hub.parked += 1
 
     def unpark(self) -> None:
-        if self._parked:
-            self._parked = False
-            self._subscription._hub.parked -= 1
+        if self._waiting:
+            self._waiting = False
+            hub = self._subscription._hub
+            hub.clock_waiters -= 1
+            if self._parked:
+                self._parked = False
+                hub.parked -= 1
 
 
 class MemorySubscription:
@@ -152,7 +165,9 @@ class MemorySubscription:
         queue = self._queue
         # Unsettled deliveries go back to the front of the queue, in their original order.
         for delivery in sorted(self._unsettled, key=_arrival, reverse=True):  # newest first
-            delivery.unpark()
+            if delivery._parked:  # given back: no longer this subscription's to count
+                delivery._parked = False
+                self._hub.parked -= 1
             delivery._settled = True
             self._hub.unsettled -= 1
             queue.push_front(delivery._message)

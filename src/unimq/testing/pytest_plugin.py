@@ -12,3 +12,8 @@ def pytest_configure(config: Any) -> None:
         "markers", "requires_restart: needs a broker restart (skipped when the backend has none)"
     )
     config.addinivalue_line("markers", "realbroker: runs against a real broker")
+    config.addinivalue_line(
+        "markers",
+        "requires(*features): needs Capabilities flags / Supports* SPI protocols "
+        "(unimq.testing.conformance.requires; skipped, with the reason, without them)",
+    )

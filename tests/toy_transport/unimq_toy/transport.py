@@ -75,8 +75,17 @@ class ToySubscription:
             return None
         getter = asyncio.ensure_future(self.queue.get())
         stopper = asyncio.ensure_future(self._stopped.wait())
-        await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
+        try:
+            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The core cancels receivers (shutdown, racing waits): a record already taken off
+            # the queue goes back, or it would be lost (the SPI case receive_cancelled).
+            if getter.done() and not getter.cancelled():
+                self.queue.put_nowait(getter.result())
+            getter.cancel()
+            raise
+        finally:
+            stopper.cancel()
         if not getter.done():
             getter.cancel()
             return None

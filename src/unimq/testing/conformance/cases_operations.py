@@ -11,12 +11,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pytest
-
 from ... import Broker, Message, Reject, RetryPolicy, fixed
 from ... import headers as h
 from ...dlq import REPLAYED_AT, DeadLetterQueue, Selection
 from ...transport import SupportsDeadLetters, SupportsLag
+from .features import requires
 from .support import Backend, BrokerFactory, Collector, Names
 
 
@@ -34,15 +33,8 @@ async def eventually(
     raise AssertionError(f"{what}: expected {expected!r} within {timeout:.0f}s, last saw {seen!r}")
 
 
-def needs(broker: Broker, feature: type) -> None:
-    if not isinstance(broker.transport, feature):
-        pytest.skip(
-            f"the {broker.url.scheme}:// transport does not implement the optional SPI "
-            f"{feature.__name__}"
-        )
-
-
 class OperationsCases:
+    @requires(SupportsDeadLetters)
     async def test_dead_letters_list_replay_round_trip(
         self, brokers: BrokerFactory, names: Names, collector: Any, backend: Backend
     ) -> None:
@@ -50,7 +42,6 @@ class OperationsCases:
         handled: Collector = collector()
         healthy = {"value": False}
         broker = brokers()
-        needs(broker, SupportsDeadLetters)
 
         @broker.subscriber(names.topic(), group=names.group())
         async def fragile(message: Message) -> None:
@@ -97,11 +88,11 @@ class OperationsCases:
             [first.message_id, second.message_id]
         )
 
+    @requires(SupportsDeadLetters)
     async def test_dead_letters_purge_by_selection(
         self, brokers: BrokerFactory, names: Names, backend: Backend
     ) -> None:
         broker = brokers()
-        needs(broker, SupportsDeadLetters)
 
         @broker.subscriber(
             names.topic(), group=names.group(), retry=RetryPolicy(2, backoff=fixed(0.2))
@@ -124,6 +115,7 @@ class OperationsCases:
         assert (await dlq.purge()).done == 1
         await eventually(dlq.count, 0, 20 * backend.time_scale, "dead letters after purge")
 
+    @requires(SupportsLag)
     async def test_lag_counts_unconsumed_messages(
         self, brokers: BrokerFactory, names: Names, collector: Any, backend: Backend
     ) -> None:
@@ -131,7 +123,6 @@ class OperationsCases:
 
         def consumer() -> Broker:
             broker = brokers()
-            needs(broker, SupportsLag)
 
             @broker.subscriber(names.topic(), group=names.group())
             async def count(message: Message) -> None:

@@ -9,25 +9,18 @@ import pytest
 
 from ... import Message
 from .cases_delivery import publish_many
+from .features import requires
 from .support import Backend, BrokerFactory, Collector, Names
-
-
-def needs_restart(backend: Backend) -> None:
-    if backend.restart is None:
-        pytest.skip(
-            f"{backend.name or backend.url}: the backend cannot be restarted in this run "
-            "(no restart hook given; the memory backend keeps nothing across a restart by design)"
-        )
 
 
 class RestartCases:
     # The marker goes on each case, not the class: marks on a base class are inherited by
     # every subclass, which would mark the whole ConformanceSuite.
     @pytest.mark.requires_restart
+    @requires("restart")
     async def test_published_message_survives_restart(
         self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any
     ) -> None:
-        needs_restart(backend)
         assert backend.restart is not None
         seen: Collector = collector()
         declare = brokers()
@@ -54,10 +47,10 @@ class RestartCases:
         assert receipt.message_id in await seen.wait_for(1, timeout=60)
 
     @pytest.mark.requires_restart
+    @requires("restart")
     async def test_delayed_message_survives_restart(
         self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any
     ) -> None:
-        needs_restart(backend)
         assert backend.restart is not None
         seen: Collector = collector()
         broker = brokers()
@@ -80,10 +73,10 @@ class RestartCases:
         assert receipt.message_id in await seen.wait_for(1, timeout=90)
 
     @pytest.mark.requires_restart
+    @requires("restart")
     async def test_in_flight_messages_survive_restart(
         self, backend: Backend, brokers: BrokerFactory, names: Names, collector: Any
     ) -> None:
-        needs_restart(backend)
         assert backend.restart is not None
         seen: Collector = collector()
         broker = brokers()

@@ -7,13 +7,18 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import pytest_asyncio
 
+from ...broker import Broker
+from .cases_delay import DelayCases
 from .cases_delivery import DeliveryCases
 from .cases_groups import GroupCases
+from .cases_idempotency import IdempotencyCases
 from .cases_operations import OperationsCases
+from .cases_ordering import OrderingCases
 from .cases_restart import RestartCases
 from .cases_retry import RetryCases
-from .cases_time import DelayCases, IdempotencyCases, OrderingCases, ShutdownCases
-from .support import Backend, BrokerFactory, Collector, Names
+from .cases_shutdown import ShutdownCases
+from .features import missing
+from .support import Backend, BrokerFactory, Collector, Names, mark_known_defect
 
 
 @pytest.mark.asyncio
@@ -33,6 +38,17 @@ class ConformanceSuite(
     @pytest.fixture
     def backend(self) -> Backend:
         raise NotImplementedError("override the 'backend' fixture to return a Backend")
+
+    @pytest.fixture(autouse=True)
+    def requirements(self, request: pytest.FixtureRequest, backend: Backend, names: Names) -> None:
+        """Skip a case whose ``requires(...)`` the backend lacks; mark its known defects."""
+        mark_known_defect(request, backend)
+        probe = Broker(backend.url_for(names.id), **backend.options)  # never connected
+        reason = missing(
+            request.node, probe.transport, restart=backend.restart, scheme=probe.url.scheme
+        )
+        if reason is not None:
+            pytest.skip(reason)
 
     @pytest.fixture
     def names(self) -> Names:

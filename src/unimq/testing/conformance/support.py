@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from ...broker import Broker
 from ...url import redact
 
@@ -21,20 +23,22 @@ class Backend:
       ``memory://conformance-<id>`` so tests never share state.
     - ``options``: extra ``Broker`` options for every broker a test creates.
     - ``restart``: ``async`` callable that stops and starts the broker, keeping its data; cases
-      marked ``requires_restart`` are skipped (with the reason) when it is ``None``.
-    - ``ordering`` / ``broadcast``: feature flags (Watermill-style) for backends that cannot
-      offer them; the cases that need them check that ``ordered=True`` / ``broadcast=True`` is
-      refused clearly instead.
+      marked ``requires("restart")`` are skipped (with the reason) when it is ``None``.
+    - Feature flags are not repeated here: the suite reads the transport's ``Capabilities``
+      and the optional ``Supports*`` protocols it implements (see ``features.requires``).
     - ``time_scale``: multiplies every wait deadline (slow CI machines, remote brokers).
+    - ``known_defects``: case name (without parameters) -> reason, for defects of the backend
+      or of unimq that are known and tracked: the case is marked
+      ``xfail(strict=True, reason=...)``, so it still runs, and the day it passes the suite
+      fails until the entry is removed.
     """
 
     url: str
     options: dict[str, Any] = field(default_factory=dict)
     restart: Callable[[], Awaitable[None]] | None = None
-    ordering: bool = True
-    broadcast: bool = True
     time_scale: float = 1.0
     name: str = ""
+    known_defects: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # the URL may hold a password: never show it
         return f"Backend({redact(self.url)!r}, name={self.name!r})"
@@ -152,3 +156,11 @@ class BrokerFactory:
                 await broker.stop(timeout=5)
             except Exception:
                 pass
+
+
+def mark_known_defect(request: pytest.FixtureRequest, backend: Backend) -> None:
+    """Mark the running case ``xfail(strict=True)`` when ``backend.known_defects`` lists it."""
+    name = getattr(request.node, "originalname", None) or request.node.name
+    reason = backend.known_defects.get(name)
+    if reason is not None:
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
