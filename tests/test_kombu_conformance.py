@@ -43,7 +43,6 @@ class TestKombuRedisConformance(ConformanceSuite):
         return Backend(
             url=kombu_redis.url,
             restart=restart,
-            ordering=False,
             name="kombu+redis",
             time_scale=2.0,
         )
@@ -55,7 +54,13 @@ class TestKombuSQSConformance(ConformanceSuite):
         return Backend(
             url=elasticmq.url,
             options={"secure": "false"},
-            ordering=False,
             name="kombu+sqs",
             time_scale=2.0,
+            known_defects={
+                "test_one_mebibyte_body": (
+                    "declared capability, not a defect: SQS takes 256 KiB per message, so "
+                    "kombu+sqs declares max_message_size=160 KiB and refuses 1 MiB with "
+                    "MessageTooLargeError; the suite has no feature flag for the size yet"
+                ),
+            },
         )

@@ -17,13 +17,16 @@ class KombuOptions:
     ``secure``: use HTTPS to the SQS endpoint (``false`` for a local ElasticMQ).
     ``wait_time_seconds``: SQS long polling (0-20). The consumer thread runs acks between
     polls, so with long polling an ack can wait that long while the queue is empty; the
-    default 0 polls every ``poll_interval`` instead (more requests, prompt acks)."""
+    default 0 polls every ``poll_interval`` instead (more requests, prompt acks).
+    ``publish_connections``: publishing connections, each on its own thread (1 for Redis,
+    4 for SQS, where each send is an HTTP round trip)."""
 
     visibility_timeout: float = 60.0
     poll_interval: float = 0.05
     region: str = "us-east-1"
     secure: bool = True
     wait_time_seconds: int = 0
+    publish_connections: int = 1
 
 
 def _number(name: str, value: Any, low: float, high: float) -> float:
@@ -47,8 +50,15 @@ def _flag(name: str, value: Any) -> bool:
     raise ConfigurationError(f"kombu option {name} must be true or false, got {value!r}")
 
 
-def parse_options(options: Mapping[str, Any]) -> KombuOptions:
-    known = {"visibility_timeout", "poll_interval", "region", "secure", "wait_time_seconds"}
+def parse_options(options: Mapping[str, Any], publish_connections: int = 1) -> KombuOptions:
+    known = {
+        "visibility_timeout",
+        "poll_interval",
+        "region",
+        "secure",
+        "wait_time_seconds",
+        "publish_connections",
+    }
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigurationError(
@@ -69,5 +79,13 @@ def parse_options(options: Mapping[str, Any]) -> KombuOptions:
         secure=_flag("secure", options.get("secure", defaults.secure)),
         wait_time_seconds=int(
             _number("wait_time_seconds", options.get("wait_time_seconds", 0), 0, 20)
+        ),
+        publish_connections=int(
+            _number(
+                "publish_connections",
+                options.get("publish_connections", publish_connections),
+                1,
+                32,
+            )
         ),
     )

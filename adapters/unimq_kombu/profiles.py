@@ -34,6 +34,7 @@ class Profile:
     capabilities: Capabilities
     routing: str  # "exchange": kombu's direct exchange routes; "prefix": the adapter fans out
     delay: str  # "sorted-set": the adapter's Redis delay set; "native": SQS DelaySeconds
+    publish_connections: int = 1  # the default of the option of that name
 
 
 _REDIS = Capabilities(max_delay=None, ordering=False, broadcast=True, durable=False)
@@ -53,5 +54,6 @@ PROFILES: dict[str, Profile] = {
         ),
         "prefix",
         "native",
+        publish_connections=4,
     ),
 }
