@@ -30,18 +30,18 @@ def _servers() -> Any:
 
 
 kombu_servers = _servers()
-kombu_redis = kombu_servers.kombu_redis
-elasticmq = kombu_servers.elasticmq
+kombu_redis_server = kombu_servers.kombu_redis_server
+kombu_sqs_server = kombu_servers.kombu_sqs_server
 
 
 class TestKombuRedisConformance(ConformanceSuite):
     @pytest.fixture
-    def backend(self, kombu_redis: Any) -> Backend:
+    def backend(self, kombu_redis_server: Any) -> Backend:
         async def restart() -> None:
-            await asyncio.to_thread(kombu_redis.restart)
+            await asyncio.to_thread(kombu_redis_server.restart)
 
         return Backend(
-            url=kombu_redis.url,
+            url=kombu_redis_server.url,
             restart=restart,
             name="kombu+redis",
             time_scale=2.0,
@@ -50,9 +50,9 @@ class TestKombuRedisConformance(ConformanceSuite):
 
 class TestKombuSQSConformance(ConformanceSuite):
     @pytest.fixture
-    def backend(self, elasticmq: Any) -> Backend:
+    def backend(self, kombu_sqs_server: Any) -> Backend:
         return Backend(
-            url=elasticmq.url,
+            url=kombu_sqs_server.url,
             options={"secure": "false"},
             name="kombu+sqs",
             time_scale=2.0,

@@ -37,7 +37,7 @@ def _servers() -> Any:
 
 
 kombu_servers = _servers()
-redis_aof = kombu_servers.kombu_redis
+kombu_redis_server = kombu_servers.kombu_redis_server
 
 WORKER = Path(__file__).parent.parent / "testcontainers" / "tests" / "fault_worker.py"
 KOMBU_BRPOP_WINDOW = 2  # see the assertion in the SIGKILL test
@@ -48,7 +48,9 @@ def unique(name: str) -> str:
     return f"fault.{uuid.uuid4().hex[:8]}.{name}"
 
 
-async def test_worker_killed_with_sigkill_another_finishes(redis_aof: Any, tmp_path: Path) -> None:
+async def test_worker_killed_with_sigkill_another_finishes(
+    kombu_redis_server: Any, tmp_path: Path
+) -> None:
     topic, group = unique("sigkill"), "fault-sigkill"
     out = tmp_path / "handled.txt"
     out.touch()
@@ -56,7 +58,7 @@ async def test_worker_killed_with_sigkill_another_finishes(redis_aof: Any, tmp_p
 
     def start_worker() -> subprocess.Popen[str]:
         process = subprocess.Popen(
-            [sys.executable, str(WORKER), redis_aof.url, topic, group, str(out)],
+            [sys.executable, str(WORKER), kombu_redis_server.url, topic, group, str(out)],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -67,7 +69,7 @@ async def test_worker_killed_with_sigkill_another_finishes(redis_aof: Any, tmp_p
 
     first = start_worker()
     try:
-        async with Broker(redis_aof.url) as producer:
+        async with Broker(kombu_redis_server.url) as producer:
             ids = await publish_many(producer, topic, [b"x"] * 2000)
         deadline = time.monotonic() + 60
         while len(out.read_text().splitlines()) < 200 and time.monotonic() < deadline:  # noqa: ASYNC110 - a file another process writes
@@ -100,7 +102,7 @@ async def test_worker_killed_with_sigkill_another_finishes(redis_aof: Any, tmp_p
     lost = set(ids) - seen
     assert len(lost) <= KOMBU_BRPOP_WINDOW, (
         f"{len(lost)} messages lost after SIGKILL; on the server: "
-        f"{redis_state(redis_aof, topic, group)}"
+        f"{redis_state(kombu_redis_server, topic, group)}"
     )
 
 
@@ -120,11 +122,11 @@ def redis_state(server: Any, topic: str, group: str) -> str:
 
 
 async def test_published_and_delayed_messages_survive_a_server_restart(
-    redis_aof: Any,
+    kombu_redis_server: Any,
 ) -> None:
     topic, group = unique("restart"), "fault-restart"
     got = Collector(time_scale=2)
-    consumer = Broker(redis_aof.url)
+    consumer = Broker(kombu_redis_server.url)
 
     @consumer.subscriber(topic, group=group)
     async def handle(message: Message) -> None:
@@ -132,10 +134,10 @@ async def test_published_and_delayed_messages_survive_a_server_restart(
 
     async with consumer:  # declares the group queue, then stop consuming before publishing
         pass
-    async with Broker(redis_aof.url) as producer:
+    async with Broker(kombu_redis_server.url) as producer:
         await publish_many(producer, topic, [b"now-%d" % i for i in range(200)])
         await producer.publish(topic, b"later", delay=3)
-    await asyncio.to_thread(redis_aof.restart)
+    await asyncio.to_thread(kombu_redis_server.restart)
     async with consumer:
         await got.wait_for(201, timeout=30)
     assert b"later" in got.items

@@ -1,9 +1,11 @@
 """Real servers for the kombu tests: a redis-server with AOF (so it can restart with its
 data) and ElasticMQ, an SQS-compatible server run from its Maven Central jars on 127.0.0.1.
 
-The kombu test modules load this file by path (pytest imports them with importlib, so they
-cannot import each other). A server that cannot start skips the tests with the reason,
-except under ``CI=true``, where that is a failure: CI must run them.
+The fixtures are session-scoped and named ``<kind>_<variant>_server``, so the test-tier
+plugin (scripts/pytest_plugins) files these tests under the ``store`` tier and ``--quick``
+leaves them out. The kombu test modules load this file by path (pytest imports them with
+importlib, so they cannot import each other). A server that cannot start skips the tests
+with the reason, except under ``CI=true``, where that is a failure: CI must run them.
 ``scripts/install-stores.sh`` installs redis-server; ElasticMQ needs Java 17 and Maven
 (``UNIMQ_ELASTICMQ_CLASSPATH`` may name a ready classpath instead).
 """
@@ -166,8 +168,8 @@ class ElasticMQ:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def kombu_redis() -> Iterator[RedisAof]:
+@pytest.fixture(scope="session")
+def kombu_redis_server() -> Iterator[RedisAof]:
     try:
         server = RedisAof()
     except (servers.ServerUnavailable, RuntimeError) as exc:
@@ -179,8 +181,8 @@ def kombu_redis() -> Iterator[RedisAof]:
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def elasticmq() -> Iterator[ElasticMQ]:
+@pytest.fixture(scope="session")
+def kombu_sqs_server() -> Iterator[ElasticMQ]:
     try:
         server = ElasticMQ()
     except (servers.ServerUnavailable, RuntimeError, OSError, subprocess.SubprocessError) as exc:

@@ -35,7 +35,7 @@ def _servers() -> Any:
 
 
 kombu_servers = _servers()
-kombu_redis = kombu_servers.kombu_redis
+kombu_redis_server = kombu_servers.kombu_redis_server
 
 
 def transport(url: str, **options: Any) -> Any:
@@ -48,11 +48,11 @@ def message(topic: str, body: bytes) -> OutgoingMessage:
     return OutgoingMessage(topic=topic, body=body, headers={"unimq-id": uuid.uuid4().hex})
 
 
-async def test_requeued_delivery_goes_back_to_its_own_group_only(kombu_redis: Any) -> None:
+async def test_requeued_delivery_goes_back_to_its_own_group_only(kombu_redis_server: Any) -> None:
     """kombu restores a requeued message through the exchange it was published to: sent
     through the topic's exchange, it would be copied into every other group's queue too."""
     topic = f"t.{uuid.uuid4().hex[:8]}"
-    t = transport(kombu_redis.url)
+    t = transport(kombu_redis_server.url)
     await t.connect()
     try:
         a = await t.subscribe(SubscriptionSpec(topic, "a", prefetch=4))
@@ -76,9 +76,9 @@ async def test_requeued_delivery_goes_back_to_its_own_group_only(kombu_redis: An
         await t.close()
 
 
-async def test_published_before_any_group_is_kept_for_the_first(kombu_redis: Any) -> None:
+async def test_published_before_any_group_is_kept_for_the_first(kombu_redis_server: Any) -> None:
     topic = f"t.{uuid.uuid4().hex[:8]}"
-    t = transport(kombu_redis.url)
+    t = transport(kombu_redis_server.url)
     await t.connect()
     try:
         await t.publish(message(topic, b"early"))
@@ -90,9 +90,9 @@ async def test_published_before_any_group_is_kept_for_the_first(kombu_redis: Any
         await t.close()
 
 
-async def test_refused_password_is_typed_and_never_shown(kombu_redis: Any) -> None:
+async def test_refused_password_is_typed_and_never_shown(kombu_redis_server: Any) -> None:
     secret = "n0t-the-Passw0rd"
-    broker = Broker(f"kombu+redis://:{secret}@127.0.0.1:{kombu_redis.port}/0")
+    broker = Broker(f"kombu+redis://:{secret}@127.0.0.1:{kombu_redis_server.port}/0")
     with pytest.raises(AuthenticationError) as caught:
         await broker.connect()
     assert secret not in str(caught.value) and secret not in repr(caught.value)
