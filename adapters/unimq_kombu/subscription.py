@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ from .worker import ConnectionThread
 
 logger = logging.getLogger("unimq.kombu")
 
+LIVENESS_SECONDS = 2.0
 KEY_HEADER = "unimq-key"  # the core refuses user headers named unimq-*
 
 
@@ -84,6 +86,8 @@ class KombuSubscription:
         self._kombu_queue: Any = None
         self._stopped = False
         self._closed = False
+        self._run_id = ""
+        self._next_check = 0.0
 
     async def start(self) -> None:
         self._thread.start()
@@ -112,6 +116,9 @@ class KombuSubscription:
             prefetch_count=spec.prefetch,
         )
         self._consumer.consume()
+        if not self._sqs:
+            self._run_id = self._server_id()
+            self._next_check = time.monotonic() + LIVENESS_SECONDS
 
     def _inherit_holding(self, channel: Any, router: Router) -> None:
         """The first group of a topic takes what was published before anyone subscribed."""
@@ -158,13 +165,16 @@ class KombuSubscription:
         self._queue.put_nowait(delivery)
 
     def _drain(self) -> None:
-        if self._stopped or self._connection is None:
+        if self._stopped:
             self._thread_sleep()
+            return
+        if self._connection is None:  # a reconnect failed: try again
+            self._reconnect()
             return
         try:
             self._connection.drain_events(timeout=self.options.poll_interval)
         except TimeoutError:
-            pass
+            self._check_alive()
         except Exception as exc:
             logger.warning(
                 "kombu consumer of %r lost its connection: %s",
@@ -173,15 +183,36 @@ class KombuSubscription:
             )
             self._reconnect()
 
-    def _thread_sleep(self) -> None:
-        import time
+    def _check_alive(self) -> None:
+        """Reconnect if the Redis server restarted while this consumer was idle.
 
+        kombu's Redis poller unregisters the socket of a ``BRPOP`` that lost its server and
+        then only times out, so a consumer would wait forever after a restart. Every
+        ``LIVENESS_SECONDS`` of idleness it compares the server's ``run_id`` with the one it
+        consumed from (any error counts as a change).
+        """
+        if self._sqs:
+            return  # every SQS poll is a new HTTP request: errors surface by themselves
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + LIVENESS_SECONDS
+        try:
+            same = self._server_id() == self._run_id
+        except Exception:
+            same = False
+        if not same:
+            logger.warning("kombu consumer of %r: the Redis server restarted", self.spec.topic)
+            self._reconnect()
+
+    def _server_id(self) -> str:
+        return str(self._consumer.channel.client.info("server").get("run_id"))
+
+    def _thread_sleep(self) -> None:
         time.sleep(self.options.poll_interval)
 
     def _reconnect(self) -> None:
         """Consume again on a new connection; the broker redelivers what was unacked."""
-        import time
-
         time.sleep(0.5)
         try:
             old, self._connection = self._connection, None
