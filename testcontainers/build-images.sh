@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Build (or reuse) the broker images the real-broker tests run, without any
-# image registry:
+# image registry, one image per broker version listed in images/versions.env:
 #
-#   unimq-test/base:<hash>      Debian minbase from debootstrap, docker import
-#   unimq-test/jre:<hash>       base + openjdk-<N>-jre-headless
-#   unimq-test/rabbitmq:<hash>  base + Debian's rabbitmq-server
-#   unimq-test/kafka:<hash>     jre  + Kafka 4.x jars from Maven Central (KRaft)
-#   unimq-test/rocketmq:<hash>  jre  + RocketMQ 5.3 namesrv/proxy(local)/tools jars
+#   unimq-test/base:<suite>-<hash>        Debian minbase from debootstrap, docker import
+#   unimq-test/jre:<hash>                 base (bookworm) + openjdk-<N>-jre-headless
+#   unimq-test/rabbitmq:<version>-<hash>  base (<suite>) + Debian's rabbitmq-server
+#   unimq-test/kafka:<version>-<hash>     jre + Kafka jars from Maven Central (KRaft)
+#   unimq-test/rocketmq:<version>-<hash>  jre + RocketMQ 5 namesrv/proxy(local)/tools jars
 #
 # <hash> is a content hash of this script, images/versions.env and the
-# image's own directory (plus its parent image's tag), so a second run finds
-# every image with `docker image inspect` and builds nothing.
+# image's own directory (plus its parent image's tag and its version), so a
+# second run finds every image with `docker image inspect` and builds nothing.
 #
 # Writes testcontainers/.images.env (export UNIMQ_*_IMAGE=...), which the
-# pytest fixtures read automatically (see docs/testing.md).
+# pytest fixtures read automatically (see docs/testing.md):
+#   UNIMQ_TEST_<BROKER>_IMAGE              the primary (newest) version
+#   UNIMQ_TEST_<BROKER>_IMAGE_<VERSION>    every version, dots as underscores
 #
 # Usage: build-images.sh [--force] [--no-cleanup] [NAME...]
 #   NAME: rabbitmq kafka rocketmq (default: all three)
@@ -21,7 +23,10 @@
 #   --no-cleanup  keep older unimq-test/* tags (default: remove them)
 # Environment:
 #   UNIMQ_DEBIAN_MIRROR  Debian mirror for debootstrap (default: the first
-#                        deb URI in /etc/apt/sources.list*, else deb.debian.org)
+#                        Debian archive URI of the host's configured apt
+#                        sources, /etc/apt/sources.list and
+#                        /etc/apt/sources.list.d/*.list|*.sources; there is no
+#                        built-in fallback: the build fails without one)
 #   UNIMQ_BUILD_DIR      scratch dir (default: testcontainers/build)
 #   UNIMQ_MAVEN_REPO_LOCAL  Maven local repository (default: Maven's, ~/.m2/repository)
 set -euo pipefail
@@ -48,7 +53,7 @@ for a in "$@"; do
     --force) FORCE=1 ;;
     --no-cleanup) CLEANUP=0 ;;
     rabbitmq|kafka|rocketmq) WANT+=("$a") ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) die "unknown argument: $a" ;;
   esac
 done
@@ -75,29 +80,42 @@ hash_inputs() {
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
-# remove older tags of repo unimq-test/NAME except KEEP
+# cleanup_old NAME KEEP...: remove the tags of repo unimq-test/NAME that are
+# not among KEEP (call it after building every version of NAME this run needs)
 cleanup_old() {
-  local name="$1" keep="$2" t
+  local name="$1" t k keep; shift
   [ "$CLEANUP" = 1 ] || return 0
   for t in $(docker images --format '{{.Repository}}:{{.Tag}}' "unimq-test/$name"); do
-    if [ "$t" != "$keep" ]; then
+    keep=0
+    for k in "$@"; do [ "$t" = "$k" ] && keep=1; done
+    if [ "$keep" = 0 ]; then
       log "removing outdated image $t"
       docker rmi "$t" >/dev/null 2>&1 || true
     fi
   done
 }
 
+# Debian archive (and security archive) for debootstrap: UNIMQ_DEBIAN_MIRROR,
+# else the host's configured apt sources (images/base/debian-mirror.sh). Never
+# a built-in host name: without a configured source the build stops here.
+DEBIAN_MIRROR=""
+DEBIAN_SECURITY=""
 debian_mirror() {
-  if [ -n "${UNIMQ_DEBIAN_MIRROR:-}" ]; then echo "$UNIMQ_DEBIAN_MIRROR"; return; fi
-  local m=""
-  if ls /etc/apt/sources.list.d/*.sources >/dev/null 2>&1; then
-    m=$(awk '/^URIs:/ {for (i=2;i<=NF;i++) if ($i !~ /security/) {print $i; exit}}' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)
+  [ -n "$DEBIAN_MIRROR" ] && return 0
+  if [ -n "${UNIMQ_DEBIAN_MIRROR:-}" ]; then
+    DEBIAN_MIRROR="${UNIMQ_DEBIAN_MIRROR%/}"
+    DEBIAN_SECURITY="${UNIMQ_DEBIAN_SECURITY_MIRROR:-}"
+    return 0
   fi
-  if [ -z "$m" ] && [ -f /etc/apt/sources.list ]; then
-    m=$(awk '$1=="deb" && $0 !~ /security/ {for (i=2;i<=NF;i++) if ($i ~ /^(http|https|file):/) {print $i; exit}}' /etc/apt/sources.list | head -1)
-  fi
-  echo "${m:-http://deb.debian.org/debian}"
+  local out
+  out=$(bash "$IMAGES_DIR/base/debian-mirror.sh") \
+    || die "no Debian mirror: configure a Debian archive in /etc/apt/sources.list or /etc/apt/sources.list.d/, or set UNIMQ_DEBIAN_MIRROR"
+  DEBIAN_MIRROR=$(sed -n 's/^mirror=//p' <<<"$out")
+  DEBIAN_SECURITY=$(sed -n 's/^security=//p' <<<"$out")
 }
+
+# env_suffix 4.0.5 -> 4_0_5 (the .images.env variable suffix of a version)
+env_suffix() { echo "$1" | tr 'a-z.-' 'A-Z__'; }
 
 # docker_build TAG CONTEXT [build-args...]
 docker_build() {
@@ -131,40 +149,46 @@ maven_fetch() {
 }
 
 # ------------------------------------------------------------------ base --
+# build_base SUITE: sets BASE_TAG (and records it in BASE_TAGS)
+declare -A BASE_TAGS=()
 build_base() {
-  local h; h=$(hash_inputs "debootstrap-$DEBIAN_SUITE" "$IMAGES_DIR/base")
-  BASE_TAG="unimq-test/base:$h"
+  local suite="$1"
+  if [ -n "${BASE_TAGS[$suite]:-}" ]; then BASE_TAG="${BASE_TAGS[$suite]}"; return; fi
+  local h; h=$(hash_inputs "debootstrap-$suite" "$IMAGES_DIR/base")
+  BASE_TAG="unimq-test/base:$suite-$h"
+  BASE_TAGS[$suite]="$BASE_TAG"
   if [ "$FORCE" = 0 ] && image_exists "$BASE_TAG"; then log "reuse $BASE_TAG"; return; fi
   command -v debootstrap >/dev/null || die "debootstrap not found (apt-get install debootstrap; prepare-machine.sh does)"
-  local mirror; mirror=$(debian_mirror)
-  local root="$BUILD_DIR/rootfs-$DEBIAN_SUITE"
+  debian_mirror
+  local mirror="$DEBIAN_MIRROR"
+  local root="$BUILD_DIR/rootfs-$suite"
+  local dlog="$BUILD_DIR/logs/debootstrap-$suite.log"
   rm -rf "$root"; mkdir -p "$BUILD_DIR/logs"
-  log "debootstrap --variant=minbase $DEBIAN_SUITE from $mirror"
+  log "debootstrap --variant=minbase $suite from $mirror"
   local t=$(date +%s)
-  if ! debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" "$mirror" >"$BUILD_DIR/logs/debootstrap.log" 2>&1; then
-    tail -30 "$BUILD_DIR/logs/debootstrap.log" >&2
-    die "debootstrap failed (log: $BUILD_DIR/logs/debootstrap.log)"
+  if ! debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$dlog" 2>&1; then
+    tail -30 "$dlog" >&2
+    die "debootstrap $suite failed (log: $dlog)"
   fi
   # container-friendly tweaks: no service starts from postinst, no docs, small apt
   cp "$IMAGES_DIR/base/policy-rc.d" "$root/usr/sbin/policy-rc.d"; chmod 755 "$root/usr/sbin/policy-rc.d"
   cp "$IMAGES_DIR/base/apt-container.conf" "$root/etc/apt/apt.conf.d/99unimq-container"
   cp "$IMAGES_DIR/base/dpkg-nodoc.cfg" "$root/etc/dpkg/dpkg.cfg.d/99unimq-nodoc"
-  # debootstrap writes the host's mirror: keep it, and add the security suite
-  echo "deb $mirror $DEBIAN_SUITE main" >"$root/etc/apt/sources.list"
-  echo "deb $mirror $DEBIAN_SUITE-updates main" >>"$root/etc/apt/sources.list"
-  local sec; sec=$(echo "$mirror" | sed -E 's#/debian/?$#/debian-security#')
-  if [ "$sec" != "$mirror" ]; then echo "deb $sec $DEBIAN_SUITE-security main" >>"$root/etc/apt/sources.list"; fi
+  # the host's mirror, the updates suite and (when the host has one) the security archive
+  echo "deb $mirror $suite main" >"$root/etc/apt/sources.list"
+  echo "deb $mirror $suite-updates main" >>"$root/etc/apt/sources.list"
+  if [ -n "$DEBIAN_SECURITY" ]; then echo "deb $DEBIAN_SECURITY $suite-security main" >>"$root/etc/apt/sources.list"; fi
   rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
-  log "debootstrap done in $(( $(date +%s) - t ))s; docker import -> $BASE_TAG"
+  log "debootstrap $suite done in $(( $(date +%s) - t ))s; docker import -> $BASE_TAG"
   tar -C "$root" --numeric-owner -c . | docker import \
       -c 'ENV LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive' -c 'CMD ["/bin/bash"]' \
       - "$BASE_TAG" >/dev/null || die "docker import failed"
   rm -rf "$root"
-  cleanup_old base "$BASE_TAG"
 }
 
 # ------------------------------------------------------------------- jre --
 build_jre() {
+  build_base "$DEBIAN_SUITE"
   local h; h=$(hash_inputs "$BASE_TAG" "$IMAGES_DIR/jre")
   JRE_TAG="unimq-test/jre:$h"
   if [ "$FORCE" = 0 ] && image_exists "$JRE_TAG"; then log "reuse $JRE_TAG"; return; fi
@@ -172,63 +196,97 @@ build_jre() {
   cleanup_old jre "$JRE_TAG"
 }
 
+# Every image built or reused in this run, per broker: "VERSION TAG" lines.
+declare -A BUILT=()
+
 # -------------------------------------------------------------- rabbitmq --
+# build_rabbitmq VERSION@SUITE
 build_rabbitmq() {
-  local h; h=$(hash_inputs "$BASE_TAG" "$IMAGES_DIR/rabbitmq")
-  RABBITMQ_TAG="unimq-test/rabbitmq:$h"
-  if [ "$FORCE" = 0 ] && image_exists "$RABBITMQ_TAG"; then log "reuse $RABBITMQ_TAG"; return; fi
-  docker_build "$RABBITMQ_TAG" "$IMAGES_DIR/rabbitmq" --build-arg "BASE=$BASE_TAG" \
-      --build-arg "RABBITMQ_UPSTREAM_VERSION=$RABBITMQ_UPSTREAM_VERSION"
-  cleanup_old rabbitmq "$RABBITMQ_TAG"
+  local version="${1%@*}" suite="$DEBIAN_SUITE"
+  case "$1" in *@*) suite="${1#*@}" ;; esac
+  build_base "$suite"
+  local h; h=$(hash_inputs "$BASE_TAG:$version" "$IMAGES_DIR/rabbitmq")
+  local tag="unimq-test/rabbitmq:$version-$h"
+  BUILT[rabbitmq]+="$version $tag"$'\n'
+  if [ "$FORCE" = 0 ] && image_exists "$tag"; then log "reuse $tag"; return; fi
+  local t=$(date +%s)
+  docker_build "$tag" "$IMAGES_DIR/rabbitmq" --build-arg "BASE=$BASE_TAG" \
+      --build-arg "RABBITMQ_UPSTREAM_VERSION=$version"
+  log "rabbitmq $version ($suite) built in $(( $(date +%s) - t ))s"
 }
 
 # ----------------------------------------------------------------- kafka --
 build_kafka() {
-  local h; h=$(hash_inputs "$JRE_TAG" "$IMAGES_DIR/kafka")
-  KAFKA_TAG="unimq-test/kafka:$h"
-  if [ "$FORCE" = 0 ] && image_exists "$KAFKA_TAG"; then log "reuse $KAFKA_TAG"; return; fi
-  local ctx="$BUILD_DIR/kafka"
+  local version="$1"
+  local h; h=$(hash_inputs "$JRE_TAG:$version" "$IMAGES_DIR/kafka")
+  local tag="unimq-test/kafka:$version-$h"
+  BUILT[kafka]+="$version $tag"$'\n'
+  if [ "$FORCE" = 0 ] && image_exists "$tag"; then log "reuse $tag"; return; fi
+  local t=$(date +%s)
+  local ctx="$BUILD_DIR/kafka-$version"
   rm -rf "$ctx"; mkdir -p "$ctx"
   cp -r "$IMAGES_DIR/kafka/." "$ctx/"
-  maven_fetch kafka "$ctx" "$ctx/libs" -Dkafka.version="$KAFKA_VERSION" -Dlog4j2.version="$LOG4J2_VERSION"
-  docker_build "$KAFKA_TAG" "$ctx" --build-arg "JRE=$JRE_TAG" --build-arg "KAFKA_VERSION=$KAFKA_VERSION"
+  maven_fetch "kafka-$version" "$ctx" "$ctx/libs" -Dkafka.version="$version" -Dlog4j2.version="$LOG4J2_VERSION"
+  docker_build "$tag" "$ctx" --build-arg "JRE=$JRE_TAG" --build-arg "KAFKA_VERSION=$version"
   rm -rf "$ctx"
-  cleanup_old kafka "$KAFKA_TAG"
+  log "kafka $version built in $(( $(date +%s) - t ))s"
 }
 
 # -------------------------------------------------------------- rocketmq --
 build_rocketmq() {
-  local h; h=$(hash_inputs "$JRE_TAG" "$IMAGES_DIR/rocketmq")
-  ROCKETMQ_TAG="unimq-test/rocketmq:$h"
-  if [ "$FORCE" = 0 ] && image_exists "$ROCKETMQ_TAG"; then log "reuse $ROCKETMQ_TAG"; return; fi
-  local ctx="$BUILD_DIR/rocketmq"
+  local version="$1"
+  local h; h=$(hash_inputs "$JRE_TAG:$version" "$IMAGES_DIR/rocketmq")
+  local tag="unimq-test/rocketmq:$version-$h"
+  BUILT[rocketmq]+="$version $tag"$'\n'
+  if [ "$FORCE" = 0 ] && image_exists "$tag"; then log "reuse $tag"; return; fi
+  local t=$(date +%s)
+  local ctx="$BUILD_DIR/rocketmq-$version"
   rm -rf "$ctx"; mkdir -p "$ctx"
   cp -r "$IMAGES_DIR/rocketmq/." "$ctx/"
-  maven_fetch rocketmq "$ctx" "$ctx/lib" -Drocketmq.version="$ROCKETMQ_VERSION"
-  docker_build "$ROCKETMQ_TAG" "$ctx" --build-arg "JRE=$JRE_TAG" --build-arg "ROCKETMQ_VERSION=$ROCKETMQ_VERSION"
+  maven_fetch "rocketmq-$version" "$ctx" "$ctx/lib" -Drocketmq.version="$version"
+  docker_build "$tag" "$ctx" --build-arg "JRE=$JRE_TAG" --build-arg "ROCKETMQ_VERSION=$version"
   rm -rf "$ctx"
-  cleanup_old rocketmq "$ROCKETMQ_TAG"
+  log "rocketmq $version built in $(( $(date +%s) - t ))s"
 }
 
 # ------------------------------------------------------------------ main --
 mkdir -p "$BUILD_DIR"
 log "building/reusing: ${WANT[*]}"
-build_base
 want() { local w; for w in "${WANT[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }
+versions_of() {  # versions_of NAME -> the NAME_VERSIONS list from versions.env
+  local var; var="$(echo "$1" | tr 'a-z' 'A-Z')_VERSIONS"
+  [ -n "${!var:-}" ] || die "images/versions.env sets no $var"
+  echo "${!var}"
+}
 if want kafka || want rocketmq; then build_jre; fi
-want rabbitmq && build_rabbitmq
-want kafka && build_kafka
-want rocketmq && build_rocketmq
+for name in rabbitmq kafka rocketmq; do
+  want "$name" || continue
+  for v in $(versions_of "$name"); do "build_$name" "$v"; done
+  # shellcheck disable=SC2046
+  cleanup_old "$name" $(awk '{print $2}' <<<"${BUILT[$name]}")
+done
+# shellcheck disable=SC2046
+cleanup_old base "${BASE_TAGS[@]}" $([ "${#WANT[@]}" -lt 3 ] && docker images --format '{{.Repository}}:{{.Tag}}' unimq-test/base)
 
-# .images.env: keep entries for images not built in this run
+# .images.env: keep entries of brokers not built in this run; per broker the
+# primary (first listed) version as UNIMQ_TEST_<NAME>_IMAGE and every version
+# as UNIMQ_TEST_<NAME>_IMAGE_<VERSION>
 tmp="$ENV_OUT.tmp.$$"
 {
   echo "# Written by testcontainers/build-images.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ); do not edit."
-  [ -f "$ENV_OUT" ] && grep -E '^export UNIMQ_[A-Z]+_IMAGE=' "$ENV_OUT" \
-      | grep -v -E "UNIMQ_($(IFS='|'; echo "${WANT[*]}" | tr 'a-z' 'A-Z'))_IMAGE=" || true
-  want rabbitmq && echo "export UNIMQ_TEST_RABBITMQ_IMAGE=$RABBITMQ_TAG"
-  want kafka && echo "export UNIMQ_TEST_KAFKA_IMAGE=$KAFKA_TAG"
-  want rocketmq && echo "export UNIMQ_TEST_ROCKETMQ_IMAGE=$ROCKETMQ_TAG"
+  [ -f "$ENV_OUT" ] && grep -E '^export UNIMQ_TEST_[A-Z]+_IMAGE(_[A-Z0-9_]+)?=' "$ENV_OUT" \
+      | grep -v -E "UNIMQ_TEST_($(IFS='|'; echo "${WANT[*]}" | tr 'a-z' 'A-Z'))_IMAGE[_=]" || true
+  for name in rabbitmq kafka rocketmq; do
+    want "$name" || continue
+    up=$(echo "$name" | tr 'a-z' 'A-Z')
+    first=1
+    while read -r v tag; do
+      [ -n "$v" ] || continue
+      [ "$first" = 1 ] && echo "export UNIMQ_TEST_${up}_IMAGE=$tag"
+      first=0
+      echo "export UNIMQ_TEST_${up}_IMAGE_$(env_suffix "$v")=$tag"
+    done <<<"${BUILT[$name]}"
+  done
 } >"$tmp"
 mv "$tmp" "$ENV_OUT"
 log "wrote $ENV_OUT:"

@@ -54,13 +54,38 @@ _restore_pypi_testcontainers()
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)  # makes `unimq_brokers` importable (not a `testcontainers` package)
 
+from unimq_brokers import KINDS, versions  # noqa: E402
 from unimq_brokers.fixtures import (  # noqa: E402,F401
     REALBROKER_MARKER,
     kafka_broker,
     rabbitmq_broker,
     rocketmq_broker,
+    version_params,
 )
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", REALBROKER_MARKER)
+
+
+def pytest_generate_tests(metafunc):
+    """The broker version is the ``<kind>_broker`` fixtures' parameter: the smoke set
+    (``unimq_brokers.versions``) runs on every version of versions.env, every other test on
+    the primary (newest) one. The id names the version, e.g. ``test_x[rabbitmq-4.0.5]``."""
+    from unimq.testing.conformance import ConformanceSuite
+
+    is_conformance = metafunc.cls is not None and issubclass(metafunc.cls, ConformanceSuite)
+    every = versions.runs_on_every_version(
+        metafunc.module.__name__, metafunc.function.__name__, is_conformance
+    )
+    chosen_by_test = {
+        arg.strip()
+        for mark in metafunc.definition.iter_markers("parametrize")
+        for arg in (
+            mark.args[0].split(",") if isinstance(mark.args[0], str) else list(mark.args[0])
+        )
+    }
+    for kind in KINDS:
+        name = f"{kind}_broker"
+        if name in metafunc.fixturenames and name not in chosen_by_test:
+            metafunc.parametrize(name, version_params(kind, every), indirect=True, scope="session")

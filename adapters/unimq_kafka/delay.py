@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from .headers import to_wire
 from .names import DELAY_SCHEDULER_GROUP, delay_topic
 from .subscription import KafkaDelivery, KafkaSubscription
 
@@ -65,7 +66,11 @@ class DelayRouter:
 def delay_headers(
     headers: Mapping[str, str], destination: str, due: float, release: float
 ) -> list[tuple[str, bytes]]:
-    wire = [(name, value.encode()) for name, value in headers.items() if name not in DELAY_HEADERS]
+    wire = [
+        (name, value.encode() if isinstance(value, str) else value)
+        for name, value in to_wire(headers).items()
+        if name not in DELAY_HEADERS
+    ]
     wire.append((DESTINATION, destination.encode()))
     wire.append((DUE, str(int(due * 1000)).encode()))
     wire.append((RELEASE, str(int(release * 1000)).encode()))

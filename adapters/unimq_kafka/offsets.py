@@ -97,6 +97,12 @@ class OffsetTracker:
             if last is not None:
                 state.commit_point = last + 1
 
+    def drop(self, state: PartitionOffsets) -> None:
+        """A taken delivery of a revoked partition is given up unacknowledged (the core will
+        not run it): it no longer holds up the revocation; its offset stays uncommitted."""
+        with self.lock:
+            state.in_flight -= 1
+
     def begin_revoke(self, tps: list[TopicPartition]) -> list[PartitionOffsets]:
         """Stop handing out ``tps``; returns their states to wait on (``in_flight`` → 0)."""
         with self.lock:

@@ -26,7 +26,7 @@ logger = logging.getLogger("unimq.kafka")
 
 Report = tuple["asyncio.Future[None]", Any]
 #: Header pairs, or a ``dict`` of text values (librdkafka's client encodes ``str`` as UTF-8).
-Headers = Sequence[tuple[str, bytes]] | dict[str, str]
+Headers = Sequence[tuple[str, bytes]] | Mapping[str, str | bytes]
 
 #: Defaults that favour throughput without hurting latency; overridable through options.
 PRODUCER_DEFAULTS: dict[str, Any] = {

@@ -3,12 +3,15 @@
 One decoding for every kind of delivery the adapter hands out (subscriptions, the delay
 scheduler, dead-letter sessions): key and header values as UTF-8 text (invalid bytes
 replaced), a missing value as ``b""`` and ``native_id`` = ``topic/partition/offset``.
+Headers that had to be packed to travel intact are unpacked (:mod:`.headers`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from .headers import PACKED, from_wire
 
 
 class KafkaRecord:
@@ -47,6 +50,8 @@ class KafkaRecord:
                 name: value.decode("utf-8", "replace") if value is not None else ""
                 for name, value in self._message.headers() or ()
             }
+            if PACKED in headers:
+                from_wire(headers)
         return headers
 
     @property

@@ -6,6 +6,11 @@ The consumer thread reads ahead into its buffer and notifies the loop (one
 whenever the queue runs dry (so a busy consumer never waits for the thread). A delivery whose
 partition was revoked while it waited in the queue is dropped at ``receive`` (its new owner
 gets it), which is what lets a rebalance commit exactly what was handled here.
+
+A delivery already handed to a worker (waiting in a per-key lane, or between in-place retries)
+when its partition is revoked or lost turns ``revoked`` (:class:`~unimq.transport.
+SupportsRevocation`): the core then drops it instead of running its handler, so the old owner
+never races the new one, which re-reads it from the committed offset.
 """
 
 from __future__ import annotations
@@ -34,6 +39,25 @@ class KafkaDelivery(KafkaRecord):
         if not self._settled:
             self._settled = True
             self._tracker.ack(self._state, self._message.offset())
+
+    @property
+    def revoked(self) -> bool:
+        """True once this delivery's partition was revoked or lost (it is the next owner's).
+
+        The core reads it right before it starts or restarts the handler and, when it is
+        True, drops the delivery without settling it (the SPI's promise). So the first True
+        answer to an unsettled delivery also hands it back to the offset tracker: it stops
+        counting as in flight, and the revocation waits only for handlers that really run,
+        not for the deliveries queued behind them. Its offset is never acknowledged, so the
+        commit point stops before it and the new owner reads it again.
+        """
+        state = self._state
+        if not state.revoked:
+            return False
+        if not self._settled:
+            self._settled = True
+            self._tracker.drop(state)
+        return True
 
 
 class KafkaSubscription:

@@ -29,6 +29,7 @@ from .admin import TopicAdmin
 from .consumer import CONSUMER_DEFAULTS
 from .dead_letters import KafkaDeadLetters, open_dead_letters
 from .delay import TIER_RETENTION_MS, DelayRouter, DelayScheduler, delay_headers
+from .headers import to_wire
 from .names import check_topic
 from .options import MAX_MESSAGE_SIZE, MAX_RECORD_BYTES, KafkaSettings, parse_settings
 from .positions import group_spans
@@ -43,6 +44,8 @@ CAPABILITIES = Capabilities(
     broadcast=True,
     durable=True,
     max_message_size=MAX_MESSAGE_SIZE,
+    # Deliveries of a revoked or lost partition say so (subscription.KafkaDelivery.revoked).
+    revocable=True,
 )
 
 #: A message due this close to now is published straight to its topic (the core holds it).
@@ -101,7 +104,7 @@ class KafkaTransport:
         admin = self._admin
         if admin is not None:
             for _, spec in subscriptions:
-                if spec.broadcast and spec.topic.endswith(f".{spec.group}.retry"):
+                if spec.broadcast and spec.role == "retry":
                     await admin.delete(spec.topic)  # this instance's own retry topic
         self._admin = None
 
@@ -124,8 +127,9 @@ class KafkaTransport:
                 headers = delay_headers(message.headers, topic, deliver_at, release)
                 await producer.send(tier, message.body, key, headers)
                 return
-        # The dict as it is (the client encodes its text values): no per-message copy here.
-        wire: dict[str, str] = message.headers
+        # The dict as it is (the client encodes its text values): no per-message copy here,
+        # unless a NUL character needs the headers packed (see headers.py).
+        wire = to_wire(message.headers)
         if wire and type(wire) is not dict:
             wire = dict(wire)
         await producer.send(topic, message.body, key, wire or None)

@@ -8,6 +8,15 @@ deliveries are ever held, so no received message waits long enough to reach its 
 duration unnoticed. Messages of one receive call come in queue order and are queued in that
 order, so FIFO message groups reach the core's per-key lanes in order.
 
+A received message stays invisible to the group's other consumers for ``invisible_duration``
+only. A handler, or an ordered message retried in place, may take longer, so a renewal task
+extends the invisibility of every delivery this subscription holds unsettled (queued or
+handed out) once half of it has passed, until it is acked, released or the subscription
+closes. A delivery whose renewal fails, or whose invisibility lapsed before it could be
+renewed (the broker may already have handed it to another consumer), turns ``revoked``
+(:class:`~unimq.transport.SupportsRevocation`): the core drops it instead of running its
+handler again, and it no longer counts against ``prefetch``.
+
 Acks and invisibility changes are built here from the client's public protobuf types and sent
 through its RPC client asynchronously: its own ``ack_async``/``change_invisible_duration_async``
 return nothing or an ``asyncio.Future`` made outside any loop (client 5.1.2), and the blocking
@@ -35,21 +44,40 @@ _TRANSIENT = ("settings", "timeout", "deadline", "40401", "message_not_found", "
 
 
 class RocketMQDelivery(codec.Received):
-    __slots__ = ("_settled", "_subscription")
+    __slots__ = ("_renewing", "_revoked", "_settled", "_subscription", "invisible_until")
 
-    def __init__(self, message: Any, subscription: RocketMQSubscription) -> None:
+    def __init__(
+        self, message: Any, subscription: RocketMQSubscription, invisible_until: float
+    ) -> None:
         super().__init__(message)
         self._subscription = subscription
         self._settled = False
+        self._revoked = False
+        #: Loop time at which the broker makes the message visible again, unless renewed.
+        self.invisible_until = invisible_until
+        self._renewing: asyncio.Task[None] | None = None
 
     @property
     def topic(self) -> str:
         return self._subscription.topic
 
+    @property
+    def revoked(self) -> bool:
+        """True once the broker may have handed this message to another consumer (its
+        invisibility lapsed or could not be renewed)."""
+        return self._revoked
+
+    async def _after_renewal(self) -> None:
+        """Settling uses the receipt handle a renewal in flight is about to replace: wait."""
+        renewing = self._renewing
+        if renewing is not None and not renewing.done():
+            await asyncio.gather(asyncio.shield(renewing), return_exceptions=True)
+
     async def ack(self) -> None:
         if self._settled:
             return
         self._settled = True
+        await self._after_renewal()
         try:
             await self._subscription.ack(self._message)
         except Exception as exc:
@@ -64,6 +92,7 @@ class RocketMQDelivery(codec.Received):
         if self._settled:
             return
         self._settled = True
+        await self._after_renewal()
         try:
             await self._subscription.change_invisible(self._message, delay)
         except Exception as exc:  # it reappears after its invisible duration anyway
@@ -99,9 +128,13 @@ class RocketMQSubscription:
         self._stopped = False
         self._closed = False
         self._fetcher: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._fetcher = asyncio.create_task(self._fetch(), name=f"unimq-rocketmq:{self.topic}")
+        self._renewer = asyncio.create_task(
+            self._renew(), name=f"unimq-rocketmq-renew:{self.topic}"
+        )
 
     async def receive(self) -> RocketMQDelivery | None:
         while not self._stopped:
@@ -134,6 +167,8 @@ class RocketMQSubscription:
                 await self._room.wait()
                 continue
             try:
+                # Invisibility starts when the broker hands the messages out, after this.
+                asked = loop.time()
                 future = self.consumer.receive_async(
                     min(room, self.batch_size), self.invisible_duration
                 )
@@ -163,7 +198,7 @@ class RocketMQSubscription:
             loop_errors = 0
             failing_since = None
             for message in messages or ():
-                delivery = RocketMQDelivery(message, self)
+                delivery = RocketMQDelivery(message, self, asked + self.invisible_duration)
                 self._unsettled.add(delivery)
                 if self._stopped:
                     await delivery.release(self.release_delay)
@@ -185,6 +220,59 @@ class RocketMQSubscription:
             return
         old, self.consumer = self.consumer, fresh
         asyncio.get_running_loop().run_in_executor(None, _shutdown_quietly, old)
+
+    async def _renew(self) -> None:
+        """Keep every unsettled delivery invisible to the group's other consumers.
+
+        Each is renewed for another ``invisible_duration`` once half of its current one has
+        passed, which leaves the other half for the request (``request_timeout``) and for a
+        busy loop. The requests go through the client's own threads (an RPC future), never
+        blocking the loop; one at a time per delivery, and settling waits for it (see
+        :meth:`RocketMQDelivery._after_renewal`).
+        """
+        loop = asyncio.get_running_loop()
+        duration = self.invisible_duration
+        tick = min(1.0, duration / 10)
+        while not self._closed:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for delivery in list(self._unsettled):
+                if delivery._settled or delivery._revoked:
+                    continue
+                renewing = delivery._renewing
+                if renewing is not None and not renewing.done():
+                    continue
+                if now >= delivery.invisible_until:
+                    self._revoke(delivery, "its invisible duration lapsed before renewal")
+                elif delivery.invisible_until - now <= duration / 2:
+                    delivery._renewing = asyncio.create_task(self._renew_one(delivery))
+
+    async def _renew_one(self, delivery: RocketMQDelivery) -> None:
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        try:
+            await change_invisible(self.consumer, delivery._message, self.invisible_duration)
+        except Exception as exc:
+            if not delivery._settled:
+                self._revoke(delivery, f"renewing its invisibility failed: {exc}")
+            return
+        delivery.invisible_until = asked + self.invisible_duration
+
+    def _revoke(self, delivery: RocketMQDelivery, why: str) -> None:
+        """The broker may hand ``delivery`` to another consumer: stop holding it."""
+        delivery._revoked = True
+        logger.warning(
+            "message %s on %r may be redelivered to another consumer (%s); it will not be "
+            "handled here again",
+            delivery.native_id,
+            self.topic,
+            why,
+        )
+        try:
+            self._ready.remove(delivery)  # not handed out yet: nobody will settle it
+        except ValueError:
+            pass
+        self.settled(delivery)
 
     def settled(self, delivery: RocketMQDelivery) -> None:
         self._unsettled.discard(delivery)
@@ -209,6 +297,10 @@ class RocketMQSubscription:
             return
         self._closed = True
         await self.stop()
+        renewer = self._renewer
+        if renewer is not None:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
         # Handed out (or queued) but not acked: visible again now, not after the invisible
         # duration, so a successor takes over at once.
         pending = list(self._unsettled)

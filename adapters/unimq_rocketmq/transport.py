@@ -28,14 +28,14 @@ from unimq.errors import (
     PublishError,
     UnsupportedFeatureError,
 )
-from unimq.naming import retry_topic
 from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
 from unimq.url import BrokerURL
 
 from . import codec, dead_letters, names, remoting
 from .admin import RemotingAdmin, pop_retry_topics
+from .codec import MAX_BODY_WITH_HEADERS
 from .consumer import RocketMQSubscription, start_consumer
-from .options import MAX_BODY, RocketMQOptions
+from .options import RocketMQOptions
 from .provisioning import ProvisionCache, RemotingProvisioner
 
 logger = logging.getLogger("unimq.rocketmq")
@@ -57,7 +57,9 @@ class RocketMQTransport:
             ordering=True,
             broadcast=True,
             durable=True,
-            max_message_size=MAX_BODY,
+            max_message_size=MAX_BODY_WITH_HEADERS,
+            # Invisibility is renewed while a delivery is held; one that lapsed says so.
+            revocable=True,
         )
         provisioner = self.options.provisioner
         if provisioner is None and self.options.auto_provision:
@@ -259,8 +261,7 @@ class RocketMQTransport:
         physical_group = names.group_name(group)
         # Ordered subscriptions read a FIFO topic; their retry topic only carries delay
         # re-hops (ordered retries happen in place), so it stays a delay topic.
-        is_retry = spec.topic.endswith(retry_topic("", spec.group))
-        fifo = spec.ordered and not is_retry
+        fifo = spec.ordered and spec.role == "main"
         await self._ensure_topic(physical, "FIFO" if fifo else self.options.topic_message_type)
         if self._provision.enabled:
             await self._provision.ensure(

@@ -10,8 +10,13 @@
 
 ``unimq run --metrics-port 9464 app:broker`` does the same from the command line. See
 docs/operations.md for the metric names and what to alert on.
+
+
+``OutboxMetrics(outbox).register()`` adds the transactional outbox's backlog, oldest age and
+relayed count (see :mod:`unimq_prometheus.outbox`).
 """
 
 from .metrics import PrometheusMetrics
+from .outbox import OutboxMetrics
 
-__all__ = ["PrometheusMetrics"]
+__all__ = ["OutboxMetrics", "PrometheusMetrics"]

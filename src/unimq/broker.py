@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import uuid_utils
 
@@ -52,8 +52,19 @@ _CORE_OPTIONS = frozenset(
         "idempotency_store",
         "idempotency_lease",
         "instance_id",
+        "outbox",
     }
 )
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """What ``Broker(url, outbox=...)`` drives (``unimq_sql.SQLOutbox``): a relay that runs
+    while the broker is connected, so ``unimq run`` relays too (docs/consistency.md)."""
+
+    async def start_relay(self, broker: Broker) -> None: ...
+
+    async def stop_relay(self) -> None: ...
 
 
 class PublishReceipt(NamedTuple):
@@ -80,6 +91,8 @@ class Broker:
       (``redis://...`` with the Redis plugin); default: in-process memory.
     - ``idempotency_lease`` (300 s): how long a duplicate waits for a running first copy.
     - ``instance_id``: names this process's broadcast subscriptions (default: random).
+    - ``outbox``: a transactional outbox (``unimq_sql.SQLOutbox``) whose committed rows the
+      broker relays while connected.
     """
 
     def __init__(self, url: str, **options: Any) -> None:
@@ -108,6 +121,9 @@ class Broker:
                 f"idempotency_store must be an IdempotencyStore or a URL, got {store!r}"
             )
         self.idempotency_store: IdempotencyStore = store or MemoryIdempotencyStore()
+        self.outbox: Outbox | None = core.get("outbox")
+        if self.outbox is not None and not isinstance(self.outbox, Outbox):
+            raise ConfigurationError(f"outbox must be an outbox (SQLOutbox), got {self.outbox!r}")
         entry = transport_registry().get(self.url.scheme)
         context = TransportContext(clock=self.clock, instance_id=self.instance_id)
         # Secret transport options (sasl_password=...) are masked like the URL's password.
@@ -129,6 +145,7 @@ class Broker:
         self.middlewares: list[Middleware] = []
         self.listeners = Listeners()
         self._router = Router()
+        self._checked_topic: object = None  # the last topic publish found valid
         self._runtimes: list[SubscriberRuntime] = []
         self._executor: HandlerThreads | None = None
         self._connected = False
@@ -252,6 +269,12 @@ class Broker:
         self._connected = True
         logger.info("connected to %s", self.url.redacted())
         self.listeners.broker_connected(self)
+        if self.outbox is not None:
+            try:
+                await self.outbox.start_relay(self)
+            except BaseException:
+                await self.stop()
+                raise
 
     async def start(self) -> None:
         """Connect, declare what the subscribers need, and start consuming."""
@@ -299,6 +322,8 @@ class Broker:
             await asyncio.gather(*(runtime.stop(timeout) for runtime in runtimes))
         self._running = False
         if self._connected:
+            if self.outbox is not None:
+                await self.outbox.stop_relay()
             self._connected = False
             await self.transport.close()
             logger.info("disconnected from %s", self.url.redacted())
@@ -438,7 +463,9 @@ class Broker:
     ) -> tuple[str, bytes, dict[str, str], str | None, str, str, float | None]:
         """Check every argument (``validation`` has the limits) and build what goes on the
         wire, before anything is sent."""
-        validation.check_name(topic, "topic")
+        if topic is not self._checked_topic:  # a str is immutable: the same object passed
+            validation.check_name(topic, "topic")
+            self._checked_topic = topic
         user = validation.user_headers(headers) if headers is not None else None
         if key is not None:
             validation.check_name(key, "key", optional=True)

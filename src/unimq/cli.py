@@ -18,6 +18,7 @@ from typing import Any
 
 from .broker import Broker
 from .cli_operations import UsageError, add_commands, broker_for
+from .cli_outbox import add_commands as add_outbox_commands
 from .errors import MissingDependencyError, UnimqError
 from .plugins import transport_registry
 from .url import mask_secrets, option_secrets, redact
@@ -146,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     conformance.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments")
     conformance.set_defaults(func=_conformance)
     add_commands(commands)
+    add_outbox_commands(commands)
     return parser
 
 

@@ -13,8 +13,8 @@ that half-failed. The limits are the smallest common ones of the supported broke
   ``unimq-`` are reserved, except the dead-letter diagnostics (``headers.DLQ_DIAGNOSTICS``) and
   ``unimq-replayed-at`` (:data:`ALLOWED_RESERVED`), so a dead letter can be republished with them;
 - header values: ``str`` (``int``/``float``/``bool`` are converted with ``str()``; NaN and
-  infinity are refused); all names and values together at most 32 KiB (RocketMQ's property
-  limit);
+  infinity are refused); all names and values together at most 32 KiB (every adapter carries
+  that much; RocketMQ's moves header sets over its proxy's 16 KiB into the body);
 - ``key``: at most 255 UTF-8 bytes; ``message_id`` and ``topic``: 1..255 UTF-8 bytes (AMQP
   ``shortstr``);
 - every string must be encodable as UTF-8 (no lone surrogates);
@@ -62,6 +62,8 @@ def utf8_size(value: str, what: str) -> int:
 
 def check_name(value: Any, what: str, *, optional: bool = False) -> None:
     """``topic``/``key``/``message_id``: a string of 1..255 UTF-8 bytes (``key`` may be empty)."""
+    if type(value) is str and value.isascii() and 0 < len(value) <= MAX_NAME_BYTES:
+        return  # the common case, checked without a call per part
     if not isinstance(value, str):
         raise InvalidMessageError(
             f"{what} must be a {'string or None' if optional else 'non-empty string'}, "
@@ -113,7 +115,7 @@ def user_headers(headers: Any) -> dict[str, str]:
     if total > MAX_HEADERS_BYTES:
         raise InvalidMessageError(
             f"headers total {total} UTF-8 bytes (names and values); the limit is "
-            f"{MAX_HEADERS_BYTES} (RocketMQ's property limit)"
+            f"{MAX_HEADERS_BYTES} (what every backend carries; see docs/configuration.md, Limits)"
         )
     return wire
 

@@ -73,3 +73,34 @@ async def test_durable_message_survives_restart(rabbitmq_broker):
         await msg.ack()
         assert await q.get(no_ack=False, fail=False) is None
         await q.delete(if_unused=False, if_empty=False)
+
+
+@pytest.mark.asyncio
+async def test_rabbitmq_4_refuses_deprecated_features(rabbitmq_broker):
+    """The 4.x test broker denies RabbitMQ's deprecated features (images/rabbitmq/rabbitmq-4.conf),
+    as newer releases do by default, so the suites prove unimq never needs them. A refused
+    declaration closes the whole connection (541 INTERNAL_ERROR), not just the channel. 3.x has
+    no such switch and accepts them."""
+    if rabbitmq_broker.version is None:
+        pytest.skip("external broker: its version and configuration are unknown")
+    refused = not rabbitmq_broker.version.startswith("3.")
+    attempts = {
+        "transient_nonexcl_queues": {"durable": False, "exclusive": False, "auto_delete": False},
+        "queue_master_locator": {
+            "durable": True,
+            "arguments": {"x-queue-master-locator": "min-masters"},
+        },
+    }
+    for feature, declare in attempts.items():
+        qname = f"deprecated-{uuid.uuid4().hex[:8]}"
+        conn = await asyncio.wait_for(aio_pika.connect(rabbitmq_broker.url), 30)
+        try:
+            ch = await conn.channel()
+            if refused:
+                with pytest.raises(aio_pika.exceptions.ConnectionClosed, match=feature):
+                    await ch.declare_queue(qname, **declare)
+            else:
+                q = await ch.declare_queue(qname, **declare)
+                await q.delete(if_unused=False, if_empty=False)
+        finally:
+            await conn.close()

@@ -17,7 +17,7 @@ import os
 # themselves. Must be set before testcontainers reads its config.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
-from . import config
+from . import config, versions
 from .handle import BrokerControlUnsupported, BrokerHandle, BrokerUnavailable, ExternalBroker
 from .rocketmq_admin import RocketMQAdmin
 
@@ -39,21 +39,32 @@ def get_external(kind: str) -> BrokerHandle:
     return ExternalBroker(kind, url)
 
 
-def get_broker(kind: str, client=None) -> BrokerHandle:
+def get_broker(kind: str, client=None, version: str | None = None) -> BrokerHandle:
     """Start (or look up) a broker of ``kind`` and return its ready handle.
 
-    Raises BrokerUnavailable when Docker/the image/the external URL is missing.
+    ``version`` is one of ``kind``'s versions in testcontainers/images/versions.env
+    (default: the primary, newest one); external mode has one broker per kind and takes
+    no version. Raises BrokerUnavailable when Docker/the image/the external URL is missing.
     Container handles must be released with ``handle.remove()``.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown broker kind {kind!r}")
+    primary = versions.primary(kind)
     if config.mode() == "external":
+        if version not in (None, primary):
+            raise BrokerUnavailable(
+                f"external mode has one {kind} broker; version {version} cannot be chosen"
+            )
         return get_external(kind)
+    known = versions.all_versions(kind)
+    if version is not None and version not in known:
+        raise ValueError(f"{kind} version {version!r} is not in versions.env ({', '.join(known)})")
     from . import containers
 
     client = client or containers.docker_client()
     containers.remove_orphans(client)
-    return containers.STARTERS[kind](client)
+    v = version or primary
+    return containers.STARTERS[kind](client, v, primary=v == primary)
 
 
 __all__ = [
@@ -65,4 +76,5 @@ __all__ = [
     "config",
     "get_broker",
     "get_external",
+    "versions",
 ]

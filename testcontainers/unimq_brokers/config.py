@@ -3,9 +3,15 @@
 Environment variables (all optional):
 
 ``UNIMQ_TEST_RABBITMQ_IMAGE`` / ``UNIMQ_TEST_KAFKA_IMAGE`` / ``UNIMQ_TEST_ROCKETMQ_IMAGE``
-    Image to start. Unset: the value from ``testcontainers/.images.env``
-    (written by ``build-images.sh``) if that file exists, else the official
-    Docker Hub image (``DEFAULT_IMAGES``).
+    Image of the broker's primary (newest) version. Unset: the value from
+    ``testcontainers/.images.env`` (written by ``build-images.sh``) if that file
+    exists, else the official Docker Hub image of that version (``official_image``).
+``UNIMQ_TEST_<BROKER>_IMAGE_<VERSION>`` (e.g. ``UNIMQ_TEST_RABBITMQ_IMAGE_3_10_8``)
+    Image of one version (dots as underscores), looked up the same way; for the
+    primary version it wins over the unversioned variable.
+``UNIMQ_TEST_BROKER_VERSIONS``
+    ``all`` (default) runs the version matrix, ``primary`` only the primary
+    versions (see ``unimq_brokers.versions``).
 ``UNIMQ_TEST_IMAGES_ENV``
     Path of the images env file to read instead of ``testcontainers/.images.env``;
     ``none`` disables reading one.
@@ -34,12 +40,18 @@ HERE = Path(__file__).resolve().parent
 TESTCONTAINERS_DIR = HERE.parent
 DEFAULT_IMAGES_ENV = TESTCONTAINERS_DIR / ".images.env"
 
-#: Official images used when neither an env var nor .images.env names one.
-DEFAULT_IMAGES = {
-    "rabbitmq": "rabbitmq:3-management",
-    "kafka": "apache/kafka:4.1.1",
-    "rocketmq": "apache/rocketmq:5.3.3",
+#: Official (Docker Hub) image of a version, used when neither an env var nor .images.env
+#: names one.
+OFFICIAL_IMAGES = {
+    "rabbitmq": "rabbitmq:{version}",
+    "kafka": "apache/kafka:{version}",
+    "rocketmq": "apache/rocketmq:{version}",
 }
+
+
+def official_image(kind: str, version: str) -> str:
+    return OFFICIAL_IMAGES[kind].format(version=version)
+
 
 IMAGE_ENV_VARS = {
     "rabbitmq": "UNIMQ_TEST_RABBITMQ_IMAGE",
@@ -97,15 +109,30 @@ def _read_images_env() -> dict[str, str]:
     return out
 
 
-def image_for(kind: str) -> tuple[str, str]:
-    """Return (image, where-it-came-from) for broker ``kind``."""
-    var = IMAGE_ENV_VARS[kind]
-    if os.environ.get(var):
-        return os.environ[var], f"${var}"
-    from_file = _read_images_env().get(var)
-    if from_file:
-        return from_file, str(os.environ.get("UNIMQ_TEST_IMAGES_ENV") or DEFAULT_IMAGES_ENV)
-    return DEFAULT_IMAGES[kind], "default (official image)"
+def version_env_var(kind: str, version: str) -> str:
+    """``UNIMQ_TEST_RABBITMQ_IMAGE_3_10_8`` for ``("rabbitmq", "3.10.8")``."""
+    suffix = "".join(ch if ch.isalnum() else "_" for ch in version).upper()
+    return f"{IMAGE_ENV_VARS[kind]}_{suffix}"
+
+
+def image_for(kind: str, version: str, *, primary: bool) -> tuple[str, str]:
+    """Return (image, where-it-came-from) for ``version`` of broker ``kind``.
+
+    Order: the versioned variable, then (for the primary version) the unversioned one, each
+    from the environment first and then from the images env file; else the official image.
+    """
+    names = [version_env_var(kind, version)]
+    if primary:
+        names.append(IMAGE_ENV_VARS[kind])
+    for var in names:
+        if os.environ.get(var):
+            return os.environ[var], f"${var}"
+    from_file = _read_images_env()
+    for var in names:
+        if from_file.get(var):
+            where = os.environ.get("UNIMQ_TEST_IMAGES_ENV") or DEFAULT_IMAGES_ENV
+            return from_file[var], f"{var} in {where}"
+    return official_image(kind, version), "default (official image)"
 
 
 def external_url(kind: str) -> str | None:

@@ -51,8 +51,9 @@ class ContainerBroker(BrokerHandle):
         container: LoopbackContainer,
         ready: Callable[[ContainerBroker], bool],
         start_timeout: float,
+        version: str | None = None,
     ) -> None:
-        super().__init__(kind, url, mode="container", image=image, flavor=flavor)
+        super().__init__(kind, url, mode="container", image=image, flavor=flavor, version=version)
         self.container = container
         self._ready = ready
         self.start_timeout = start_timeout
@@ -203,8 +204,14 @@ def docker_client() -> docker.DockerClient:
         ) from None
 
 
-def ensure_image(client: docker.DockerClient, image: str, source: str) -> str:
-    """Make sure ``image`` is present (pulling official images); return its flavor."""
+def ensure_image(
+    client: docker.DockerClient, image: str, source: str, kind: str, version: str
+) -> str:
+    """Make sure ``image`` is present (pulling official images); return its flavor.
+
+    A locally built image records its broker version in a label; it must be ``version``, so a
+    stale ``.images.env`` can never run one version's tests on another version's broker.
+    """
     try:
         img = client.images.get(image)
     except ImageNotFound:
@@ -220,7 +227,15 @@ def ensure_image(client: docker.DockerClient, image: str, source: str) -> str:
                 "build local images with `bash testcontainers/prepare-machine.sh` and use testcontainers/.images.env"
             ) from None
     labels = (img.attrs.get("Config") or {}).get("Labels") or {}
-    return "local" if labels.get(config.LOCAL_IMAGE_LABEL) == "local" else "official"
+    if labels.get(config.LOCAL_IMAGE_LABEL) != "local":
+        return "official"
+    built = labels.get(f"org.unimq.test.{kind}.version")
+    if built != version:
+        raise BrokerUnavailable(
+            f"image {image} (from {source}) is {kind} {built}, not {version} as "
+            "testcontainers/images/versions.env lists; run `bash testcontainers/build-images.sh`"
+        )
+    return "local"
 
 
 def remove_orphans(client: docker.DockerClient) -> None:
@@ -261,9 +276,11 @@ def _start(handle: ContainerBroker) -> ContainerBroker:
     return handle
 
 
-def start_rabbitmq(client: docker.DockerClient) -> ContainerBroker:
-    image, source = config.image_for("rabbitmq")
-    flavor = ensure_image(client, image, source)
+def start_rabbitmq(
+    client: docker.DockerClient, version: str, *, primary: bool = True
+) -> ContainerBroker:
+    image, source = config.image_for("rabbitmq", version, primary=primary)
+    flavor = ensure_image(client, image, source, "rabbitmq", version)
     port = probes.free_loopback_port()
     c = _new_container("rabbitmq", image).with_loopback_port(5672, port)
     url = f"amqp://guest:guest@{LOOPBACK}:{port}/"
@@ -275,6 +292,7 @@ def start_rabbitmq(client: docker.DockerClient) -> ContainerBroker:
         container=c,
         ready=lambda b: probes.amqp_ready(LOOPBACK, port),
         start_timeout=config.start_timeout(),
+        version=version,
     )
     return _start(h)
 
@@ -314,9 +332,11 @@ def kafka_env(host_port: int, flavor: str) -> dict[str, str]:
     return env
 
 
-def start_kafka(client: docker.DockerClient) -> ContainerBroker:
-    image, source = config.image_for("kafka")
-    flavor = ensure_image(client, image, source)
+def start_kafka(
+    client: docker.DockerClient, version: str, *, primary: bool = True
+) -> ContainerBroker:
+    image, source = config.image_for("kafka", version, primary=primary)
+    flavor = ensure_image(client, image, source, "kafka", version)
     port = probes.free_loopback_port()
     c = _new_container("kafka", image).with_loopback_port(9092, port)
     c.with_envs(**kafka_env(port, flavor))
@@ -333,6 +353,7 @@ def start_kafka(client: docker.DockerClient) -> ContainerBroker:
         container=c,
         ready=ready,
         start_timeout=config.start_timeout(),
+        version=version,
     )
     return _start(h)
 
@@ -381,9 +402,11 @@ JAVA_OPT_EXT="-Xms256m -Xmx512m -XX:MaxDirectMemorySize=256m" exec sh mqbroker -
     return ["sh", "-c", script]
 
 
-def start_rocketmq(client: docker.DockerClient) -> RocketMQContainerBroker:
-    image, source = config.image_for("rocketmq")
-    flavor = ensure_image(client, image, source)
+def start_rocketmq(
+    client: docker.DockerClient, version: str, *, primary: bool = True
+) -> RocketMQContainerBroker:
+    image, source = config.image_for("rocketmq", version, primary=primary)
+    flavor = ensure_image(client, image, source, "rocketmq", version)
     # In local mode the proxy answers route queries with brokerIP1:grpcServerPort,
     # so the proxy must listen inside the container on the very port number
     # the host publishes.
@@ -429,6 +452,7 @@ def start_rocketmq(client: docker.DockerClient) -> RocketMQContainerBroker:
         container=c,
         ready=ready,
         start_timeout=config.start_timeout(),
+        version=version,
     )
     h.namesrv_address = f"{LOOPBACK}:{namesrv_port}"
     h.broker_address = f"{LOOPBACK}:{broker_port}"

@@ -1,7 +1,11 @@
 """pytest fixtures: ``rabbitmq_broker``, ``kafka_broker``, ``rocketmq_broker``.
 
 Session-scoped; each starts its broker on first use and removes the container
-at the end of the session. Import them into a conftest.py::
+at the end of the session. The fixture parameter is the broker version (one of
+``testcontainers/images/versions.env``; default: the primary, newest one):
+``@pytest.mark.parametrize("rabbitmq_broker", ["3.10.8"], indirect=True)``, or
+``version_params(kind, every_version=True)``. testcontainers/conftest.py
+parametrizes the smoke set with every version (``unimq_brokers.versions``). Import them into a conftest.py::
 
     from unimq_brokers.fixtures import *  # noqa: F401,F403
 
@@ -12,9 +16,12 @@ where they FAIL with the same message.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
-from . import BrokerHandle, BrokerUnavailable, config, get_broker
+from . import BrokerHandle, BrokerUnavailable, config, get_broker, versions
 
 __all__ = [
     "REALBROKER_MARKER",
@@ -22,6 +29,7 @@ __all__ = [
     "kafka_broker",
     "rabbitmq_broker",
     "rocketmq_broker",
+    "version_params",
 ]
 
 REALBROKER_MARKER = (
@@ -36,47 +44,63 @@ def broker_unavailable(message: str) -> None:
     pytest.skip(f"real broker unavailable: {message}")
 
 
-# One broker per kind per process, even when several conftest.py files import
-# these fixtures (each import defines its own session fixture): the first user
-# starts it, the last one to finish removes it.
-_shared: dict[str, list] = {}  # kind -> [handle, users]
+# One broker per (kind, version) per process, even when several conftest.py files import
+# these fixtures (each import defines its own session fixture). A broker of the primary
+# version lives until the session ends (unparametrized tests use it in any order); another
+# version's broker is removed when pytest finishes that parameter's tests (it groups them).
+_shared: dict[tuple[str, str], BrokerHandle] = {}
 
 
-def _broker(kind: str):
-    entry = _shared.get(kind)
-    if entry is None:
+def _release(key: tuple[str, str]) -> None:
+    handle = _shared.pop(key, None)
+    remove = getattr(handle, "remove", None)
+    if remove is not None:
+        remove()
+
+
+def _broker(request: pytest.FixtureRequest, kind: str) -> Iterator[BrokerHandle]:
+    version = getattr(request, "param", None) or versions.primary(kind)
+    key = (kind, version)
+    handle = _shared.get(key)
+    if handle is None:
         try:
-            handle = get_broker(kind)
+            handle = get_broker(kind, version=version)
         except BrokerUnavailable as e:
             broker_unavailable(str(e))
             raise  # unreachable
-        entry = _shared[kind] = [handle, 0]
-    entry[1] += 1
+        _shared[key] = handle
+        if version == versions.primary(kind):
+            request.config.add_cleanup(lambda: _release(key))
     try:
-        yield entry[0]
+        yield handle
     finally:
-        entry[1] -= 1
-        if entry[1] == 0:
-            _shared.pop(kind, None)
-            remove = getattr(entry[0], "remove", None)
-            if remove is not None:
-                remove()
+        if version != versions.primary(kind):
+            _release(key)
+
+
+def version_params(kind: str, every_version: bool) -> list[Any]:
+    """``pytest.param`` values for a ``<kind>_broker`` fixture: the versions a test runs on."""
+    chosen = versions.matrix(kind) if every_version else [versions.primary(kind)]
+    return [pytest.param(v, id=versions.version_id(kind, v)) for v in chosen]
 
 
 @pytest.fixture(scope="session")
-def rabbitmq_broker() -> BrokerHandle:
-    """RabbitMQ; ``.url`` is ``amqp://guest:guest@127.0.0.1:PORT/``."""
-    yield from _broker("rabbitmq")
+def rabbitmq_broker(request: pytest.FixtureRequest) -> Iterator[BrokerHandle]:
+    """RabbitMQ; ``.url`` is ``amqp://guest:guest@127.0.0.1:PORT/``. Parameter: the version
+    (default: the primary one)."""
+    yield from _broker(request, "rabbitmq")
 
 
 @pytest.fixture(scope="session")
-def kafka_broker() -> BrokerHandle:
-    """Kafka (single-node KRaft); ``.url`` is ``kafka://127.0.0.1:PORT``."""
-    yield from _broker("kafka")
+def kafka_broker(request: pytest.FixtureRequest) -> Iterator[BrokerHandle]:
+    """Kafka (single-node KRaft); ``.url`` is ``kafka://127.0.0.1:PORT``. Parameter: the
+    version (default: the primary one)."""
+    yield from _broker(request, "kafka")
 
 
 @pytest.fixture(scope="session")
-def rocketmq_broker() -> BrokerHandle:
+def rocketmq_broker(request: pytest.FixtureRequest) -> Iterator[BrokerHandle]:
     """RocketMQ 5 proxy (gRPC); ``.url`` is ``rocketmq://127.0.0.1:PORT``;
-    ``.create_topic(name, message_type)``, ``.create_group(name, orderly=False)``."""
-    yield from _broker("rocketmq")
+    ``.create_topic(name, message_type)``, ``.create_group(name, orderly=False)``. Parameter:
+    the version (default: the primary one)."""
+    yield from _broker(request, "rocketmq")

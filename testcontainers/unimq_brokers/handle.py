@@ -31,12 +31,22 @@ class BrokerHandle:
         mode: ``"container"`` or ``"external"``.
         image, flavor: the container image and ``"local"`` (built by
             build-images.sh) or ``"official"``; ``None`` for external brokers.
+        version: the broker version the handle was asked for (versions.env); ``None`` for
+            external brokers, whose version the tests cannot know.
     """
 
     def __init__(
-        self, kind: str, url: str, *, mode: str, image: str | None = None, flavor: str | None = None
+        self,
+        kind: str,
+        url: str,
+        *,
+        mode: str,
+        image: str | None = None,
+        flavor: str | None = None,
+        version: str | None = None,
     ) -> None:
         self.kind = kind
+        self.version = version
         self.url = url
         self.mode = mode
         self.image = image
@@ -97,6 +107,8 @@ class BrokerHandle:
 
     def __repr__(self) -> str:
         extra = f" image={self.image} ({self.flavor})" if self.image else ""
+        if self.version:
+            extra += f" version={self.version}"
         return f"<{type(self).__name__} {self.kind} {self.url} mode={self.mode}{extra}>"
 
 

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 from .. import envelope
 from ..batch import BatchFailed, BatchHandler
 from ..codec import DecodeError
-from ..message import Message
 from ..slots import Slots
 from ..transport import Delivery, Subscription, SupportsPark
 from .outcome import ACK, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff, decide
@@ -180,18 +179,7 @@ class Batches:
                 self._holds.add(task)
                 task.add_done_callback(self._holds.discard)
                 return None
-        message = Message(
-            id=env.id,
-            topic=env.topic,
-            key=delivery.key,
-            body=delivery.body,
-            headers=env.headers,
-            attempt=env.attempt,
-            group=self.group,
-            content_type=env.content_type,
-            settler=settlement,
-        )
-        settlement.message = message
+        message = settlement.open_message(self.group)
         try:
             settlement.kwargs = {"body": self.handler.decode(message)}
         except DecodeError as error:

@@ -78,6 +78,23 @@ class Settlement:
         # (the handler is still on the stack when it calls nack).
         self.in_place: Retry | None = None
 
+    def open_message(self, group: str) -> Message:
+        """The :class:`Message` a handler sees for this delivery (settled through ``self``)."""
+        env = self.envelope
+        delivery = self.delivery
+        message = self.message = Message(
+            id=env.id,
+            topic=env.topic,
+            key=delivery.key,
+            body=delivery.body,
+            headers=env.headers,
+            attempt=env.attempt,
+            group=group,
+            content_type=env.content_type,
+            settler=self,
+        )
+        return message
+
     @property
     def settled(self) -> bool:
         """Settled, or being settled: a later outcome or call changes nothing."""

@@ -72,18 +72,7 @@ def build(runtime: Host) -> Handle:
                 return
             if early > 0 and not await runtime.pause(early, delivery):
                 return  # stopping: it stays unacked and the broker redelivers it
-        message = Message(
-            id=env.id,
-            topic=env.topic,
-            key=delivery.key,
-            body=delivery.body,
-            headers=env.headers,
-            attempt=env.attempt,
-            group=group,
-            content_type=env.content_type,
-            settler=settlement,
-        )
-        settlement.message = message
+        message = settlement.open_message(group)
         try:
             kwargs = settlement.kwargs = arguments(message)
         except DecodeError as error:

@@ -1,0 +1,1 @@
+"""The transactional outbox demo: see app.py and docs/consistency.md."""

@@ -1,0 +1,97 @@
+"""Kafka adapter pieces without a broker: header packing and revoked deliveries.
+
+The real-broker tests (testcontainers/tests/test_kafka_*.py) show the behaviour end to end;
+these pin the mechanisms down fast and with many more generated cases.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+pytest.importorskip("confluent_kafka")
+
+from unimq_kafka.headers import PACKED, from_wire, to_wire
+from unimq_kafka.offsets import OffsetTracker
+from unimq_kafka.subscription import KafkaDelivery
+
+NAMES = st.text(min_size=1, max_size=20).filter(lambda n: not n.lower().startswith("unimq-"))
+
+
+def _as_c_string(text: str) -> str:
+    """What librdkafka keeps of a ``str`` handed over as a C string."""
+    return text.split("\x00", 1)[0]
+
+
+@given(st.dictionaries(NAMES, st.text(max_size=20), max_size=6))
+def test_packed_headers_survive_c_strings(headers: dict[str, str]) -> None:
+    wire = to_wire(headers)
+    # The client: names as C strings, text values as C strings, bytes values as they are.
+    received = {
+        _as_c_string(name): (value if isinstance(value, bytes) else _as_c_string(value).encode())
+        for name, value in wire.items()
+    }
+    decoded = {name: value.decode() for name, value in received.items()}
+    assert from_wire(decoded) == headers
+
+
+def test_headers_without_nul_go_out_unchanged() -> None:
+    headers = {"a": "1", "b": ""}
+    assert to_wire(headers) is headers
+    assert set(to_wire({"a\x00": "x", "b": "y"})) == {"b", PACKED}
+
+
+class _Record:
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def topic(self) -> str:
+        return "t"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+def _deliveries(tracker: OffsetTracker, count: int) -> list[KafkaDelivery]:
+    tracker.assign([("t", 0)])
+    with tracker.lock:
+        batch = tracker.handed_locked([_Record(offset) for offset in range(count)])
+    deliveries = [KafkaDelivery(message, state, tracker) for message, state in batch]
+    for delivery in deliveries:
+        assert tracker.take(delivery._state)
+    return deliveries
+
+
+async def test_a_revoked_partitions_deliveries_say_so_and_stop_counting() -> None:
+    tracker = OffsetTracker()
+    running, queued, *more = _deliveries(tracker, 4)
+    assert not queued.revoked
+    states = tracker.begin_revoke([("t", 0)])
+    assert tracker.in_flight(states) == 4
+    # The core checks each queued delivery before starting it, and drops it.
+    assert queued.revoked and all(d.revoked for d in more)
+    assert tracker.in_flight(states) == 1  # only the handler that really runs
+    await running.ack()
+    assert tracker.in_flight(states) == 0
+    await queued.ack()  # dropped: a late ack changes nothing
+    assert tracker.release([("t", 0)]) == [(("t", 0), 1)]  # only the handled offset
+
+
+async def test_nothing_of_a_released_partition_is_committed_later() -> None:
+    tracker = OffsetTracker()
+    first, second = _deliveries(tracker, 2)
+    tracker.begin_revoke([("t", 0)])
+    assert tracker.release([("t", 0)]) == []
+    await first.ack()
+    await second.ack()
+    assert tracker.due() == []
+
+
+def test_revoked_is_false_for_an_assigned_partition() -> None:
+    tracker = OffsetTracker()
+    (delivery,) = _deliveries(tracker, 1)
+    assert delivery.revoked is False
