@@ -1,9 +1,7 @@
 """Delayed messages on Redis, which has no native delay: a sorted set scored by due time.
 
 ``publish`` adds the message to ``unimq.delayed``; every connected unimq process moves due
-ones to their topic from its publisher thread, one process at a time (a short Redis lock).
-A message is removed from the set only after it was published, so a process that dies in
-between leaves it for the next mover: at least once, never lost.
+ones to their topic from its publisher thread (see :func:`move_due`).
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from typing import Any
 from unimq.transport import OutgoingMessage
 
 DELAYED_KEY = "unimq.delayed"
-LOCK_KEY = "unimq.delayed.lock"
 BATCH = 200
 
 
@@ -45,33 +42,25 @@ def hold(client: Any, message: OutgoingMessage, deliver_at: float) -> None:
     client.zadd(DELAYED_KEY, {encode(message): deliver_at})
 
 
-LOCK_MS = 1000
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
+LEASE_SECONDS = 30.0
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[3], member) end
+return due
 """
 
 
-def move_due(client: Any, publish: Callable[[OutgoingMessage], None], token: str) -> int:
-    """Publish the due messages (if this process holds the mover lock); how many it moved.
+def move_due(client: Any, publish: Callable[[OutgoingMessage], None]) -> int:
+    """Publish the due messages; how many it moved.
 
-    The lock is short (a mover that died blocks the others for a second at most) and is
-    given up by :func:`release` when a transport closes.
+    Movers in several processes need no lock: one script claims the due messages by
+    rescoring them ``LEASE_SECONDS`` ahead, so no other mover sees them, and each is removed
+    only after it was published. A mover that dies after claiming leaves its messages due
+    again when the lease ends: at least once, never lost.
     """
-    if not client.set(LOCK_KEY, token, nx=True, px=LOCK_MS):
-        if _text(client.get(LOCK_KEY)) != token:
-            return 0
-        client.pexpire(LOCK_KEY, LOCK_MS)
-    due = client.zrangebyscore(DELAYED_KEY, "-inf", time.time(), start=0, num=BATCH)
-    for member in due:
+    now = time.time()
+    claimed = client.eval(_CLAIM, 1, DELAYED_KEY, now, BATCH, now + LEASE_SECONDS)
+    for member in claimed:
         publish(decode(member))
         client.zrem(DELAYED_KEY, member)
-    return len(due)
-
-
-def _text(value: Any) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def release(client: Any, token: str) -> None:
-    client.eval(_RELEASE, 1, LOCK_KEY, token)
+    return len(claimed)

@@ -27,14 +27,11 @@ logger = logging.getLogger("unimq.kombu")
 
 
 class Publisher:
-    def __init__(
-        self, url: BrokerURL, profile: Profile, options: KombuOptions, index: int, token: str
-    ) -> None:
+    def __init__(self, url: BrokerURL, profile: Profile, options: KombuOptions, index: int) -> None:
         self.url = url
         self.profile = profile
         self.options = options
         self.thread = ConnectionThread(f"unimq-kombu-publish-{profile.kombu_scheme}-{index}")
-        self._token = token
         self._connection: Any = None
         self._router: Router | None = None
         self._producer: Any = None
@@ -65,11 +62,6 @@ class Publisher:
     def _release(self) -> None:
         if self._connection is None:
             return
-        if self.profile.delay == "sorted-set":
-            try:
-                delays.release(self._connection.default_channel.client, self._token)
-            except Exception as exc:  # it expires within a second anyway
-                logger.debug("releasing the delay mover lock failed: %r", type(exc))
         self._connection.release()
         self._connection = None
 
@@ -106,6 +98,6 @@ class Publisher:
             return
         client = self._connection.default_channel.client
         try:
-            delays.move_due(client, lambda m: self.send(m, 0), self._token)
+            delays.move_due(client, lambda m: self.send(m, 0))
         except Exception as exc:
             logger.warning("moving delayed messages failed: %s", self.url.mask(repr(exc)))

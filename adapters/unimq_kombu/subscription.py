@@ -206,7 +206,10 @@ class KombuSubscription:
             self._reconnect()
 
     def _server_id(self) -> str:
-        return str(self._consumer.channel.client.info("server").get("run_id"))
+        # Not ``channel.client``: that is the connection of the pending BRPOP, whose reply
+        # another command would read (and the message in it would be lost).
+        with self._consumer.channel.conn_or_acquire() as client:
+            return str(client.info("server").get("run_id"))
 
     def _thread_sleep(self) -> None:
         time.sleep(self.options.poll_interval)

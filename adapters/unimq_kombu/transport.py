@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,7 +40,6 @@ class KombuTransport:
         self._publishers: list[Publisher] = []
         self._next = itertools.cycle([0])
         self._subscriptions: list[KombuSubscription] = []
-        self._mover_token = uuid.uuid4().hex
 
     async def connect(self) -> None:
         if self._publishers:
@@ -49,9 +47,7 @@ class KombuTransport:
         publishers: list[Publisher] = []
         try:
             for index in range(self.options.publish_connections):
-                publisher = Publisher(
-                    self.url, self.profile, self.options, index, self._mover_token
-                )
+                publisher = Publisher(self.url, self.profile, self.options, index)
                 await publisher.start(
                     moves_delays=index == 0 and self.profile.delay == "sorted-set"
                 )
