@@ -73,9 +73,7 @@ def test_dlq_list_show_replay_round_trip(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_replay_needs_all_or_a_filter(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["dlq", "replay", DLQ, "--url", URL])
-    assert exit_info.value.code == 2
+    assert main(["dlq", "replay", DLQ, "--url", URL]) == 2  # returned, not SystemExit
     assert "--all" in capsys.readouterr().err
 
 
@@ -92,9 +90,8 @@ def test_replay_all_with_progress_and_dry_run(capsys: pytest.CaptureFixture[str]
 
 def test_purge_asks_for_yes_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
     asyncio.run(fill_dead_letters(["x", "y"]))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["dlq", "purge", DLQ, "--all", "--url", URL])
-    assert exit_info.value.code == 2 and "--yes" in capsys.readouterr().err
+    assert main(["dlq", "purge", DLQ, "--all", "--url", URL]) == 2
+    assert "--yes" in capsys.readouterr().err
     assert main(["dlq", "purge", DLQ, "--key", "k-x", "--yes", "--url", URL]) == 0
     assert "purged 1 dead letter(s); 1 left" in capsys.readouterr().out
     assert main(["dlq", "list", DLQ, "--url", URL]) == 0
@@ -120,3 +117,13 @@ def test_lag_prints_unconsumed_count(capsys: pytest.CaptureFixture[str]) -> None
     assert capsys.readouterr().out.strip() == "4"
     assert main(["lag", "jobs", "nobody", "--url", URL]) == 1
     assert "unknown" in capsys.readouterr().out
+
+
+def test_filtered_replay_progress_ends_at_100_percent(capsys: pytest.CaptureFixture[str]) -> None:
+    asyncio.run(fill_dead_letters([str(n) for n in range(10)]))
+    assert main(["dlq", "replay", DLQ, "--key", "k-3", "--url", URL]) == 0
+    captured = capsys.readouterr()
+    assert "replayed 1 dead letter(s); 9 left" in captured.out
+    # the bar counts dead letters examined: it reaches the end (it stopped at 1/10 before)
+    assert "replaying, examined: 10/10 (100%" in captured.err, captured.err
+    assert main(["dlq", "purge", DLQ, "--all", "--yes", "--url", URL]) == 0

@@ -1,6 +1,6 @@
 """unimq: one messaging API and one set of semantics on RabbitMQ, Kafka, RocketMQ and memory."""
 
-from . import testing
+from . import logs, testing
 from .batch import BatchFailed, BatchPolicy, Outgoing, PublishBatchError
 from .broker import Broker, PublishReceipt
 from .errors import (
@@ -16,6 +16,7 @@ from .errors import (
     NotConnectedError,
     PublishError,
     Reject,
+    RequestTimeoutError,
     RetryLater,
     UnimqError,
     UnknownSchemeError,
@@ -54,6 +55,7 @@ __all__ = [
     "PublishReceipt",
     "RateLimit",
     "Reject",
+    "RequestTimeoutError",
     "RetryLater",
     "RetryPolicy",
     "Router",
@@ -63,5 +65,6 @@ __all__ = [
     "__version__",
     "exponential",
     "fixed",
+    "logs",
     "testing",
 ]

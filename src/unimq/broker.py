@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import uuid_utils
 
@@ -22,6 +23,7 @@ from .errors import (
     BrokerUnreachableError,
     ConfigurationError,
     NotConnectedError,
+    RequestTimeoutError,
     UnimqError,
     UnsupportedFeatureError,
 )
@@ -38,8 +40,14 @@ from .threads import HandlerThreads
 from .transport import SupportsWaitIdle, Transport, TransportContext
 from .url import BrokerURL, option_secrets, scrub
 
+if TYPE_CHECKING:
+    from .message import Message
+    from .requests import Requests
+
 logger = logging.getLogger("unimq")
 F = TypeVar("F", bound=HandlerFunc)
+Hook = Callable[[], Awaitable[None]]
+H = TypeVar("H", bound=Hook)
 
 #: One shared real clock, so brokers that share a ``memory://NAME`` agree on time by default.
 SYSTEM_CLOCK = SystemClock()
@@ -150,6 +158,11 @@ class Broker:
         self._executor: HandlerThreads | None = None
         self._connected = False
         self._running = False
+        self.declared_publishers: list[tuple[str, Any, str]] = []  # see publishes()
+        self._startup: list[Hook] = []
+        self._shutdown: list[Hook] = []
+        self._started_hooks = False  # the startup hooks ran: the shutdown hooks run on stop
+        self._requests: Requests | None = None
         plugins.manager.hook.unimq_broker_created(broker=self)
 
     def _mask(self, text: str) -> str:
@@ -202,6 +215,12 @@ class Broker:
 
         return register
 
+    def publishes(self, topic: str, body_type: Any, *, description: str = "") -> None:
+        """Declare that this service publishes ``body_type`` to ``topic``: documentation only
+        (the AsyncAPI document, ``unimq asyncapi``); publishing does not require it."""
+        validation.check_name(topic, "topic")
+        self.declared_publishers.append((topic, body_type, description))
+
     def include_router(self, router: Router) -> None:
         for subscriber in router.subscribers:
             self._check_capabilities(subscriber)
@@ -243,6 +262,36 @@ class Broker:
             )
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    def on_startup(self, hook: H) -> H:
+        """Run ``async def hook()`` on start: after connect, before subscribers start (in
+        ``async with broker``, ``unimq run`` and an ASGI lifespan), so a service can publish
+        or warm up at start. Hooks run in the order they were added; one that raises stops
+        the start (the broker disconnects and the error propagates)."""
+        self._startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: H) -> H:
+        """Run ``async def hook()`` on stop: after subscribers stopped and in-flight handlers
+        finished, before disconnect (so it can still publish). Runs only if the startup hooks
+        ran; an error is logged and the other hooks and the disconnect still happen."""
+        self._shutdown.append(hook)
+        return hook
+
+    @asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[dict[str, Any]]:
+        """An ASGI lifespan: ``FastAPI(lifespan=broker.lifespan)`` (Starlette, or any framework
+        taking a lifespan context). Starts the broker on startup; on shutdown stops consuming,
+        waits for in-flight handlers (``graceful_timeout``) and disconnects.
+
+        Yields the lifespan state ``{"broker": broker}``, so a route reaches it as
+        ``request.state.broker`` (see ``docs/web-frameworks.md``).
+        """
+        await self.start()
+        try:
+            yield {"broker": self}
+        finally:
+            await self.stop()
 
     async def connect(self) -> None:
         """Connect without starting subscribers (enough for a publish-only application)."""
@@ -296,6 +345,9 @@ class Broker:
         )
         self._running = True
         try:
+            for hook in self._startup:
+                await hook()
+            self._started_hooks = True
             for subscriber in self._router.subscribers:
                 group = subscriber.group
                 if subscriber.broadcast:
@@ -321,6 +373,16 @@ class Broker:
         if runtimes:
             await asyncio.gather(*(runtime.stop(timeout) for runtime in runtimes))
         self._running = False
+        if self._started_hooks:
+            self._started_hooks = False
+            for hook in self._shutdown:
+                try:
+                    await hook()
+                except Exception:
+                    logger.exception("shutdown hook %s failed", getattr(hook, "__name__", hook))
+        if self._requests is not None:
+            requests, self._requests = self._requests, None
+            await requests.close()
         if self._connected:
             if self.outbox is not None:
                 await self.outbox.stop_relay()
@@ -450,6 +512,54 @@ class Broker:
         if failures:
             raise PublishBatchError(failures, receipts)
         return receipts  # type: ignore[return-value]
+
+    async def request(
+        self,
+        topic: str,
+        body: Any,
+        *,
+        timeout: float = 30.0,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
+        """Publish ``body`` as a request and return the reply: the subscriber's return value,
+        as a :class:`~unimq.Message` (``reply.body``; decode it like any message).
+
+        Raises :class:`~unimq.RequestTimeoutError` when no reply comes within ``timeout``
+        seconds (no subscriber, a handler still failing, retries outlasting the timeout). A
+        handler that fails is retried and dead-lettered as usual; only a success replies.
+        """
+        if not self._connected:
+            raise NotConnectedError(
+                "the broker is not connected: request inside 'async with broker:' "
+                "(or after 'await broker.connect()')"
+            )
+        seconds = positive_seconds(timeout, "timeout")
+        topic, payload, wire, key, message_id, content_type, _ = self._prepare(
+            topic, body, key, headers, None, None, None
+        )
+        if self._requests is None:
+            from .requests import Requests  # only services that send requests load it
+
+            self._requests = Requests(self.transport, self.instance_id)
+        requests = self._requests
+        correlation_id = message_id
+        future = requests.expect(correlation_id)
+        envelope.ask_reply(wire, reply_to=requests.topic, correlation_id=correlation_id)
+
+        async def ask() -> Message:
+            await requests.open()
+            await self.publisher.send_now(topic, payload, wire, key, message_id, content_type)
+            return await future
+
+        try:
+            return await asyncio.wait_for(ask(), seconds)
+        except asyncio.TimeoutError:
+            raise RequestTimeoutError(
+                f"no reply to request {message_id} on {topic!r} within {seconds:g}s"
+            ) from None
+        finally:
+            requests.forget(correlation_id)
 
     def _prepare(
         self,

@@ -16,11 +16,14 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
+from . import __version__
 from .broker import Broker
-from .cli_operations import UsageError, add_commands, broker_for
+from .cli_asyncapi import add_command as add_asyncapi_command
+from .cli_operations import UsageError, add_commands, broker_for, refuse_memory_from_shell
 from .cli_outbox import add_commands as add_outbox_commands
 from .errors import MissingDependencyError, UnimqError
-from .plugins import transport_registry
+from .logs import DeliveryContextFilter
+from .plugins import missing_extra, transport_registry
 from .url import mask_secrets, option_secrets, redact
 
 EXIT_USAGE = 2
@@ -28,27 +31,38 @@ EXIT_ERROR = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``unimq`` command; returns the exit status (never raises ``SystemExit``).
+
+    ``argv`` ``None`` means the process's command line: a shell, where ``memory://`` cannot
+    reach anything (see :func:`unimq.cli_operations.refuse_memory_from_shell`).
+    """
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: usage errors (2), --help and --version (0)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    args.from_shell = argv is None
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s%(unimq_context)s",
     )
+    for handler in logging.getLogger().handlers:  # the message a log line is about (unimq.logs)
+        handler.addFilter(DeliveryContextFilter())
     mask_logs(())
     try:
         result: int = args.func(args)
         return result
     except UsageError as exc:
-        parser.exit(EXIT_USAGE, f"unimq {args.command}: error: {redact(str(exc))}\n")
+        print(f"unimq {args.command}: error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
     except (UnimqError, OSError) as exc:  # OSError: e.g. the metrics port is taken
         print(f"unimq {args.command}: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
-    return EXIT_ERROR  # pragma: no cover - parser.exit does not return
 
 
 class MaskingFormatter(logging.Formatter):
@@ -84,9 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="unimq",
         description="Run unimq services, publish messages and test broker adapters.",
     )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
+    parser.add_argument("--version", action="version", version=f"unimq {__version__}")
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS, help=LOG_LEVEL_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser(
@@ -119,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Publish one message durably and print its id. The broker URL comes from "
         "--url or UNIMQ_URL.",
     )
-    publish.add_argument("topic")
+    publish.add_argument("topic", help="the topic to publish to")
     publish.add_argument("body", nargs="?", help="the body (text); omit to read standard input")
     publish.add_argument("--url", help="broker URL (default: $UNIMQ_URL)")
     publish.add_argument(
@@ -143,12 +156,28 @@ def _parser() -> argparse.ArgumentParser:
         "pip install 'unimq[testing]') against URL. Restart cases are skipped here; run them "
         "from a test module with a Backend(restart=...) fixture.",
     )
-    conformance.add_argument("url")
+    conformance.add_argument("url", help="the broker to test, e.g. amqp://127.0.0.1:5672/")
     conformance.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments")
     conformance.set_defaults(func=_conformance)
     add_commands(commands)
     add_outbox_commands(commands)
+    add_asyncapi_command(commands)
+    _log_level_everywhere(commands)
     return parser
+
+
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+LOG_LEVEL_HELP = "what unimq logs to standard error (info); also accepted after the command"
+
+
+def _log_level_everywhere(commands: Any) -> None:
+    """``--log-level`` after the (sub)command too: ``unimq run app:broker --log-level debug``."""
+    for sub in commands.choices.values():
+        sub.add_argument(
+            "--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS, help=LOG_LEVEL_HELP
+        )
+        for action in sub._subparsers._group_actions if sub._subparsers else ():
+            _log_level_everywhere(action)
 
 
 def _port(text: str) -> int:
@@ -192,6 +221,11 @@ def load_broker(target: str) -> Broker:
             obj = getattr(obj, part)
     except AttributeError:
         raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if isinstance(obj, type):  # a class is callable, but calling it is not what was meant
+        raise UsageError(
+            f"{target} is a class ({obj.__name__}), not a Broker: point at a Broker instance "
+            "or at a function that returns one"
+        )
     if callable(obj) and not isinstance(obj, Broker):
         try:  # a factory must be callable without arguments: say so rather than a TypeError
             inspect.signature(obj).bind()
@@ -298,6 +332,8 @@ def _publish(args: argparse.Namespace) -> int:
         return receipt.message_id
 
     message_id = asyncio.run(send())
+    if refuse_memory_from_shell(args, broker, "published to"):
+        return EXIT_ERROR
     print(message_id)
     logging.getLogger("unimq.cli").info(
         "published %s to %r on %s", message_id, args.topic, broker.url.redacted()
@@ -312,7 +348,9 @@ def _schemes(args: argparse.Namespace) -> int:
     registry = transport_registry()
     for scheme in registry.schemes():
         entry = registry.get(scheme)
-        print(f"{scheme}://\t{entry.description}")
+        extra = missing_extra(entry.factory)
+        needs = f"\t(not installed: pip install 'unimq[{extra}]')" if extra else ""
+        print(f"{scheme}://\t{entry.description}{needs}")
     return 0
 
 

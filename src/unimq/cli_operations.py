@@ -48,7 +48,7 @@ def add_commands(commands: Any) -> None:
 
     show = actions.add_parser("show", help="one dead letter in full: headers and body")
     _common(show)
-    show.add_argument("message_id", metavar="ID")
+    show.add_argument("message_id", metavar="ID", help="the dead letter's message id")
     show.add_argument("--json", action="store_true", help="print it as JSON")
     show.set_defaults(func=_show)
 
@@ -84,8 +84,8 @@ def add_commands(commands: Any) -> None:
         description="Print the number of messages of TOPIC that GROUP has not consumed yet, "
         "as the broker reports it (see docs/operations.md).",
     )
-    lag.add_argument("topic")
-    lag.add_argument("group")
+    lag.add_argument("topic", help="the topic the group consumes")
+    lag.add_argument("group", help="the subscriber's consumer group")
     lag.add_argument("--url", help="broker URL (default: $UNIMQ_URL)")
     lag.set_defaults(func=_lag)
 
@@ -153,8 +153,26 @@ def broker_for(url: str | None) -> Broker:
     return Broker(resolved, **options)
 
 
-def _connected(url: str | None, work: Callable[[Broker], Awaitable[T]]) -> T:
-    broker = broker_for(url)
+def refuse_memory_from_shell(args: argparse.Namespace, broker: Broker, what: str) -> bool:
+    """``memory://`` from a shell reaches nothing: its hub lives in this process, which ends
+    with the command. Say so on standard error (``True``) instead of reporting a success that
+    no other process can see; from code (``unimq.cli.main([...])``) the hub is shared."""
+    if broker.url.scheme != "memory" or not getattr(args, "from_shell", False):
+        return False
+    print(
+        f"unimq {args.command}: memory:// lives inside one process: the command {what} an "
+        "in-process hub that ends with it, and no other process can see it. Use a broker URL "
+        "(amqp://, kafka://, rocketmq://), or call unimq.cli.main([...]) from the process that "
+        "runs the subscribers.",
+        file=sys.stderr,
+    )
+    return True
+
+
+def _connected(args: argparse.Namespace, work: Callable[[Broker], Awaitable[T]]) -> T | int:
+    broker = broker_for(args.url)
+    if refuse_memory_from_shell(args, broker, "looked at"):
+        return 1
 
     async def run() -> T:
         await broker.connect()
@@ -184,7 +202,7 @@ def _list(args: argparse.Namespace) -> int:
             print(_table(page.letters))
         return 0
 
-    return _connected(args.url, work)
+    return _connected(args, work)
 
 
 def _table(letters: list[DeadLetter]) -> str:
@@ -239,7 +257,7 @@ def _show(args: argparse.Namespace) -> int:
         print(text)
         return 0
 
-    return _connected(args.url, work)
+    return _connected(args, work)
 
 
 def _body_text(body: bytes) -> tuple[str, str]:
@@ -318,7 +336,8 @@ def _replay(args: argparse.Namespace) -> int:
             page = await dlq.list(args.limit or sys.maxsize, selection)
             print(f"would replay {len(page.letters)} of {page.total} dead letter(s)")
             return 0
-        progress = ProgressBar("replaying")
+        # filtered: the bar counts dead letters examined (taken or left), so it ends at 100%
+        progress = ProgressBar("replaying" if selection.everything else "replaying, examined")
         try:
             outcome = await dlq.replay(
                 selection, to_topic=args.to_topic, progress=progress, limit=args.limit
@@ -328,7 +347,7 @@ def _replay(args: argparse.Namespace) -> int:
         _report("replayed", outcome, args.topic)
         return 0
 
-    return _connected(args.url, work)
+    return _connected(args, work)
 
 
 def _purge(args: argparse.Namespace) -> int:
@@ -347,7 +366,7 @@ def _purge(args: argparse.Namespace) -> int:
             if answer.strip() != args.topic:
                 print("not confirmed; nothing deleted", file=sys.stderr)
                 return 1
-        progress = ProgressBar("purging")
+        progress = ProgressBar("purging" if selection.everything else "purging, examined")
         try:
             outcome = await dlq.purge(selection, progress=progress)
         finally:
@@ -355,7 +374,7 @@ def _purge(args: argparse.Namespace) -> int:
         _report("purged", outcome, args.topic)
         return 0
 
-    return _connected(args.url, work)
+    return _connected(args, work)
 
 
 def _report(verb: str, outcome: Outcome, topic: str) -> None:
@@ -379,4 +398,4 @@ def _lag(args: argparse.Namespace) -> int:
         print(value)
         return 0
 
-    return _connected(args.url, work)
+    return _connected(args, work)

@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 REPLAYED_AT = h.REPLAYED_AT
 
 Progress = Callable[[int, int], None]
-"""``progress(done, total)``: called after each message a replay or purge handled."""
+"""``progress(examined, total)``: called after each dead letter a replay or purge examined
+(handled, or left in place because the selection does not take it), out of the ``total`` in
+the topic when it started; it reaches ``total`` at the end, filtered or not."""
 
 
 @dataclass(frozen=True)
@@ -226,13 +228,15 @@ class DeadLetterQueue:
                 letter = DeadLetter.from_delivery(delivery)
                 if selection is not None and not selection(letter):
                     kept += 1
+                    if progress is not None:
+                        progress(len(done) + kept, total)
                     continue
                 if replay:
                     await self._republish(letter, replay_to)
                 await delivery.ack()
                 done.append(letter.id)
                 if progress is not None:
-                    progress(len(done), total)
+                    progress(len(done) + kept, total)
         return Outcome(len(done), kept, done)
 
     async def _republish(self, letter: DeadLetter, to_topic: str | None) -> None:

@@ -1,10 +1,12 @@
 """The envelope: the one map between unimq's reserved headers and a message's bookkeeping.
 
-A message on the wire carries its identity in ``unimq-*`` headers (DESIGN.md section 3): its id,
-its attempt number, the logical topic (on a retry topic), its content type and the time it is
-due. Everything that writes or reads those headers goes through this module — ``Broker.publish``,
-the retry, re-hop and dead-letter copies of the delivery pipeline, and the ``unimq dlq`` tools —
-so a new bookkeeping header, or a change of its format, is made here once.
+A message on the wire carries its identity in ``unimq-*`` headers (docs/semantics.md,
+"Reserved headers"): its id, its attempt number, the logical topic (on a retry topic), its
+content type, the time it is due and, for a request, where its reply goes. Everything that
+writes or reads those headers goes through this module — ``Broker.publish`` and
+``Broker.request``, the retry, re-hop, dead-letter and reply copies of the delivery pipeline,
+and the ``unimq dlq`` tools — so a new bookkeeping header, or a change of its format, is made
+here once.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ class Envelope(NamedTuple):
 
     ``headers`` are the publisher's own headers (bookkeeping removed; the dead-letter
     diagnostics of a dead-letter copy stay); ``due`` is the epoch time in seconds before which
-    the message must not be handled, or ``None``.
+    the message must not be handled, or ``None``. ``reply_to`` / ``correlation_id`` are set
+    when the message is a request (``Broker.request``): where the reply goes, and its match.
     """
 
     id: str
@@ -34,21 +37,26 @@ class Envelope(NamedTuple):
     content_type: str | None
     due: float | None
     headers: dict[str, str]
+    reply_to: str | None = None
+    correlation_id: str | None = None
 
 
 def read(delivery: Delivery) -> Envelope:
-    """The envelope of a delivery, with the fallbacks of DESIGN.md section 3 for messages that
-    other clients published (no unimq headers): the broker's own id, the physical topic."""
+    """The envelope of a delivery, with the fallbacks for messages that other clients published
+    (no unimq headers; docs/semantics.md): the broker's own id, the physical topic."""
     raw = delivery.headers
     message_id = raw.get(h.ID)
     attempt_text = raw.get(h.ATTEMPT)
     content_type = raw.get(h.CONTENT_TYPE)
     due_text = raw.get(h.DELIVER_AT)
     topic = raw.get(h.TOPIC)
+    reply_to = correlation_id = None
     if len(raw) == 3 and message_id and attempt_text and content_type:
         user: dict[str, str] = {}  # a plain publish without headers: nothing else to copy
     else:
         user = {k: v for k, v in raw.items() if k not in _BOOKKEEPING}
+        reply_to = raw.get(h.REPLY_TO)  # a request (Broker.request) has both
+        correlation_id = raw.get(h.CORRELATION_ID)
     # Runs once per delivery: tuple.__new__ skips NamedTuple's Python-level constructor.
     return _make(
         Envelope,
@@ -59,6 +67,8 @@ def read(delivery: Delivery) -> Envelope:
             content_type,
             None if due_text is None else parse_due(due_text),
             user,
+            reply_to,
+            correlation_id,
         ),
     )
 
@@ -93,11 +103,14 @@ def outgoing(
     content_type: str | None = None,
     topic: str | None = None,
     due: float | None = None,
+    reply_to: str | None = None,
+    correlation_id: str | None = None,
 ) -> dict[str, str]:
     """The headers to put on the wire: the user's ``headers`` plus the bookkeeping.
 
     ``topic`` is the logical topic, written only for copies that travel on another topic (a
-    retry topic); ``due`` (epoch seconds) marks a delayed message.
+    retry topic); ``due`` (epoch seconds) marks a delayed message; ``reply_to`` and
+    ``correlation_id`` make it a request (or, ``correlation_id`` alone, a reply).
     """
     wire = {k: v for k, v in headers.items() if k not in h.BOOKKEEPING} if headers else {}
     wire[h.ID] = message_id
@@ -108,11 +121,30 @@ def outgoing(
         wire[h.TOPIC] = topic
     if due is not None:
         wire[h.DELIVER_AT] = str(int(due * 1000))
+    if reply_to is not None:
+        wire[h.REPLY_TO] = reply_to
+    if correlation_id is not None:
+        wire[h.CORRELATION_ID] = correlation_id
     return wire
 
 
+def ask_reply(wire: dict[str, str], *, reply_to: str, correlation_id: str) -> dict[str, str]:
+    """Turn the wire headers of a publish into a request: the reply goes to ``reply_to``."""
+    wire[h.REPLY_TO] = reply_to
+    wire[h.CORRELATION_ID] = correlation_id
+    return wire
+
+
+def reply(*, message_id: str, content_type: str, correlation_id: str) -> dict[str, str]:
+    """The wire headers of a reply: a fresh message id and the request's correlation id."""
+    return outgoing(
+        None, message_id=message_id, content_type=content_type, correlation_id=correlation_id
+    )
+
+
 def retry_copy(envelope: Envelope, *, attempt: int, due: float | None) -> dict[str, str]:
-    """A retry or re-hop copy: same id and headers, on the group's retry topic."""
+    """A retry or re-hop copy: same id and headers, on the group's retry topic (a request
+    stays a request: the attempt that succeeds replies)."""
     return outgoing(
         envelope.headers,
         message_id=envelope.id,
@@ -120,6 +152,8 @@ def retry_copy(envelope: Envelope, *, attempt: int, due: float | None) -> dict[s
         content_type=envelope.content_type,
         topic=envelope.topic,
         due=due,
+        reply_to=envelope.reply_to,
+        correlation_id=envelope.correlation_id,
     )
 
 

@@ -70,6 +70,10 @@ class OperationTimeoutError(UnimqError, TimeoutError):
     ``except TimeoutError`` code keeps working)."""
 
 
+class RequestTimeoutError(OperationTimeoutError):
+    """``Broker.request`` got no reply in time (no subscriber, a slow or failing handler)."""
+
+
 class PublishError(UnimqError):
     """The broker did not durably accept a message (nack, unroutable, too large, timed out)."""
 

@@ -1,4 +1,4 @@
-"""Reserved header names (DESIGN.md section 3): unimq's own headers all start ``unimq-``."""
+"""Reserved header names: unimq's own headers all start ``unimq-`` (docs/semantics.md)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ ATTEMPTS = "unimq-attempts"
 FAILED_AT = "unimq-failed-at"
 # Set on a dead letter published back to its topic by ``unimq dlq replay`` (ISO-8601 UTC).
 REPLAYED_AT = "unimq-replayed-at"
+# Request/reply (``Broker.request``): where the handler's return value goes, and the id that
+# matches the reply to its request. Set by unimq only (user headers may not start ``unimq-``).
+REPLY_TO = "unimq-reply-to"
+CORRELATION_ID = "unimq-correlation-id"
 
 # What a dead-letter copy adds to the original message's headers.
 DLQ_DIAGNOSTICS = frozenset(
@@ -27,7 +31,7 @@ DLQ_DIAGNOSTICS = frozenset(
 )
 
 # Delivery bookkeeping: shown to handlers as Message attributes, not as headers.
-BOOKKEEPING = frozenset({ID, ATTEMPT, DELIVER_AT, CONTENT_TYPE, TOPIC})
+BOOKKEEPING = frozenset({ID, ATTEMPT, DELIVER_AT, CONTENT_TYPE, TOPIC, REPLY_TO, CORRELATION_ID})
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"

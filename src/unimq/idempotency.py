@@ -1,6 +1,6 @@
 """Idempotent handlers: remember which message ids a group handled successfully.
 
-The contract (DESIGN.md section 2): the mark is written only after the handler succeeded, and a
+The contract (docs/semantics.md): the mark is written only after the handler succeeded, and a
 duplicate that arrives while the first copy is still running waits for that run's outcome (an
 in-progress *lease*), so concurrent duplicates run the handler once. A lease expires after
 ``lease`` seconds so that a crashed holder cannot block a message forever.

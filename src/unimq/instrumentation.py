@@ -7,7 +7,8 @@ Three seams, each free when unused:
 - **publish middleware** (``broker.add_publish_middleware``): ``async def mw(publish,
   call_next)`` wraps every message unimq puts on the wire, with :attr:`Publish.kind` telling
   why: ``"publish"`` (the application), ``"retry"``, ``"delay"`` (a re-hop of a long delay),
-  ``"dead-letter"`` and ``"replay"`` (``unimq dlq replay``). ``publish.message.headers`` may
+  ``"dead-letter"``, ``"replay"`` (``unimq dlq replay``) and ``"reply"`` (a handler's
+  answer to ``Broker.request``). ``publish.message.headers`` may
   be changed before ``call_next()`` (for example to add ``traceparent``).
 - **listeners** (``broker.add_listener``): a :class:`Listener` hears what middleware cannot
   see: retries (including in-place ones, which publish nothing), dead-lettering, and the
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("unimq.instrumentation")
 
-PublishKind = Literal["publish", "retry", "delay", "dead-letter", "replay"]
+PublishKind = Literal["publish", "retry", "delay", "dead-letter", "replay", "reply"]
 
 
 @dataclass(slots=True)

@@ -15,3 +15,8 @@ def retry_topic(topic: str, group: str) -> str:
 def dead_letter_topic(topic: str, group: str) -> str:
     """The default DLQ of a subscriber: ``<topic>.<group>.dlq``."""
     return f"{topic}.{group}.dlq"
+
+
+def reply_topic(instance_id: str) -> str:
+    """Where the replies to this broker instance's requests travel (``Broker.request``)."""
+    return f"unimq.reply.{instance_id}"

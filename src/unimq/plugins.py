@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -169,7 +170,21 @@ def lazy_transport(client_module: str, client: str, extra: str, transport: str) 
         factory: TransportFactory = getattr(importlib.import_module(module_name), class_name)
         return factory(url, options, context)
 
+    create.requires = (client_module, extra)  # type: ignore[attr-defined]  # for 'unimq schemes'
     return create
+
+
+def missing_extra(factory: TransportFactory) -> str | None:
+    """The pip extra a :func:`lazy_transport` factory still needs, or ``None``."""
+    requires = getattr(factory, "requires", None)
+    if requires is None:
+        return None
+    client_module, extra = requires
+    try:
+        found = importlib.util.find_spec(client_module)
+    except (ImportError, ValueError):
+        found = None
+    return None if found is not None else str(extra)
 
 
 def transport_registry() -> TransportRegistry:

@@ -25,7 +25,7 @@ AckMode = Literal["auto", "manual"]
 
 @dataclass(frozen=True)
 class Subscriber:
-    """One ``@subscriber`` declaration, validated. See DESIGN.md section 1 for each option."""
+    """One ``@subscriber`` declaration, validated. See docs/concepts.md for each option."""
 
     topic: str
     handler: BoundHandler  # a BatchHandler when ``batch`` is set

@@ -21,8 +21,10 @@ import asyncio
 import logging
 import traceback
 
+import uuid_utils
+
 from .. import envelope
-from ..errors import ConfigurationError, EncodeError, MessageTooLargeError
+from ..errors import ConfigurationError, DeliveryControl, EncodeError, MessageTooLargeError
 from ..message import Message
 from ..transport import Delivery
 from .host import Host
@@ -64,6 +66,7 @@ class Settlement:
         "in_place",
         "kwargs",
         "message",
+        "reply",
     )
 
     def __init__(self, host: Host, delivery: Delivery, env: envelope.Envelope) -> None:
@@ -77,6 +80,8 @@ class Settlement:
         # A nack() on a subscriber that retries in place: acted on after the handler returns
         # (the handler is still on the stack when it calls nack).
         self.in_place: Retry | None = None
+        # A request's reply (encoded body, content type), set by the invoke stage on success.
+        self.reply: tuple[bytes, str] | None = None
 
     def open_message(self, group: str) -> Message:
         """The :class:`Message` a handler sees for this delivery (settled through ``self``)."""
@@ -123,7 +128,7 @@ class Settlement:
         """Settle with ``outcome`` unless already settled; never raises (but cancellation)."""
         if self._state != _OPEN:
             return
-        if outcome is ACK and self.host.plain_ack:
+        if outcome is ACK and self.host.plain_ack and self.reply is None:
             # The path of nearly every message: nothing to copy, nothing to mark.
             self._state = _SETTLING
             try:
@@ -192,6 +197,8 @@ class Settlement:
             await self._publish_retry(outcome)
         elif isinstance(outcome, DeadLetter):
             await self._publish_dead_letter(outcome)
+        elif self.reply is not None and isinstance(outcome, Ack):
+            await self._publish_reply(self.reply)
         elif isinstance(outcome, Forward):
             await self.host.publisher.send(
                 self.host.retry_topic,
@@ -204,6 +211,24 @@ class Settlement:
                 kind="delay",
             )
         return outcome
+
+    async def _publish_reply(self, reply: tuple[bytes, str]) -> None:
+        """The handler's return value to the requester, durably, before the request is acked.
+
+        A reply the backend refuses for good (too large) is logged and dropped: the request is
+        handled, and the requester gets ``RequestTimeoutError``."""
+        env = self.envelope
+        body, content_type = reply
+        reply_id = str(uuid_utils.uuid7())
+        wire = envelope.reply(
+            message_id=reply_id, content_type=content_type, correlation_id=env.correlation_id or ""
+        )
+        try:
+            await self.host.publisher.send_now(
+                env.reply_to or "", body, wire, None, reply_id, content_type, "reply"
+            )
+        except (MessageTooLargeError, EncodeError, ConfigurationError) as exc:
+            logger.error("the reply to message %s cannot be published (%s); dropped", env.id, exc)
 
     async def _publish_retry(self, outcome: Retry) -> None:
         host = self.host
@@ -225,7 +250,7 @@ class Settlement:
         if host.listeners:
             host.listeners.retried(env.topic, host.subscriber.group, env.id, env.attempt, delay)
         error = outcome.error
-        logger.info(
+        logger.warning(
             "retrying message %s of %r in %.3gs (attempt %d of %d failed%s)",
             env.id,
             env.topic,
@@ -233,6 +258,7 @@ class Settlement:
             env.attempt,
             host.subscriber.retry.max_attempts,
             f": {type(error).__name__}: {error}" if error is not None else "",
+            exc_info=handler_traceback(error),
         )
 
     async def _publish_dead_letter(self, outcome: DeadLetter) -> None:
@@ -250,6 +276,7 @@ class Settlement:
                 env.attempt,
                 outcome.reason,
                 f": {detail}" if detail else "",
+                exc_info=handler_traceback(outcome.error),
             )
         else:
             await host.publisher.send(
@@ -268,7 +295,7 @@ class Settlement:
                 content_type=env.content_type,
                 kind="dead-letter",
             )
-            logger.warning(
+            logger.error(
                 "message %s of %r dead-lettered to %r after %d attempt(s): %s%s",
                 env.id,
                 env.topic,
@@ -276,6 +303,7 @@ class Settlement:
                 env.attempt,
                 outcome.reason,
                 f" ({detail})" if detail else "",
+                exc_info=handler_traceback(outcome.error),
             )
         if host.listeners:
             host.listeners.dead_lettered(env.topic, subscriber.group, env.id, outcome.reason)
@@ -301,6 +329,12 @@ class Settlement:
             log_after_settle(self.host.subscriber.handler.name, self.envelope.id, error)
             return Manual()
         return decide(error, self.envelope.attempt, self.host.subscriber.retry)
+
+
+def handler_traceback(error: BaseException | None) -> BaseException | None:
+    """What to log a traceback of: a handler's own exception (or a body that did not decode),
+    not a deliberate ``RetryLater``/``Reject`` (a decision, not a failure)."""
+    return None if error is None or isinstance(error, DeliveryControl) else error
 
 
 def error_type(error: BaseException) -> str:

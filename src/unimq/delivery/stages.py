@@ -25,13 +25,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .. import envelope
-from ..codec import DecodeError
+from .. import envelope, logs
+from ..codec import DecodeError, encode
+from ..logs import CURRENT
 from ..message import Message
 from ..transport import Delivery
 from .host import Host, Middleware, Next
 from .outcome import ACK, DROP, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff, decide
-from .settle import Settlement
+from .settle import Settlement, handler_traceback
 
 logger = logging.getLogger("unimq.pipeline")
 
@@ -61,6 +62,7 @@ def build(runtime: Host) -> Handle:
     # idempotent=True: ids of the deliveries running here, so a duplicate of one of them waits
     # for it parked (see idempotency_stage)
     running_ids = runtime.running_ids if subscriber.idempotent else None
+    current = CURRENT if logs.enabled() else None  # the delivery context costs: only if asked
 
     async def handle(delivery: Delivery) -> None:
         env = envelope.read(delivery)
@@ -73,36 +75,44 @@ def build(runtime: Host) -> Handle:
             if early > 0 and not await runtime.pause(early, delivery):
                 return  # stopping: it stays unacked and the broker redelivers it
         message = settlement.open_message(group)
+        # log lines of this delivery carry it (unimq.logs)
+        token = current.set(message) if current is not None else None
         try:
-            kwargs = settlement.kwargs = arguments(message)
-        except DecodeError as error:
-            await settlement.carry_out(DeadLetter("decode-error", error, str(error)))
-            return
-        if stage is not None:
-            if running_ids is None:
-                await settlement.carry_out(await stage(settlement))
-                return
-            message_id = env.id
-            running_ids[message_id] = running_ids.get(message_id, 0) + 1
             try:
-                await settlement.carry_out(await stage(settlement))
-            finally:
-                left = running_ids[message_id] - 1
-                if left:
-                    running_ids[message_id] = left
-                else:
-                    del running_ids[message_id]
-            return
-        # The invoke stage with nothing around it, inlined: one coroutine less per message on
-        # the path of nearly every subscriber (the same decision as invoke_stage's).
-        try:
-            await handler.invoke(kwargs, executor)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            await settlement.carry_out(settlement.after_failure(error))
-            return
-        await settlement.carry_out(success)
+                kwargs = settlement.kwargs = arguments(message)
+            except DecodeError as error:
+                await settlement.carry_out(DeadLetter("decode-error", error, str(error)))
+                return
+            if stage is not None:
+                if running_ids is None:
+                    await settlement.carry_out(await stage(settlement))
+                    return
+                message_id = env.id
+                running_ids[message_id] = running_ids.get(message_id, 0) + 1
+                try:
+                    await settlement.carry_out(await stage(settlement))
+                finally:
+                    left = running_ids[message_id] - 1
+                    if left:
+                        running_ids[message_id] = left
+                    else:
+                        del running_ids[message_id]
+                return
+            # The invoke stage with nothing around it, inlined: one coroutine less per message
+            # on the path of nearly every subscriber (the same decision as invoke_stage's).
+            try:
+                result = await handler.invoke(kwargs, executor)
+                if env.reply_to is not None:  # a request: the result is the reply
+                    settlement.reply = encode(result)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                await settlement.carry_out(settlement.after_failure(error))
+                return
+            await settlement.carry_out(success)
+        finally:
+            if token is not None:
+                current.reset(token)  # type: ignore[union-attr]
 
     return handle
 
@@ -141,9 +151,11 @@ def invoke_stage(host: Host) -> Stage:
                 call: Next = innermost
                 for middleware in reversed(middlewares):
                     call = _bind(middleware, message, call)
-                await call()
+                result = await call()
             else:
-                await handler.invoke(kwargs, executor)
+                result = await handler.invoke(kwargs, executor)
+            if settlement.envelope.reply_to is not None:  # a request: the result is the reply
+                settlement.reply = encode(result)  # (an unencodable result fails the handling)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -172,13 +184,15 @@ def in_place_retry_stage(runtime: Host, invoke: Stage) -> Stage:
             if not isinstance(outcome, Retry):
                 return outcome
             pause = backoff(policy, message.attempt) if outcome.delay is None else outcome.delay
-            logger.info(
-                "retrying message %s of %r in place in %.3gs (attempt %d of %d failed)",
+            logger.warning(
+                "retrying message %s of %r in place in %.3gs (attempt %d of %d failed%s)",
                 message.id,
                 message.topic,
                 pause,
                 message.attempt,
                 policy.max_attempts,
+                _reason(outcome.error),
+                exc_info=handler_traceback(outcome.error),
             )
             if runtime.listeners:
                 runtime.listeners.retried(
@@ -250,6 +264,10 @@ async def _release(store: Any, group: str, message_id: str) -> None:
     except Exception:
         # The lease expires by itself (idempotency_lease); a duplicate waits until then.
         logger.exception("could not release the idempotency lease of message %s", message_id)
+
+
+def _reason(error: BaseException | None) -> str:
+    return f": {type(error).__name__}: {error}" if error is not None else ""
 
 
 def _bind(middleware: Middleware, message: Message, call_next: Next) -> Next:

@@ -14,6 +14,7 @@ from .cases_groups import GroupCases
 from .cases_idempotency import IdempotencyCases
 from .cases_operations import OperationsCases
 from .cases_ordering import OrderingCases
+from .cases_request import RequestCases
 from .cases_restart import RestartCases
 from .cases_retry import RetryCases
 from .cases_shutdown import ShutdownCases
@@ -32,6 +33,7 @@ class ConformanceSuite(
     ShutdownCases,
     RestartCases,
     OperationsCases,
+    RequestCases,
 ):
     """Subclass and provide a ``backend`` fixture returning a :class:`Backend`."""
 
