@@ -15,6 +15,11 @@
 # otherwise scripts/check-machine.sh prints in one block what is missing and the command that
 # provides it, and the tests that need it are skipped (under CI=true that is a failure).
 # pytest ends with a summary table per tier, suite and backend (scripts/pytest_plugins).
+#
+# Tests run on UNIMQ_TEST_WORKERS pytest-xdist workers (default 2; 1 runs them in one process):
+# quick and store tests are spread test by test, each real broker's tests stay on one worker
+# (--dist loadgroup, groups from scripts/pytest_plugins/unimq_test_tiers.py), so its containers
+# start once while another broker's tests run beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +57,15 @@ else
     # The whole run under CI: every tier must pass tests, and the log says where time goes.
     options+=(--unimq-require-tiers=quick,store,realbroker --durations=30)
   fi
+fi
+
+workers=${UNIMQ_TEST_WORKERS:-2}
+if ! [[ "$workers" =~ ^[0-9]+$ ]]; then
+  echo "UNIMQ_TEST_WORKERS must be a whole number, got '$workers'" >&2
+  exit 2
+fi
+if [ "$workers" -gt 1 ]; then
+  options+=(-n "$workers" --dist loadgroup)
 fi
 
 echo "==> python -m pytest ${options[*]} ${pytest_args[*]}"

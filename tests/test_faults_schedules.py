@@ -41,7 +41,7 @@ MEMORY_REAL = Target(
     virtual_time=False,
     ordering=True,
     time_unit=0.01,
-    settle_within=20,
+    settle_within=30,
 )
 TOY = Target(
     "toy adapter",
@@ -49,7 +49,7 @@ TOY = Target(
     virtual_time=False,
     ordering=False,
     time_unit=0.01,
-    settle_within=20,
+    settle_within=30,
 )
 # The bounds are generous: a green run never waits for them, and many runs share one event
 # loop on a machine that may be busy.

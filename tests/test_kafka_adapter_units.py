@@ -14,7 +14,11 @@ pytest.importorskip("confluent_kafka")
 
 from unimq_kafka.headers import PACKED, from_wire, to_wire
 from unimq_kafka.offsets import OffsetTracker
+from unimq_kafka.options import parse_settings
 from unimq_kafka.subscription import KafkaDelivery
+
+from unimq.errors import ConfigurationError
+from unimq.url import BrokerURL
 
 NAMES = st.text(min_size=1, max_size=20).filter(lambda n: not n.lower().startswith("unimq-"))
 
@@ -95,3 +99,26 @@ def test_revoked_is_false_for_an_assigned_partition() -> None:
     tracker = OffsetTracker()
     (delivery,) = _deliveries(tracker, 1)
     assert delivery.revoked is False
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(None, -1), (-1, -1), (3, 3), ("2", 2)],
+)
+def test_replication_factor_defaults_to_the_brokers_own(given: object, expected: int) -> None:
+    """Issue 15: topics unimq creates (retry, delay tiers, DLQ) follow the cluster's
+    ``default.replication.factor`` unless set, instead of RF 1 on a 3-node cluster."""
+    options = {} if given is None else {"replication_factor": given}
+    settings = parse_settings(BrokerURL.parse("kafka://127.0.0.1:9092"), options)
+    assert settings.replication_factor == expected
+
+
+@pytest.mark.parametrize("bad", [0, -2, True, "many", 1.5j])
+def test_replication_factor_refuses_what_kafka_cannot_take(bad: object) -> None:
+    with pytest.raises(ConfigurationError, match="replication_factor must be -1"):
+        parse_settings(BrokerURL.parse("kafka://127.0.0.1:9092"), {"replication_factor": bad})
+
+
+def test_several_bootstrap_hosts_reach_librdkafka() -> None:
+    settings = parse_settings(BrokerURL.parse("kafka://127.0.0.1:9092,127.0.0.1:9093"), {})
+    assert settings.common["bootstrap.servers"] == "127.0.0.1:9092,127.0.0.1:9093"

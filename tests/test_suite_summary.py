@@ -181,3 +181,60 @@ def test_no_tests_selected_with_required_tiers_is_a_failure_not_exit_5(
     assert plain.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     required = _run(project, "--unimq-require-tiers=quick", "-k", "no_such_test")
     assert required.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_under_xdist_the_table_and_the_ci_rules_are_the_same(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scripts/test.sh runs ``-n 2 --dist loadgroup``: the controller collects nothing, so the
+    workers send each test's tier, suite and backend with its reports."""
+    monkeypatch.setenv("CI", "true")
+    quiet = ("no:cacheprovider", "no:asyncio", "no:hypothesispytest", "no:timeout")
+    args = [a for p in quiet for a in ("-p", p)]
+    result = project.runpytest_subprocess(
+        *args, "-n", "2", "--dist", "loadgroup", "--unimq-require-tiers=quick,store,realbroker"
+    )
+    result.stdout.re_match_lines(
+        [
+            r"quick +unit +- +2 +0 +0 ",
+            r"store +mixed +redis +1 +0 +0 ",
+            r"realbroker +mixed +kafka +0 +1 +0 ",
+            r"realbroker +mixed +rabbitmq tls 3\.13 +1 +0 +0 ",
+        ],
+        consecutive=False,
+    )
+    result.stdout.fnmatch_lines(["*CI=true: a realbroker test may not be skipped*no Docker*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert result.outlines[-1] == "5 passed, 1 failed, 0 skipped"
+
+
+def test_real_broker_tests_are_grouped_per_broker_for_xdist(project: pytest.Pytester) -> None:
+    """One worker runs all of a broker's tests (its containers start once); store tests are not
+    grouped (their servers are cheap to start on each worker)."""
+    project.makepyfile(
+        test_groups="""
+def test_a(kafka_broker):
+    pass
+
+def test_a2(kafka_broker):
+    pass
+
+def test_b(rabbitmq_tls_broker, redis_server):
+    pass
+
+def test_c(redis_server):
+    pass
+"""
+    )
+    quiet = ("no:cacheprovider", "no:asyncio", "no:hypothesispytest", "no:timeout")
+    args = [a for p in quiet for a in ("-p", p)]
+    result = project.runpytest_subprocess(*args, "-n", "2", "--dist", "loadgroup", "-v")
+    text = result.stdout.str()
+    assert "test_groups.py::test_a@kafka" in text
+    assert "test_groups.py::test_a2@kafka" in text
+    assert "test_groups.py::test_b[3.13]@rabbitmq tls 3.13" in text
+    assert "test_groups.py::test_c@" not in text
+    workers = {
+        line.split("]")[0] for line in result.outlines if "::test_a" in line and "[gw" in line
+    }
+    assert len(workers) == 1, workers

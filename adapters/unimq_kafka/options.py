@@ -68,7 +68,7 @@ class KafkaSettings:
     producer: dict[str, Any] = field(repr=False)
     consumer: dict[str, Any] = field(repr=False)
     num_partitions: int = 3
-    replication_factor: int = 1
+    replication_factor: int = -1  # the broker's default.replication.factor
     delay_tiers: tuple[float, ...] = DEFAULT_DELAY_TIERS
     revoke_timeout: float = 10.0
 
@@ -146,9 +146,7 @@ def parse_settings(url: BrokerURL, options: Mapping[str, Any]) -> KafkaSettings:
         producer=producer,
         consumer=consumer,
         num_partitions=_positive_int(options.get("num_partitions", 3), "num_partitions"),
-        replication_factor=_positive_int(
-            options.get("replication_factor", 1), "replication_factor"
-        ),
+        replication_factor=_replication(options.get("replication_factor", -1)),
         delay_tiers=_tiers(options.get("delay_tiers", DEFAULT_DELAY_TIERS)),
         revoke_timeout=positive_seconds(options.get("revoke_timeout", 10.0), "revoke_timeout"),
     )
@@ -187,6 +185,21 @@ def _positive_int(value: Any, name: str) -> int:
     if number < 1 or isinstance(value, bool):
         raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
     return number
+
+
+def _replication(value: Any) -> int:
+    """``-1`` (the default): the broker's ``default.replication.factor``, so a 3-node cluster
+    configured for RF 3 replicates unimq's retry, delay and dead-letter topics without a unimq
+    option; a positive number overrides it."""
+    if value == -1 and not isinstance(value, bool):
+        return -1
+    try:
+        return _positive_int(value, "replication_factor")
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"replication_factor must be -1 (the broker's default) or a positive integer, "
+            f"got {value!r}"
+        ) from None
 
 
 def _tiers(value: Any) -> tuple[float, ...]:

@@ -59,6 +59,7 @@ CAPABILITIES = Capabilities(
     durable=True,
     max_message_size=128 * 1024 * 1024,
     revocable=True,
+    keeps_unread=False,  # an exchange with no queue bound returns the message: PublishError
 )
 
 

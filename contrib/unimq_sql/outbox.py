@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Table, delete, event, func, insert, select, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
@@ -43,6 +43,7 @@ from unimq.broker import PublishReceipt
 from unimq.errors import ConfigurationError, UnimqError
 from unimq.url import redact
 
+from . import urls
 from .outbox_checks import check_publish
 from .outbox_table import DEFAULT_OUTBOX_TABLE, FAILED, PENDING, SENT, outbox_table
 
@@ -103,7 +104,7 @@ class SQLOutbox:
         notify: bool = True,
     ) -> None:
         if isinstance(engine_or_url, str):
-            url, table = _parse_url(engine_or_url, table)
+            url, table = urls.parse(engine_or_url, table, "SQL outbox")
             try:
                 if url.startswith("sqlite"):
                     engine = sqlite_engine(url)
@@ -112,7 +113,7 @@ class SQLOutbox:
             except Exception as exc:
                 raise ConfigurationError(
                     f"SQL outbox: cannot use {redact(engine_or_url)!r}: "
-                    f"{type(exc).__name__}: {mask(str(exc), engine_or_url)}"
+                    f"{type(exc).__name__}: {urls.mask(str(exc), engine_or_url)}"
                 ) from None
             self._owns_engine = True
         elif isinstance(engine_or_url, AsyncEngine):
@@ -176,14 +177,8 @@ class SQLOutbox:
             raise OutboxUsageError(
                 f"publish takes an AsyncSession or AsyncConnection, got {type(session).__name__}"
             )
-        _require_transaction(session)
-        dialect = (
-            session.get_bind().dialect.name
-            if isinstance(session, AsyncSession)
-            else (session.dialect.name)
-        )
-        statements, receipt = self._statements(
-            dialect, topic, body, key, headers, delay, deliver_at, message_id
+        statements, receipt = self._plan(
+            session, topic, body, key, headers, delay, deliver_at, message_id
         )
         try:
             for statement in statements:
@@ -217,14 +212,8 @@ class SQLOutbox:
             raise OutboxUsageError(
                 f"publish_sync takes a Session or Connection, got {type(session).__name__}"
             )
-        _require_transaction(session)
-        dialect = (
-            session.get_bind().dialect.name
-            if isinstance(session, Session)
-            else (session.dialect.name)
-        )
-        statements, receipt = self._statements(
-            dialect, topic, body, key, headers, delay, deliver_at, message_id
+        statements, receipt = self._plan(
+            session, topic, body, key, headers, delay, deliver_at, message_id
         )
         try:
             for statement in statements:
@@ -234,6 +223,13 @@ class SQLOutbox:
                 raise self._write_error(exc) from None
             raise  # the caller's database error, handled as any other in its transaction
         return receipt
+
+    def _plan(self, session: Any, *arguments: Any) -> tuple[list[Any], PublishReceipt]:
+        """The statements that write the row, for either kind of session (in its transaction):
+        what ``publish`` and ``publish_sync`` share; only how they execute differs."""
+        _require_transaction(session)
+        bound = session.get_bind() if isinstance(session, (AsyncSession, Session)) else session
+        return self._statements(bound.dialect.name, *arguments)
 
     def _statements(
         self,
@@ -293,7 +289,7 @@ class SQLOutbox:
     def _write_error(self, exc: DBAPIError) -> UnimqError:
         return OutboxUsageError(
             f"could not write to the outbox table {self.table.name!r} "
-            f"({type(exc.orig).__name__}: {mask(str(exc.orig), self._url())}): create it with "
+            f"({type(exc.orig).__name__}: {urls.mask(str(exc.orig), self._url())}): create it with "
             "'await outbox.create_table()' or your migrations "
             "(unimq_sql.outbox_table)"
         )
@@ -361,7 +357,7 @@ class SQLOutbox:
         pending, oldest = counts.get(PENDING, (0, None))
         age = None
         if oldest is not None:
-            age = max(0.0, time.time() - _aware(oldest).timestamp())
+            age = max(0.0, time.time() - urls.aware(oldest).timestamp())
         return OutboxStatus(
             int(pending), age, int(counts.get(FAILED, (0,))[0]), int(counts.get(SENT, (0,))[0])
         )
@@ -437,37 +433,3 @@ def _require_transaction(session: Any) -> None:
             "outbox.publish must run inside the transaction that writes your data (e.g. "
             "'async with session.begin():'); outside one, the row would not commit with it"
         )
-
-
-def _parse_url(url: str, table: str) -> tuple[str, str]:
-    shown = redact(url)
-    try:
-        parsed = make_url(url)
-    except Exception:
-        raise ConfigurationError(f"malformed SQL outbox URL {shown!r}") from None
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    elif parsed.drivername == "sqlite":
-        parsed = parsed.set(drivername="sqlite+aiosqlite")
-    query_table = parsed.query.get("table")
-    if query_table is not None:
-        table = query_table if isinstance(query_table, str) else query_table[-1]
-        parsed = parsed.difference_update_query(["table"])
-    if not table:
-        raise ConfigurationError(f"SQL outbox {shown!r}: empty table name")
-    return parsed.render_as_string(hide_password=False), table
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-
-
-def mask(text: str, url: str) -> str:
-    """``text`` without the password of ``url`` (nor any URL's password)."""
-    try:
-        password = make_url(url).password
-    except Exception:
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
-    return redact(text)

@@ -12,11 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-import uuid_utils
-
-from unimq import envelope, validation
-from unimq.codec import encode
-from unimq.errors import ConfigurationError
+from unimq import validation
 
 
 class Checked(NamedTuple):
@@ -41,24 +37,8 @@ def check_publish(
 ) -> Checked:
     """The message as ``Broker.publish`` would put it on the wire (``due`` in epoch seconds),
     or the :class:`~unimq.errors.InvalidMessageError` / :class:`~unimq.errors.EncodeError` it
-    would raise."""
-    validation.check_name(topic, "topic")
-    user = validation.user_headers(headers) if headers is not None else None
-    if key is not None:
-        validation.check_name(key, "key", optional=True)
-    if message_id is None:
-        message_id = str(uuid_utils.uuid7())
-    else:
-        validation.check_name(message_id, "message_id")
-    due: float | None = None
-    if delay is not None and deliver_at is not None:
-        raise ConfigurationError("give either delay or deliver_at, not both")
-    if delay is not None:
-        seconds = validation.delay_seconds(delay)
-        due = now + seconds if seconds > 0 else None
-    elif deliver_at is not None:
-        at = validation.deliver_at_timestamp(deliver_at, now)
-        due = at if at > now else None
-    payload, content_type = encode(body)
-    wire = envelope.outgoing(user, message_id=message_id, content_type=content_type)
+    would raise: the very checks of ``Broker.publish`` (``validation.prepare_publish``)."""
+    _, payload, wire, key, message_id, content_type, due = validation.prepare_publish(
+        topic, body, key, headers, delay, deliver_at, message_id, lambda: now
+    )
     return Checked(payload, content_type, wire, key, message_id, due)

@@ -40,6 +40,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from unimq.errors import ConfigurationError, MessageTooLargeError
 from unimq.publishing import Publisher
 
+from . import urls
 from .outbox_table import FAILED, PENDING, SENT
 
 if TYPE_CHECKING:
@@ -398,6 +399,4 @@ class OutboxRelay:
                     pass
 
     def _mask(self, text: str) -> str:
-        from .outbox import mask
-
-        return mask(text, self.outbox.engine.url.render_as_string(hide_password=False))
+        return urls.mask(text, self.outbox.engine.url.render_as_string(hide_password=False))

@@ -71,7 +71,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection, CursorResult, make_url
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
@@ -80,6 +80,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from unimq.errors import ConfigurationError, RetryLater
 from unimq.idempotency import LeaseTokens
 from unimq.url import redact
+
+from . import urls
 
 DEFAULT_TABLE_NAME = "unimq_idempotency"
 RUNNING = "running"
@@ -228,13 +230,13 @@ class SQLIdempotencyStore:
         clock: Literal["server", "client"] | None = None,
     ) -> None:
         if isinstance(engine_or_url, str):
-            url, table = _parse_url(engine_or_url, table)
+            url, table = urls.parse(engine_or_url, table, "SQL idempotency store")
             try:
                 engine = create_async_engine(url, pool_pre_ping=True)
             except Exception as exc:
                 raise ConfigurationError(
                     f"SQL idempotency store: cannot use {redact(engine_or_url)!r}: "
-                    f"{type(exc).__name__}: {_mask(str(exc), engine_or_url)}"
+                    f"{type(exc).__name__}: {urls.mask(str(exc), engine_or_url)}"
                 ) from None
             self._owns_engine = True
         else:
@@ -311,7 +313,7 @@ class SQLIdempotencyStore:
             if state == DONE:
                 return DONE, 0.0
             if lease_until is not None:
-                remaining = (_aware(lease_until) - _aware(now)).total_seconds()
+                remaining = (urls.aware(lease_until) - urls.aware(now)).total_seconds()
                 if remaining > 0:
                     return RUNNING, remaining
             result = await conn.execute(
@@ -459,34 +461,3 @@ class SQLIdempotencyStore:
 
     def _remember(self, group: str, message_id: str, token: str) -> None:
         self._tokens.remember(group, message_id, token)
-
-
-def _parse_url(url: str, table: str) -> tuple[str, str]:
-    shown = redact(url)
-    try:
-        parsed = make_url(url)
-    except Exception:
-        raise ConfigurationError(f"malformed SQL idempotency store URL {shown!r}") from None
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    query_table = parsed.query.get("table")
-    if query_table is not None:
-        table = query_table if isinstance(query_table, str) else query_table[-1]
-        parsed = parsed.difference_update_query(["table"])
-    if not table:
-        raise ConfigurationError(f"SQL idempotency store {shown!r}: empty table name")
-    return parsed.render_as_string(hide_password=False), table
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-
-
-def _mask(text: str, url: str) -> str:
-    try:
-        password = make_url(url).password
-    except Exception:
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
-    return redact(text)

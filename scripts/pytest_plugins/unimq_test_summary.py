@@ -117,7 +117,12 @@ class SummaryPlugin:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         test = self.tests.get(report.nodeid)
         if test is None:
-            return
+            # Under pytest-xdist the controller collects nothing: the worker sent the test's
+            # suite along with its report (see pytest_runtest_makereport).
+            suite = _suite_from(report)
+            if suite is None:
+                return
+            test = self.tests[report.nodeid] = _Test(suite)
         test.seconds += report.duration
         test.ran = True
         if report.failed and not hasattr(report, "wasxfail"):
@@ -135,6 +140,10 @@ class SummaryPlugin:
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         suite = item.stash.get(SUITE_KEY, None)
+        if suite is not None and report.when == "setup":
+            report.user_properties.append(
+                (_SUITE_PROPERTY, [suite.tier, suite.suite, suite.backend])
+            )
         if (
             is_ci()
             and report.skipped
@@ -165,7 +174,7 @@ class SummaryPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if not self.required:
+        if not self.required or hasattr(self.config, "workerinput"):  # an xdist worker sees a part
             return
         passed = Counter(
             t.suite.tier for t in self.tests.values() if t.outcome == "passed" and t.ran
@@ -273,6 +282,18 @@ class SummaryPlugin:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line(self.totals())
+
+
+_SUITE_PROPERTY = "unimq-suite"
+
+
+def _suite_from(report: pytest.TestReport) -> Suite | None:
+    """The suite a pytest-xdist worker attached to a report (its setup phase carries it)."""
+    for name, value in report.user_properties:
+        if name == _SUITE_PROPERTY:
+            tier, suite, backend = value
+            return Suite(str(tier), str(suite), str(backend))
+    return None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -20,6 +20,12 @@ Each test gets the markers ``realbroker`` or ``store`` and one marker per backen
 ``-m "not realbroker and not store"`` is the quick tier and ``-m kafka`` runs one backend.
 The tests are then ordered quick tier first, then by tier and backend, so one backend's
 tests run together while its broker is warm (relative order within a backend is kept).
+
+Under pytest-xdist (``scripts/test.sh`` runs ``-n 2 --dist loadgroup``) every real-broker test
+also gets an ``xdist_group`` marker named after the brokers it uses (kind and version), so one
+worker runs all of a broker's tests and starts its containers once; quick and store tests are
+spread over the workers test by test. The groups are ordered largest first (by test count), so
+the longest group does not start last.
 """
 
 from __future__ import annotations
@@ -156,8 +162,21 @@ def _register(config: pytest.Config, marker: str, doc: str) -> None:
         config.addinivalue_line("markers", f"{marker}: {doc}")
 
 
+def xdist_group(item: pytest.Item, suite: Suite) -> str | None:
+    """The xdist group of a real-broker test: the brokers it starts (store servers are cheap to
+    start twice, brokers are not). ``None`` for the quick and store tiers."""
+    if suite.tier != REALBROKER:
+        return None
+    brokers = sorted({label for label, tier in _backend_fixtures(item) if tier == REALBROKER})
+    return "+".join(brokers) if brokers else f"{suite.backend}"
+
+
+GROUP_KEY = pytest.StashKey[str]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     _register(config, REALBROKER, "needs a real broker (tier realbroker; added automatically)")
+    _register(config, "xdist_group", "pytest-xdist: run these tests on one worker")
     _register(config, STORE, "needs a real store server such as Redis or PostgreSQL (tier store)")
 
 
@@ -173,4 +192,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for backend in {b.split(" ")[0] for b in suite.backend.split("+")} - {"-"}:
             _register(config, backend, f"runs on the {backend} backend (added automatically)")
             item.add_marker(backend)
-    items.sort(key=lambda item: item.stash[SUITE_KEY].sort_key())  # stable: keeps file order
+        group = xdist_group(item, suite)
+        if group is not None:
+            item.stash[GROUP_KEY] = group
+            item.add_marker(pytest.mark.xdist_group(name=group))
+    sizes: dict[str, int] = {}
+    for item in items:
+        group = item.stash.get(GROUP_KEY, "")
+        sizes[group] = sizes.get(group, 0) + 1
+
+    def order(item: pytest.Item) -> tuple[int, int, str]:
+        tier_index, backend = item.stash[SUITE_KEY].sort_key()
+        group = item.stash.get(GROUP_KEY, "")
+        return (tier_index, -sizes[group] if group else 0, group or backend)
+
+    items.sort(key=order)  # stable: keeps file order within a group

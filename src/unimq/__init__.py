@@ -5,6 +5,7 @@ from .batch import BatchFailed, BatchPolicy, Outgoing, PublishBatchError
 from .broker import Broker, PublishReceipt
 from .errors import (
     AuthenticationError,
+    AuthorizationError,
     BrokerUnreachableError,
     ConfigurationError,
     ConnectionFailedError,
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError",
+    "AuthorizationError",
     "BatchFailed",
     "BatchPolicy",
     "Broker",

@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar, r
 
 import uuid_utils
 
-from . import envelope, validation
+from . import envelope, transactions, validation
 from .batch import BatchPolicy, Outgoing, PublishBatchError
 from .clock import Clock, SystemClock
-from .codec import encode
 from .delivery.host import Middleware
 from .delivery.runtime import PipelineContext, SubscriberRuntime
 from .errors import (
@@ -61,6 +60,7 @@ _CORE_OPTIONS = frozenset(
         "idempotency_lease",
         "instance_id",
         "outbox",
+        "transaction_checker",
     }
 )
 
@@ -101,6 +101,9 @@ class Broker:
     - ``instance_id``: names this process's broadcast subscriptions (default: random).
     - ``outbox``: a transactional outbox (``unimq_sql.SQLOutbox``) whose committed rows the
       broker relays while connected.
+    - ``transaction_checker``: ``async def check(message: Message) -> bool`` answers a broker's
+      check-back for a transaction whose producer vanished before committing (RocketMQ half
+      messages): ``True`` commits the message, ``False`` rolls it back.
     """
 
     def __init__(self, url: str, **options: Any) -> None:
@@ -133,7 +136,11 @@ class Broker:
         if self.outbox is not None and not isinstance(self.outbox, Outbox):
             raise ConfigurationError(f"outbox must be an outbox (SQLOutbox), got {self.outbox!r}")
         entry = transport_registry().get(self.url.scheme)
-        context = TransportContext(clock=self.clock, instance_id=self.instance_id)
+        context = TransportContext(
+            clock=self.clock,
+            instance_id=self.instance_id,
+            check_transaction=transactions.checker_adapter(core.get("transaction_checker")),
+        )
         # Secret transport options (sasl_password=...) are masked like the URL's password.
         self._secrets = (*self.url.secrets, *option_secrets(self.transport_options))
         failure: UnimqError | None = None
@@ -561,6 +568,24 @@ class Broker:
         finally:
             requests.forget(correlation_id)
 
+    def transaction(self) -> transactions.Transaction:
+        """A native broker transaction: ``async with broker.transaction() as tx: await
+        tx.publish(...)``. Leaving the block commits; an exception inside it rolls back.
+
+        Backends without native transactions raise :class:`UnsupportedFeatureError` here,
+        pointing to the transactional outbox (docs/consistency.md).
+        """
+        if not self._connected:
+            raise NotConnectedError(
+                "the broker is not connected: open transactions inside 'async with broker:'"
+            )
+        reason = transactions.refuse_reason(self.transport)
+        if reason is not None:
+            raise UnsupportedFeatureError(reason)
+        return transactions.Transaction(
+            self.transport, self.clock.now, self.capabilities.max_transaction_messages
+        )
+
     def _prepare(
         self,
         topic: str,
@@ -571,34 +596,20 @@ class Broker:
         deliver_at: datetime | None,
         message_id: str | None,
     ) -> tuple[str, bytes, dict[str, str], str | None, str, str, float | None]:
-        """Check every argument (``validation`` has the limits) and build what goes on the
-        wire, before anything is sent."""
-        if topic is not self._checked_topic:  # a str is immutable: the same object passed
-            validation.check_name(topic, "topic")
-            self._checked_topic = topic
-        user = validation.user_headers(headers) if headers is not None else None
-        if key is not None:
-            validation.check_name(key, "key", optional=True)
-        if message_id is None:
-            message_id = str(uuid_utils.uuid7())
-        else:
-            validation.check_name(message_id, "message_id")
-        due = self._due(delay, deliver_at) if delay is not None or deliver_at is not None else None
-        payload, content_type = encode(body)
-        wire = envelope.outgoing(user, message_id=message_id, content_type=content_type)
-        return topic, payload, wire, key, message_id, content_type, due
-
-    def _due(self, delay: timedelta | float | None, deliver_at: datetime | None) -> float | None:
-        if delay is not None and deliver_at is not None:
-            raise ConfigurationError("give either delay or deliver_at, not both")
-        if delay is not None:
-            seconds = validation.delay_seconds(delay)
-            return self.clock.now() + seconds if seconds > 0 else None
-        if deliver_at is not None:
-            now = self.clock.now()
-            due = validation.deliver_at_timestamp(deliver_at, now)
-            return due if due > now else None
-        return None
+        """Check every argument and build what goes on the wire (``validation.prepare_publish``)."""
+        prepared = validation.prepare_publish(
+            topic,
+            body,
+            key,
+            headers,
+            delay,
+            deliver_at,
+            message_id,
+            self.clock.now,
+            topic is self._checked_topic,  # a str is immutable: the same object passed before
+        )
+        self._checked_topic = topic
+        return prepared
 
     # -- testing helpers ------------------------------------------------------------------
 

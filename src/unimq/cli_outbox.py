@@ -171,7 +171,7 @@ def _status(args: argparse.Namespace) -> int:
         status = asyncio.run(read())
     except Exception as exc:
         if type(exc).__module__.startswith(("sqlalchemy", "psycopg", "sqlite3", "aiosqlite")):
-            mask = importlib.import_module("unimq_sql.outbox").mask
+            mask = importlib.import_module("unimq_sql.urls").mask
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             url = args.db_url or os.environ.get("UNIMQ_OUTBOX_URL", "")
             log.error("cannot read the outbox %r: %s", outbox, mask(first_line, url))

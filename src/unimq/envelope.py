@@ -142,6 +142,17 @@ def reply(*, message_id: str, content_type: str, correlation_id: str) -> dict[st
     )
 
 
+def published(headers: dict[str, str] | None, message_id: str, content_type: str) -> dict[str, str]:
+    """The headers of a message as ``Broker.publish`` sends it (attempt 1): ``outgoing`` for the
+    path of every publish, without its keyword and copy costs. ``headers`` is a dict the caller
+    hands over (already checked: no bookkeeping names in it)."""
+    wire = headers if headers else {}
+    wire[h.ID] = message_id
+    wire[h.ATTEMPT] = "1"
+    wire[h.CONTENT_TYPE] = content_type
+    return wire
+
+
 def retry_copy(envelope: Envelope, *, attempt: int, due: float | None) -> dict[str, str]:
     """A retry or re-hop copy: same id and headers, on the group's retry topic (a request
     stays a request: the attempt that succeeds replies)."""
@@ -169,8 +180,8 @@ def dead_letter_copy(
     """A dead-letter copy: the original's id and headers plus the diagnostics of section 1."""
     wire = outgoing(envelope.headers, message_id=envelope.id, content_type=envelope.content_type)
     wire[h.DLQ_REASON] = reason
-    wire[h.ERROR_TYPE] = _text(error_type)
-    wire[h.ERROR_MESSAGE] = _text(detail[:MAX_ERROR_MESSAGE])
+    wire[h.ERROR_TYPE] = encodable(error_type)
+    wire[h.ERROR_MESSAGE] = encodable(detail[:MAX_ERROR_MESSAGE])
     wire[h.ORIGINAL_TOPIC] = envelope.topic
     wire[h.ORIGINAL_GROUP] = group
     wire[h.ATTEMPTS] = str(envelope.attempt)
@@ -197,7 +208,7 @@ def replay_copy(headers: Mapping[str, str], *, message_id: str, replayed_at: str
     return wire
 
 
-def _text(value: str) -> str:
+def encodable(value: str) -> str:
     """A diagnostic as a header can carry it: an exception's text may hold lone surrogates,
     which no broker can encode, and the dead letter must never fail for its diagnostics."""
     try:

@@ -61,6 +61,12 @@ class AuthenticationError(ConnectionFailedError):
     """The broker refused the credentials."""
 
 
+class AuthorizationError(UnimqError):
+    """The broker accepted the credentials but refused an operation: the user may not publish to
+    a topic, read a group, or use a virtual host. The message names the resource and the user,
+    never a secret. Raised at connect, subscribe or publish time, whichever the broker checks."""
+
+
 class NotConnectedError(UnimqError):
     """An operation that needs a running broker was called outside ``async with broker``."""
 

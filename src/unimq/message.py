@@ -44,7 +44,6 @@ class Message:
 
     def __init__(
         self,
-        *,
         id: str,
         topic: str,
         key: str | None,

@@ -14,7 +14,7 @@ queue bounded by the prefetch count.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -35,6 +35,18 @@ class Capabilities:
     - ``max_message_size``: largest body in bytes, checked before publishing (``None``: no limit).
     - ``revocable``: deliveries implement :class:`SupportsRevocation`; the core checks
       ``delivery.revoked`` before it starts (or restarts) a handler, and only then.
+    - ``transactions``: the transport implements :class:`SupportsTransactions` (native broker
+      transactions: Kafka producer transactions, RocketMQ half messages); ``broker.transaction()``
+      is refused elsewhere with a pointer to the transactional outbox.
+    - ``max_transaction_messages``: how many messages one transaction may hold (``None``: no
+      limit; RocketMQ's client: 1).
+    - ``keeps_unread``: a publish to a topic that no group reads yet is kept for the first group
+      that subscribes (a log, a durable holding queue). ``False``: such a publish raises
+      :class:`~unimq.errors.PublishError` instead (RabbitMQ: an exchange with no queue bound
+      returns the message; unimq's own dead-letter topics are kept either way). Never a
+      silent drop.
+    - ``rewind``: the transport implements :class:`SupportsRewind` (move a group's position back
+      to a point in time).
     """
 
     max_delay: float | None = None
@@ -43,6 +55,10 @@ class Capabilities:
     durable: bool = True
     max_message_size: int | None = None
     revocable: bool = False
+    keeps_unread: bool = True
+    transactions: bool = False
+    max_transaction_messages: int | None = None
+    rewind: bool = False
 
 
 @dataclass(slots=True)
@@ -200,15 +216,63 @@ class SupportsPark(Protocol):
     def unpark(self) -> None: ...
 
 
+@runtime_checkable
+class TransportTransaction(Protocol):
+    """One native broker transaction, begun by :meth:`SupportsTransactions.begin_transaction`.
+
+    ``publish`` stages a message (a RocketMQ half message, a Kafka transactional produce): no
+    subscriber sees it before ``commit`` returns, and none ever does after ``rollback``. The
+    core calls exactly one of ``commit``/``rollback``, once; ``commit`` returns only when the
+    outcome is durable, and raises :class:`~unimq.errors.PublishError` when it is not (the
+    transaction is then rolled back or left to the broker's check-back).
+    """
+
+    async def publish(self, message: OutgoingMessage) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsTransactions(Protocol):
+    """Transports with ``capabilities.transactions``."""
+
+    async def begin_transaction(self) -> TransportTransaction: ...
+
+
+#: Answers a broker's check-back for a transaction whose producer vanished between staging and
+#: commit (RocketMQ): ``True`` commits the staged message, ``False`` rolls it back. Given the
+#: staged message as a :class:`Delivery` (its ``ack`` does nothing); the core decodes it into a
+#: :class:`~unimq.message.Message` and calls the application's ``transaction_checker``.
+TransactionCheck = Callable[["Delivery"], Awaitable[bool]]
+
+
 @dataclass(frozen=True)
 class TransportContext:
-    """What the core hands a transport factory besides the URL and options."""
+    """What the core hands a transport factory besides the URL and options.
+
+    ``check_transaction`` is set when the application passed ``Broker(transaction_checker=...)``.
+    """
 
     clock: Clock
     instance_id: str
+    check_transaction: TransactionCheck | None = None
 
 
 TransportFactory = Callable[[BrokerURL, Mapping[str, Any], TransportContext], Transport]
+
+
+@runtime_checkable
+class SupportsRewind(Protocol):
+    """Transports with ``capabilities.rewind``: move a group back so that it consumes again what
+    was published to ``topic`` at or after ``since`` (epoch seconds). Returns how many messages
+    the group will consume again where the broker can tell (``None`` otherwise). ``dry_run``
+    computes the same answer without moving anything."""
+
+    async def rewind(
+        self, topic: str, group: str, since: float, *, dry_run: bool = False
+    ) -> int | None: ...
 
 
 @runtime_checkable

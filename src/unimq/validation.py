@@ -27,12 +27,16 @@ The common case (no headers, ASCII key and id) costs a few ``isinstance`` and ``
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+import uuid_utils
+
+from . import envelope
 from . import headers as h
-from .errors import InvalidMessageError
+from .codec import encode
+from .errors import ConfigurationError, InvalidMessageError
 
 #: The ``unimq-`` headers a publisher may set: the ones a handler sees on a dead letter (its
 #: diagnostics, and the mark of a replay), so that it can republish the message as it got it.
@@ -158,3 +162,48 @@ def deliver_at_timestamp(deliver_at: Any, now: float) -> float:
             f"deliver_at {deliver_at.isoformat()} is more than {MAX_DELAY:g}s (10 years) away"
         )
     return due
+
+
+#: What a publish puts on the wire: topic, payload, headers, key, message id, content type, due.
+Prepared = tuple[str, bytes, dict[str, str], "str | None", str, str, "float | None"]
+
+
+def prepare_publish(
+    topic: Any,
+    body: Any,
+    key: Any,
+    headers: Any,
+    delay: Any,
+    deliver_at: Any,
+    message_id: Any,
+    now: Callable[[], float],
+    topic_checked: bool = False,
+) -> Prepared:
+    """Check every argument of a publish and build what goes on the wire, before anything is
+    sent: ``Broker.publish``, ``publish_batch`` and an outbox publish (which must refuse exactly
+    what a direct publish refuses, while the caller's transaction can still roll back) all use
+    it. ``now`` is called only for a delayed message; ``topic_checked`` skips the topic check for
+    a topic the caller has just seen pass it. Positional on purpose: it runs once per publish."""
+    if not topic_checked:
+        check_name(topic, "topic")
+    user = user_headers(headers) if headers is not None else None
+    if key is not None:
+        check_name(key, "key", optional=True)
+    if message_id is None:
+        message_id = str(uuid_utils.uuid7())
+    else:
+        check_name(message_id, "message_id")
+    due: float | None = None
+    if delay is not None or deliver_at is not None:
+        if delay is not None and deliver_at is not None:
+            raise ConfigurationError("give either delay or deliver_at, not both")
+        moment = now()
+        if delay is not None:
+            seconds = delay_seconds(delay)
+            due = moment + seconds if seconds > 0 else None
+        else:
+            at = deliver_at_timestamp(deliver_at, moment)
+            due = at if at > moment else None
+    payload, content_type = encode(body)
+    wire = envelope.published(user, message_id, content_type)
+    return topic, payload, wire, key, message_id, content_type, due

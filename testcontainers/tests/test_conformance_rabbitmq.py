@@ -12,13 +12,10 @@ from unimq.testing.conformance import Backend, ConformanceSuite, TransportSuite
 pytestmark = pytest.mark.realbroker
 
 
-#: Known defects (issue 12); the fixes remove the entries (the cases are strict xfails).
-KNOWN_DEFECTS = {
-    "test_spi_publish_to_a_topic_no_one_reads_yet_keeps_the_message": (
-        "RabbitMQ refuses a publish to a topic no queue is bound to (PublishError, returned "
-        "unroutable) where docs/writing-an-adapter.md says the message is kept"
-    ),
-}
+#: Known defects (case -> reason): strict xfails, removed when fixed. None today. (A publish to a
+#: topic no queue is bound to raises PublishError on RabbitMQ: declared as
+#: ``Capabilities.keeps_unread=False`` and checked by the SPI case for it.)
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 def rabbitmq_backend(rabbitmq_broker: Any) -> Backend:

@@ -199,12 +199,11 @@ BAD_ARGUMENTS: list[dict[str, Any]] = [
 ]
 
 
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)  # the checks do not use the database
 @pytest.mark.parametrize("bad", BAD_ARGUMENTS, ids=lambda bad: ",".join(bad))
 async def test_arguments_are_checked_exactly_as_broker_publish_checks_them(
     engine: AsyncEngine, db: DB, bad: dict[str, Any]
 ) -> None:
-    if db.kind != "sqlite":
-        pytest.skip("the checks do not depend on the database")
     outbox = make_outbox(engine, db)
     await outbox.create_table()
     arguments: dict[str, Any] = {"topic": "orders", "body": "x", **bad}
@@ -368,13 +367,8 @@ async def test_no_password_in_repr_or_relay_logs(caplog: pytest.LogCaptureFixtur
     assert "hunter2" not in caplog.text
 
 
-async def pg_only(db: DB) -> None:
-    if db.kind != "postgresql":
-        pytest.skip("PostgreSQL only")
-
-
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)  # LISTEN/NOTIFY: PostgreSQL only
 async def test_listen_notify_wakes_the_relay_without_polling(engine: AsyncEngine, db: DB) -> None:
-    await pg_only(db)
     outbox = make_outbox(engine, db, poll_interval=30.0)
     await outbox.create_table()
     broker = Broker(f"memory://outbox-notify-{db.table}", outbox=outbox)
@@ -393,10 +387,10 @@ async def test_listen_notify_wakes_the_relay_without_polling(engine: AsyncEngine
     assert got[0] - committed < 1.0
 
 
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)  # SKIP LOCKED: PostgreSQL only
 async def test_several_relays_share_the_work_without_duplicates_or_reordering(
     engine: AsyncEngine, db: DB
 ) -> None:
-    await pg_only(db)
     outboxes = [make_outbox(engine, db, batch_size=20) for _ in range(3)]
     await outboxes[0].create_table()
     name = f"memory://outbox-many-{db.table}"

@@ -55,9 +55,7 @@ def test_status_errors_are_short_and_never_show_the_password(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("UNIMQ_OUTBOX_URL", raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["outbox", "status"])
-    assert exit_info.value.code == 2
+    assert main(["outbox", "status"]) == 2  # a usage error: main returns its exit code
     assert "UNIMQ_OUTBOX_URL" in capsys.readouterr().err
     assert main(["outbox", "status", "postgresql://app:pw-s3cret@127.0.0.1:9/x"]) == 1
     captured = capsys.readouterr()

@@ -87,16 +87,17 @@ class Settlement:
         """The :class:`Message` a handler sees for this delivery (settled through ``self``)."""
         env = self.envelope
         delivery = self.delivery
+        # Positional: this runs once per delivery, and keyword parsing is measurable here.
         message = self.message = Message(
-            id=env.id,
-            topic=env.topic,
-            key=delivery.key,
-            body=delivery.body,
-            headers=env.headers,
-            attempt=env.attempt,
-            group=group,
-            content_type=env.content_type,
-            settler=self,
+            env.id,
+            env.topic,
+            delivery.key,
+            delivery.body,
+            env.headers,
+            env.attempt,
+            group,
+            env.content_type,
+            self,
         )
         return message
 
@@ -266,7 +267,10 @@ class Settlement:
         env = self.envelope
         subscriber = host.subscriber
         target = subscriber.dead_letter_topic
-        detail = outcome.detail or (str(outcome.error) if outcome.error is not None else "")
+        # An exception's text may hold lone surrogates: fine for neither a header nor a log.
+        detail = envelope.encodable(
+            outcome.detail or (str(outcome.error) if outcome.error is not None else "")
+        )
         if target is None:
             logger.error(
                 "dropping message %s of %r after %d attempt(s) (%s%s): the subscriber has "

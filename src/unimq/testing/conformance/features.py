@@ -20,7 +20,16 @@ import pytest
 from ...transport import Capabilities, Transport
 
 #: Feature names a case may require: ``Capabilities`` flags, ``native_delay``, ``restart``.
-FLAGS = ("ordering", "broadcast", "durable", "native_delay", "restart")
+FLAGS = (
+    "ordering",
+    "broadcast",
+    "durable",
+    "native_delay",
+    "restart",
+    "keeps_unread",
+    "transactions",
+    "rewind",
+)
 
 Feature = Any  # a name of FLAGS, or an optional SPI protocol class (``SupportsLag``...)
 

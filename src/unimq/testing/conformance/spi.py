@@ -26,6 +26,7 @@ import pytest_asyncio
 
 from ... import headers as h
 from ...broker import Broker
+from ...errors import PublishError
 from ...pipeline import HOLD_IN_PLACE
 from ...transport import (
     Delivery,
@@ -202,6 +203,7 @@ class TransportSuite:
                 default = "1" if name == h.ATTEMPT else None
                 assert delivery.headers.get(name, default) == value, f"Delivery.headers[{name!r}]"
 
+    @requires("keeps_unread")
     async def test_spi_publish_to_a_topic_no_one_reads_yet_keeps_the_message(
         self, transports: Transports, names: Names, scale: float
     ) -> None:
@@ -215,6 +217,18 @@ class TransportSuite:
         )
         assert delivery.body == b"early"
         await delivery.ack()
+
+    async def test_spi_publish_to_a_topic_no_one_reads_is_kept_or_refused_never_dropped(
+        self, transports: Transports, names: Names, scale: float
+    ) -> None:
+        """``keeps_unread=False`` (RabbitMQ) promises a :class:`PublishError`, not silence."""
+        producer = await transports.open()
+        topic = names.topic()
+        if producer.capabilities.keeps_unread:
+            await producer.publish(outgoing(topic, b"early"))
+            return  # kept: the case above proves the first group gets it
+        with pytest.raises(PublishError):
+            await producer.publish(outgoing(topic, b"early"))
 
     async def test_spi_publish_to_a_dotted_retry_topic(
         self, transports: Transports, names: Names, scale: float
