@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import statistics
 import sys
 import time
@@ -35,13 +36,14 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from unimq import Broker, Message
+from unimq import BatchPolicy, Broker, Message
 
 FIXTURES = Path(__file__).resolve().parents[1] / "testcontainers"
 PAYLOAD = bytes(range(100))
 PARTITIONS = 3
 LINGER_MS = 5
 CONCURRENCY = 64  # unimq subscriber concurrency for the consume run
+BATCH = 500  # unimq batch subscriber: max_size
 
 Runner = Callable[[str, int, int], Awaitable[float]]  # bootstrap, n, window -> seconds
 
@@ -105,6 +107,52 @@ async def produce_raw(bootstrap: str, n: int, window: int) -> float:
     if errors:
         raise RuntimeError(f"raw produce: {len(errors)} errors")
     return elapsed
+
+
+async def produce_raw_all(bootstrap: str, n: int, window: int) -> float:
+    """The raw client's best case: produce all N, then one flush."""
+    topic = new_topic(bootstrap, "raw-all")
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": LINGER_MS,
+        }
+    )
+    producer.produce(topic, PAYLOAD)  # warm-up: metadata, producer id
+    producer.flush(30)
+    errors: list[Any] = []
+
+    def report(error: Any, _message: Any) -> None:
+        if error is not None:
+            errors.append(error)
+
+    start = time.perf_counter()
+    for _ in range(n):
+        producer.produce(topic, PAYLOAD, on_delivery=report)
+    producer.flush(60)
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"raw produce: {len(errors)} errors")
+    return elapsed
+
+
+async def produce_unimq_batch(bootstrap: str, n: int, window: int) -> float:
+    """``publish_batch`` of all N items in one call (one receipt each once all are durable)."""
+    topic = new_topic(bootstrap, "unimq-batch")
+    broker = Broker(f"kafka://{bootstrap}", librdkafka_linger_ms=LINGER_MS)
+    await broker.connect()
+    try:
+        await broker.publish(topic, PAYLOAD)  # warm-up
+        items = [PAYLOAD] * n
+        start = time.perf_counter()
+        receipts = await broker.publish_batch(topic, items)
+        elapsed = time.perf_counter() - start
+        assert len(receipts) == n
+        return elapsed
+    finally:
+        await broker.stop()
 
 
 async def produce_raw_asyncio(bootstrap: str, n: int, window: int) -> float:
@@ -287,6 +335,59 @@ async def consume_unimq(bootstrap: str, n: int, window: int) -> float:
         return time.perf_counter() - start
 
 
+async def consume_unimq_batch(bootstrap: str, n: int, window: int) -> float:
+    """A batch subscriber: ``BatchPolicy(max_size=BATCH, max_wait=0.05)``, the handler takes
+    ``list[Message]``; clock from the first batch to the N-th message acked."""
+    topic = new_topic(bootstrap, "unimq-bc")
+    await asyncio.to_thread(preload, bootstrap, topic, n)
+    broker = Broker(f"kafka://{bootstrap}")
+    done = asyncio.Event()
+    seen = 0
+    start = 0.0
+
+    @broker.subscriber(
+        topic,
+        group=f"bench-{uuid.uuid4().hex[:8]}",
+        batch=BatchPolicy(max_size=BATCH, max_wait=0.05),
+    )
+    async def handle(messages: list[Message]) -> None:
+        nonlocal seen, start
+        if not seen:
+            start = time.perf_counter()
+        seen += len(messages)
+        if seen >= n:
+            done.set()
+
+    async with broker:
+        await asyncio.wait_for(done.wait(), 300)
+        await broker.drain(timeout=60)  # the last batch is acked after its handler returned
+        return time.perf_counter() - start
+
+
+async def consume_memory(bootstrap: str, n: int, window: int) -> float:
+    """unimq's own per-message rate on ``memory://``, same handler and concurrency as the Kafka
+    run, N messages queued first: what the core costs without a broker adapter."""
+    broker = Broker("memory://")
+    done = asyncio.Event()
+    seen = 0
+    start = 0.0
+
+    @broker.subscriber("bench", group="g", concurrency=CONCURRENCY)
+    async def handle(message: Message) -> None:
+        nonlocal seen, start
+        if not seen:
+            start = time.perf_counter()
+        seen += 1
+        if seen == n:
+            done.set()
+
+    async with broker:
+        for _ in range(n):  # the memory transport's publish never yields: nothing runs yet
+            await broker.publish("bench", PAYLOAD)
+        await asyncio.wait_for(done.wait(), 300)
+        return time.perf_counter() - start
+
+
 def faststream_consumer(module: str, cap: int) -> Runner:
     async def run(bootstrap: str, n: int, window: int) -> float:
         n = min(n, cap)  # a commit per message: slow; the rate (msg/s) is what is compared
@@ -362,7 +463,29 @@ def report(label: str, medians: dict[str, float]) -> None:
     aio = next((v for k, v in medians.items() if k.startswith("raw (")), raw)
     print(f"\n{label}: median msg/s, ratio to raw confluent-kafka / to raw used from asyncio")
     for name, rate in medians.items():
-        print(f"  {name:24s} {rate:10.0f}   {rate / raw:5.2f}x   {rate / aio:5.2f}x")
+        print(f"  {name:26s} {rate:10.0f}   {rate / raw:5.2f}x   {rate / aio:5.2f}x")
+
+
+def acceptance(produce: dict[str, float], consume: dict[str, float]) -> None:
+    """The ratios issue 14 asks for, from the medians of this run."""
+    lines = [
+        (
+            "publish_batch / raw produce-all-then-flush",
+            "unimq publish_batch",
+            "raw produce-all",
+            0.7,
+        ),
+        ("awaited publish / raw awaited from asyncio", "unimq", "raw (asyncio futures)", 1.0),
+        ("batch consume / raw consume loop", "unimq batch", "raw confluent-kafka", 0.5),
+        ("per-message consume / unimq on memory://", "unimq", "unimq memory://", 0.8),
+    ]
+    print("\nacceptance ratios (medians of this run):")
+    for text, new, base, target in lines:
+        medians = produce if text.startswith(("publish", "awaited")) else consume
+        if new in medians and base in medians:
+            ratio = medians[new] / medians[base]
+            verdict = "ok" if ratio >= target else "BELOW"
+            print(f"  {text:45s} {ratio:5.2f}x  (target >= {target}x: {verdict})")
 
 
 async def main() -> None:
@@ -371,6 +494,9 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--window", type=int, default=1000)
+    parser.add_argument(
+        "--faststream", action="store_true", help="also run FastStream (slow: minutes more)"
+    )
     parser.add_argument(
         "--faststream-consume-messages",
         type=int,
@@ -388,16 +514,20 @@ async def main() -> None:
         handle = get_broker("kafka")
         bootstrap = handle.bootstrap_servers
     try:
-        faststream = available_faststream()
+        faststream = available_faststream() if args.faststream else []
         producers: dict[str, Runner] = {
             "raw confluent-kafka": produce_raw,
+            "raw produce-all": produce_raw_all,
             "raw (asyncio futures)": produce_raw_asyncio,
             "unimq": produce_unimq,
+            "unimq publish_batch": produce_unimq_batch,
         }
         consumers: dict[str, Runner] = {
             "raw confluent-kafka": consume_raw,
             "raw (async handler)": consume_raw_asyncio,
             "unimq": consume_unimq,
+            "unimq batch": consume_unimq_batch,
+            "unimq memory://": consume_memory,
         }
         names = {"confluent": "FastStream confluent", "kafka": "FastStream aiokafka"}
         cap = args.faststream_consume_messages
@@ -407,11 +537,15 @@ async def main() -> None:
             consumers[names[module]] = faststream_consumer(module, cap)
             caps[names[module]] = cap
         n, window, repeat = args.messages, args.window, args.repeat
+        load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"{n} messages x {repeat} rounds, window {window}, broker {bootstrap}")
+        print(f"load average at start: {load} ({os.cpu_count()} CPUs)")
         produce = await measure("produce", producers, bootstrap, n, window, repeat, {})
         consume = await measure("consume", consumers, bootstrap, n, window, repeat, caps)
         report("durable produce", produce)
         report("end-to-end consume (handler + commit)", consume)
+        acceptance(produce, consume)
+        print(f"load average at end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if handle is not None:
             handle.remove()

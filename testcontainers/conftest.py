@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+import pytest
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -58,10 +60,44 @@ from unimq_brokers import KINDS, versions  # noqa: E402
 from unimq_brokers.fixtures import (  # noqa: E402,F401
     REALBROKER_MARKER,
     kafka_broker,
+    kafka_secure_broker,
     rabbitmq_broker,
+    rabbitmq_secure_broker,
     rocketmq_broker,
+    rocketmq_secure_broker,
     version_params,
 )
+
+
+def _load_store_servers():
+    """tests/contrib/servers.py (the real Redis the store tier runs), loaded by path: neither
+    directory is a package."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(_HERE), "tests", "contrib", "servers.py")
+    spec = importlib.util.spec_from_file_location("unimq_store_servers", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("unimq_store_servers", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real Redis (redis-server from scripts/install-stores.sh) for the real-broker tests
+    that need one beside the broker (shared rate limits); as tests/contrib's fixture, a
+    missing binary skips, and fails under CI=true."""
+    servers = _load_store_servers()
+    try:
+        server = servers.RedisServer.start()
+    except servers.ServerUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{exc} (CI=true: the real-broker tests must run)", pytrace=False)
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def pytest_configure(config):
@@ -89,3 +125,17 @@ def pytest_generate_tests(metafunc):
         name = f"{kind}_broker"
         if name in metafunc.fixturenames and name not in chosen_by_test:
             metafunc.parametrize(name, version_params(kind, every), indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test class with an ``only_cases`` set runs only those cases (a smoke subset of the
+    conformance suite, e.g. over a secured connection); the others are deselected, not
+    skipped."""
+    keep, drop = [], []
+    for item in items:
+        only = getattr(getattr(item, "cls", None), "only_cases", None)
+        name = getattr(item, "originalname", item.name)
+        (drop if only is not None and name not in only else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

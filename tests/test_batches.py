@@ -11,6 +11,7 @@ from pydantic import BaseModel
 import unimq
 from unimq import BatchFailed, BatchPolicy, Broker, Message, RateLimit, Reject, RetryPolicy
 from unimq.errors import ConfigurationError, HandlerSignatureError
+from unimq.instrumentation import Publish
 from unimq.testing import VirtualClock
 
 pytestmark = pytest.mark.timeout(60)
@@ -276,3 +277,80 @@ async def test_publish_batch_names_the_items_that_failed() -> None:
     assert sorted(caught.value.failures) == [1, 3, 5]
     assert [r is not None for r in caught.value.receipts] == [True, False] * 3
     assert sorted(got) == [0, 2, 4]
+
+
+def test_slots_taken_anyway_are_repaid_before_a_waiter_wakes() -> None:
+    """A batch receive may hold more deliveries than ``room``: the overshoot is repaid first."""
+    from unimq.slots import Slots
+
+    slots = Slots(1)
+    assert slots.take_now()
+    slots.take_anyway()
+    assert slots.free == -1 and not slots.take_now()
+    slots.give()
+    assert slots.free == 0 and not slots.take_now()
+    slots.give()
+    assert slots.take_now()
+
+
+async def test_a_batch_subscriber_takes_queued_deliveries_in_one_hand_off() -> None:
+    """On memory:// the batch receiver uses ``receive_many``: a full batch of queued messages
+    goes to the handler in one call."""
+    broker = Broker("memory://")
+    sizes: list[int] = []
+
+    @broker.subscriber("t", group="g", batch=BatchPolicy(max_size=50, max_wait=1.0))
+    async def handle(bodies: list[bytes]) -> None:
+        sizes.append(len(bodies))
+
+    async with broker:
+        await broker.publish_batch("t", [b"x"] * 100)
+        await asyncio.sleep(0.2)
+        await broker.drain(timeout=5)
+    assert sizes == [50, 50]
+
+
+async def test_publish_batch_keeps_a_keys_order_when_sends_can_overtake_each_other() -> None:
+    """Without ``publish_many`` the items go out concurrently; a send that takes longer (here a
+    publish middleware, on RocketMQ its client's thread pool) must not let a later item of the
+    same key overtake it. Items without a key still go out together."""
+    broker = Broker("memory://")
+    order: list[bytes] = []
+
+    async def slow_first(publish: Publish, call_next: Any) -> None:
+        body = publish.message.body
+        await asyncio.sleep(0.05 if body.endswith(b"0") else 0)
+        await call_next()
+
+    broker.add_publish_middleware(slow_first)
+
+    @broker.subscriber("t", group="g", ordered=True)
+    async def handle(message: Message) -> None:
+        order.append(message.body)
+
+    async with broker:
+        keyed = [unimq.Outgoing(f"k{n}".encode(), key="k") for n in range(3)]
+        loose = [f"u{n}".encode() for n in range(3)]
+        await broker.publish_batch("t", [*keyed, *loose])
+        await asyncio.sleep(0.2)
+        await broker.drain(timeout=5)
+    assert [b for b in order if b.startswith(b"k")] == [b"k0", b"k1", b"k2"]
+
+
+async def test_concurrent_batches_are_filled_one_at_a_time_in_arrival_order() -> None:
+    """With ``concurrency`` > 1, one collector fills a batch at a time: messages that trickle
+    in make full batches of consecutive messages, not ``concurrency`` interleaved partial
+    ones (which would keep RabbitMQ from acking a finished batch with one multiple ack)."""
+    broker = Broker("memory://")
+    calls: list[list[int]] = []
+
+    @broker.subscriber("t", group="g", batch=BatchPolicy(max_size=50, max_wait=2.0), concurrency=4)
+    async def index(lines: list[Line]) -> None:
+        calls.append([line.n for line in lines])
+
+    async with broker:
+        for n in range(200):
+            await broker.publish("t", Line(n=n))
+            await asyncio.sleep(0)  # arrivals trickle in while batches are being collected
+        await broker.drain(timeout=10)
+    assert calls == [list(range(start, start + 50)) for start in range(0, 200, 50)]

@@ -114,7 +114,8 @@ def test_lag_prints_unconsumed_count(capsys: pytest.CaptureFixture[str]) -> None
 
     asyncio.run(prepare())
     assert main(["lag", "jobs", "workers", "--url", URL]) == 0
-    assert capsys.readouterr().out.strip() == "4"
+    count, age = capsys.readouterr().out.splitlines()
+    assert count == "4" and age.startswith("age: ") and age.endswith("s")
     assert main(["lag", "jobs", "nobody", "--url", URL]) == 1
     assert "unknown" in capsys.readouterr().out
 

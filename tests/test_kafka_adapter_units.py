@@ -6,6 +6,8 @@ these pin the mechanisms down fast and with many more generated cases.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -122,3 +124,26 @@ def test_replication_factor_refuses_what_kafka_cannot_take(bad: object) -> None:
 def test_several_bootstrap_hosts_reach_librdkafka() -> None:
     settings = parse_settings(BrokerURL.parse("kafka://127.0.0.1:9092,127.0.0.1:9093"), {})
     assert settings.common["bootstrap.servers"] == "127.0.0.1:9092,127.0.0.1:9093"
+
+
+async def test_send_many_reports_each_item_and_keeps_polling_paused_only_while_queuing() -> None:
+    """``send_many`` waits once for every report and says per item what failed; no broker
+    here, so each message times out in librdkafka and every item carries its own error."""
+    from unimq_kafka.producer import KafkaProducer
+
+    from unimq.errors import PublishError
+
+    producer = KafkaProducer(
+        {"bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": 300, "log_level": 0},
+        1_000_000,
+    )
+    producer.start(asyncio.get_running_loop())
+    try:
+        items = [("t", b"x", None, {"unimq-id": str(n)}) for n in range(5)]
+        results = await asyncio.wait_for(producer.send_many(items), 10)
+        assert len(results) == 5
+        assert all(isinstance(r, PublishError) for r in results)
+        assert producer._may_poll.is_set()  # reports flow again once the batch is queued
+        assert await producer.send_many([]) == []
+    finally:
+        await producer.close(timeout=1)

@@ -119,3 +119,47 @@ async def test_lag_is_refreshed_in_the_background() -> None:
                 break
             await asyncio.sleep(0.01)
         assert registry.get_sample_value("unimq_consumer_lag", labels) == 3
+
+
+async def test_rate_limit_metrics_show_the_budget_the_rate_and_the_time_held_back() -> None:
+    """25 starts at 50/s with a burst of 1: 24 waits of 20 ms in a row (0.48 s held back, once,
+    although 4 workers wait at the same time); on the virtual clock, so a busy machine cannot
+    stretch the waits."""
+    from unimq import RateLimit
+    from unimq.testing import VirtualClock
+
+    registry = CollectorRegistry()
+    plugin = PrometheusMetrics(registry, lag_interval=None, rate_window=10)
+    port = free_port()
+    server = plugin.serve(port)
+    forget("ratemetrics")
+    clock = VirtualClock()
+    broker = plugin.instrument(Broker("memory://ratemetrics", clock=clock))
+    starts: list[float] = []
+
+    @broker.subscriber(
+        "orders", group="db", concurrency=4, rate_limit=RateLimit(100, per=2.0, burst=1)
+    )
+    async def write(body: bytes) -> None:
+        starts.append(clock.now())
+
+    try:
+        async with broker:
+            for _ in range(25):
+                await broker.publish("orders", b"x")
+            for _ in range(100):
+                if len(starts) == 25:
+                    break
+                await clock.advance(0.01)
+            await broker.drain()
+            samples = await scrape(port)
+    finally:
+        server.shutdown()
+    labels = {"topic": "orders", "group": "db"}
+    assert value(samples, "unimq_rate_limit", **labels) == 50
+    assert value(samples, "unimq_rate_limit_starts_total", **labels) == 25
+    # admitted over the last 10 s of real time: all 25 (the test takes far less than that)
+    assert value(samples, "unimq_rate_limit_current", **labels) == 25 / 10
+    held = value(samples, "unimq_rate_limit_throttled_seconds_total", **labels)
+    assert held == pytest.approx(0.48)
+    assert starts[-1] - starts[0] == pytest.approx(0.48)  # the pacing really happened

@@ -238,3 +238,43 @@ def test_c(redis_server):
         line.split("]")[0] for line in result.outlines if "::test_a" in line and "[gw" in line
     }
     assert len(workers) == 1, workers
+
+
+def test_under_ci_a_declared_capability_skip_in_setup_is_allowed(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shared cases' ``requirements`` fixture skips, in setup, a case whose ``requires(...)``
+    the backend lacks (RabbitMQ has no transactions): declared, not a missing broker. A skip in
+    setup without that reason still fails."""
+    monkeypatch.setenv("CI", "true")
+    project.makepyfile(
+        test_capability="""
+import pytest
+
+@pytest.fixture
+def requirements(kafka_broker_ok):
+    pytest.skip("the amqp:// backend does not offer transactions (requires(...))")
+
+@pytest.fixture
+def other(kafka_broker_ok):
+    pytest.skip("no Docker")
+
+@pytest.fixture(scope="session")
+def kafka_broker_ok():
+    return "kafka"
+
+@pytest.mark.realbroker
+def test_declared(requirements):
+    pass
+
+@pytest.mark.realbroker
+def test_missing(other):
+    pass
+
+test_declared.__module__ = "unimq.testing.conformance.cases_fake"
+test_missing.__module__ = "unimq.testing.conformance.cases_fake"
+"""
+    )
+    result = _run(project, "test_capability.py")
+    result.assert_outcomes(skipped=1, errors=1)
+    result.stdout.fnmatch_lines(["*CI=true: a realbroker test may not be skipped*no Docker*"])

@@ -13,10 +13,10 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka import admin as kafka_admin
 from confluent_kafka.admin import AdminClient
@@ -26,60 +26,35 @@ from unimq.errors import (
     AuthenticationError,
     BrokerUnreachableError,
     ConnectionFailedError,
-    UnimqError,
+    TLSError,
 )
+from unimq.tls_diagnosis import diagnose
 
+from . import security
+from .errors import (
+    AUTHORIZATION_CODES,
+    ErrorLog,
+    LibrdkafkaLog,
+    describe,
+    error_code,
+    not_allowed,
+    translate_error,
+)
 from .names import check_topic
+
+__all__ = ["ErrorLog", "LibrdkafkaLog", "TopicAdmin", "translate_error"]
 
 logger = logging.getLogger("unimq.kafka")
 
-_AUTH_CODES = frozenset(
-    {
-        KafkaError._AUTHENTICATION,
-        KafkaError.SASL_AUTHENTICATION_FAILED,
-        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-    }
-)
 #: Each connectivity probe waits this long; the core's connect_timeout bounds the whole.
 _PROBE_SECONDS = 2.0
 _CONNECT_LIMIT = 60.0
 #: Public, but untyped and not re-exported explicitly by confluent_kafka.admin.
 _OffsetSpec: Any = kafka_admin.OffsetSpec  # type: ignore[attr-defined]
+_AclOperation: Any = kafka_admin.AclOperation  # type: ignore[attr-defined]
+_READ_OPERATIONS = frozenset({_AclOperation.READ, _AclOperation.ALL})
 #: Each metadata or offset request of :meth:`TopicAdmin.log_ends` waits at most this long.
 _REQUEST_SECONDS = 15.0
-
-
-class ErrorLog:
-    """librdkafka's ``error_cb``: remembers an authentication failure for the caller to raise."""
-
-    def __init__(self, role: str) -> None:
-        self.role = role
-        self.auth_error: str | None = None
-
-    def __call__(self, error: Any) -> None:
-        code = error.code()
-        if code in _AUTH_CODES:
-            self.auth_error = error.str()
-            logger.error("kafka %s: authentication failed: %s", self.role, error.str())
-        elif error.fatal():
-            logger.error("kafka %s: fatal error: %s", self.role, error.str())
-        else:  # disconnects during a broker restart: librdkafka reconnects by itself
-            logger.debug("kafka %s: %s", self.role, error.str())
-
-
-class LibrdkafkaLog:
-    """librdkafka's own log lines, demoted to DEBUG on ``unimq.kafka.<role>``.
-
-    What needs attention reaches :class:`ErrorLog` (authentication, fatal errors) or raises;
-    left at their own level, a broker restart would print pages of "connection refused".
-    """
-
-    def __init__(self, role: str) -> None:
-        self._logger = logging.getLogger(f"unimq.kafka.{role}")
-
-    def log(self, level: int, message: str, *args: Any) -> None:
-        self._logger.debug(message, *args)
 
 
 class TopicAdmin:
@@ -94,7 +69,9 @@ class TopicAdmin:
         replication_factor: int,
         topic_config: Mapping[str, str],
     ) -> None:
-        self._errors = ErrorLog("admin")
+        self._errors = ErrorLog("admin", raised=True)
+        self._config = dict(config)
+        self._user = None if config.get("sasl.username") is None else str(config["sasl.username"])
         client_config: dict[str, Any] = {
             **config,
             "error_cb": self._errors,
@@ -113,23 +90,69 @@ class TopicAdmin:
         return topic in self._known
 
     async def check_connection(self) -> None:
-        """Ask for the cluster metadata until it answers (the core bounds the wait)."""
+        """Ask for the cluster metadata until it answers (the core bounds the wait).
+
+        A refused password or a TLS failure ends the wait at once with its own error; a TLS
+        mismatch librdkafka cannot name (a plaintext client on a TLS port sees only closed
+        connections) is found by :func:`unimq.tls_diagnosis.diagnose` after a failed probe.
+        """
         deadline = time.monotonic() + _CONNECT_LIMIT
+        probe = security.tls_probe(self._config, timeout=_PROBE_SECONDS)
         while True:
             try:
                 await asyncio.to_thread(self._client.list_topics, timeout=_PROBE_SECONDS)
                 return
             except KafkaException as exc:
                 await asyncio.to_thread(self._client.poll, 0)
-                if self._errors.auth_error is not None:
+                errors = self._errors
+                if errors.auth_error is not None:
                     raise AuthenticationError(
-                        f"kafka broker {self._url} refused the credentials: "
-                        f"{self._errors.auth_error}"
+                        f"kafka broker {self._url} refused the credentials: {errors.auth_error}"
                     ) from None
+                reason = None if probe is None else await asyncio.to_thread(diagnose, probe)
+                if reason is None and errors.ssl_error is not None:
+                    reason = f"TLS handshake failed: {errors.ssl_error}"
+                if reason is not None:
+                    raise TLSError(f"kafka broker {self._url}: {reason}") from None
                 if time.monotonic() > deadline:
                     raise BrokerUnreachableError(
-                        f"could not reach the kafka broker at {self._url}: {_describe(exc)}"
+                        f"could not reach the kafka broker at {self._url}: {describe(exc)}"
                     ) from None
+
+    async def check_read(self, topic: str, group: str) -> None:
+        """Raise :class:`~unimq.errors.AuthorizationError` if the broker's ACLs would refuse
+        reading ``topic`` as ``group``: checked before the consumer starts, because a consumer
+        refused later only logs and receives nothing."""
+        await asyncio.to_thread(self._check_read, topic, group)
+
+    def _check_read(self, topic: str, group: str) -> None:
+        client: Any = self._client
+        checks: tuple[tuple[Callable[[], Any], str], ...] = (
+            (
+                lambda: client.describe_topics(
+                    TopicCollection([topic]),
+                    include_authorized_operations=True,
+                    request_timeout=_REQUEST_SECONDS,
+                )[topic],
+                f"read kafka topic {topic!r}",
+            ),
+            (
+                lambda: client.describe_consumer_groups(
+                    [group], include_authorized_operations=True, request_timeout=_REQUEST_SECONDS
+                )[group],
+                f"read as kafka consumer group {group!r}",
+            ),
+        )
+        for request, action in checks:
+            try:
+                description = request().result(timeout=_REQUEST_SECONDS + 5)
+            except KafkaException as exc:
+                if error_code(exc) in AUTHORIZATION_CODES:
+                    raise not_allowed(self._user, action, describe(exc)) from None
+                continue  # not an ACL answer: the consumer reports what it finds itself
+            operations = getattr(description, "authorized_operations", None)
+            if operations is not None and not _READ_OPERATIONS.intersection(operations):
+                raise not_allowed(self._user, action, "no READ permission")
 
     async def ensure(self, topic: str, *, config: Mapping[str, str] | None = None) -> None:
         """Make sure ``topic`` exists (creating it if needed); cheap once it is known."""
@@ -169,7 +192,12 @@ class TopicAdmin:
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             if error is None or error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise translate_error(exc, f"could not create kafka topic {topic!r}") from None
+                raise translate_error(
+                    exc,
+                    f"could not create kafka topic {topic!r}",
+                    user=self._user,
+                    action=f"create kafka topic {topic!r}",
+                ) from None
         deadline = time.monotonic() + 30
         while not self._exists(topic):
             if time.monotonic() > deadline:
@@ -202,6 +230,23 @@ class TopicAdmin:
         high = self._list_offsets(tps, _OffsetSpec.latest())
         return {tp.partition: (low[tp.partition], high[tp.partition]) for tp in tps}
 
+    def offsets_at(self, topic: str, partitions: list[int], epoch_ms: int) -> dict[int, int]:
+        """Blocking: per partition, the first offset whose record timestamp is at or after
+        ``epoch_ms``, ``-1`` where there is none (``list_offsets`` by timestamp)."""
+        tps = [KafkaTopicPartition(topic, partition) for partition in partitions]
+        return self._list_offsets(tps, _OffsetSpec.for_timestamp(epoch_ms))
+
+    def active_members(self, group: str) -> int:
+        """Blocking: how many members ``group`` has now (0 for an empty or unknown group)."""
+        future = self._client.describe_consumer_groups([group], request_timeout=_REQUEST_SECONDS)
+        try:
+            description = future[group].result(timeout=_REQUEST_SECONDS + 5)
+        except KafkaException as exc:
+            raise translate_error(
+                exc, f"could not describe kafka consumer group {group!r}"
+            ) from None
+        return len(description.members or [])
+
     def _list_offsets(self, tps: list[KafkaTopicPartition], spec: Any) -> dict[int, int]:
         futures = self._client.list_offsets(
             {tp: spec for tp in tps}, request_timeout=_REQUEST_SECONDS
@@ -216,16 +261,3 @@ class TopicAdmin:
             await asyncio.to_thread(future.result, 15)
         except Exception as exc:
             logger.warning("could not delete kafka topic %r: %s", topic, exc)
-
-
-def _describe(exc: KafkaException) -> str:
-    error: Any = exc.args[0] if exc.args else None
-    return str(error.str()) if isinstance(error, KafkaError) else str(exc)
-
-
-def translate_error(exc: KafkaException, what: str) -> UnimqError:
-    error: Any = exc.args[0] if exc.args else None
-    code = error.code() if isinstance(error, KafkaError) else None
-    if code in _AUTH_CODES:
-        return AuthenticationError(f"{what}: {_describe(exc)}")
-    return ConnectionFailedError(f"{what}: {_describe(exc)}")

@@ -33,7 +33,7 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
-from .admin import ErrorLog, LibrdkafkaLog
+from .errors import AUTHORIZATION_CODES, ErrorLog, LibrdkafkaLog
 from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
 
 logger = logging.getLogger("unimq.kafka")
@@ -46,6 +46,9 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "heartbeat.interval.ms": 1000,
     "fetch.wait.max.ms": 100,
     "enable.partition.eof": False,
+    # librdkafka's default, stated: aborted transactions' messages are never delivered, and
+    # committed ones only once their transaction commits (docs/consistency.md).
+    "isolation.level": "read_committed",
 }
 
 Gate = Callable[[Any], float]
@@ -90,6 +93,7 @@ class ConsumerThread:
         revoke_timeout: float,
         manual_latest: bool = False,
         gate: Gate | None = None,
+        commits: bool = True,
     ) -> None:
         self._errors = ErrorLog("consumer")
         self._config = {
@@ -105,7 +109,11 @@ class ConsumerThread:
         self._name = name
         self._revoke_timeout = revoke_timeout
         self._manual = manual_latest
-        self._commits = not manual_latest
+        # No commits of its own: a broadcast subscription (it starts at the log end), or a
+        # transactional one (its transactions commit its offsets; see transactions.py).
+        self._commits = commits and not manual_latest
+        # A transactional subscription reads its group metadata after every poll (below).
+        self._tracks_metadata = not commits and not manual_latest
         self._gate = gate
         self._consumer: Any = None
         self._thread: threading.Thread | None = None
@@ -125,6 +133,7 @@ class ConsumerThread:
         self._backlog_since: float | None = None
         self._backlog_paused = False
         self._last_commit = 0.0
+        self.metadata: Any = None  # consumer group metadata (see group_metadata)
 
     # -- set-up (blocking: call from a worker thread) --------------------------------------
 
@@ -152,6 +161,16 @@ class ConsumerThread:
         self._tracker.assign(tps)
         self._assigned.update(tps)
 
+    def group_metadata(self) -> Any:
+        """The consumer's group metadata (member, generation) as of its latest poll, for a
+        transactional offset commit. Read on this thread (``_on_assign``, ``run``): asking
+        librdkafka from the event loop blocks it (holding the GIL) while a rebalance waits for
+        this very thread, which stalled the whole process for minutes."""
+        metadata = self.metadata
+        if metadata is None:
+            raise RuntimeError("the consumer has no partitions assigned yet")
+        return metadata
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name=self._name, daemon=True)
         self._thread.start()
@@ -177,6 +196,12 @@ class ConsumerThread:
             while not self._closing:
                 try:
                     self._step()
+                    if self._tracks_metadata:
+                        # After every poll, on this thread (outside consume, so no rebalance
+                        # callback can be waiting for it): a cooperative rebalance bumps the
+                        # generation without calling on_assign here, and a transaction that
+                        # commits with a stale one fails (ILLEGAL_GENERATION).
+                        self.metadata = self._consumer.consumer_group_metadata()
                 except Exception:
                     logger.exception("kafka consumer %s: unexpected error; continuing", self._name)
                     time.sleep(0.5)
@@ -253,7 +278,9 @@ class ConsumerThread:
                 self._log_error(error)
 
     def _log_error(self, error: Any) -> None:
-        if error.code() != KafkaError._PARTITION_EOF:
+        if error.code() in AUTHORIZATION_CODES:  # ACLs changed under a running consumer
+            self._errors(error)  # logged once, at ERROR
+        elif error.code() != KafkaError._PARTITION_EOF:
             level = logging.ERROR if error.fatal() else logging.DEBUG
             logger.log(level, "kafka consumer %s: %s", self._name, error.str())
 
@@ -356,6 +383,7 @@ class ConsumerThread:
         tps = [(p.topic, p.partition) for p in partitions]
         self._tracker.assign(tps)
         self._assigned.update(tps)
+        self.metadata = consumer.consumer_group_metadata()  # this assignment's generation
         logger.debug("kafka consumer %s: assigned %s", self._name, tps)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:

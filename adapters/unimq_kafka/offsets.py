@@ -82,6 +82,18 @@ class OffsetTracker:
             state.in_flight += 1
             return True
 
+    def take_many(self, deliveries: list[Any]) -> list[Any]:
+        """``take`` for a batch (each item has ``_state``), under one lock: the deliveries of
+        partitions not revoked meanwhile, in order."""
+        out = []
+        with self.lock:
+            for delivery in deliveries:
+                state = delivery._state
+                if not state.revoked:
+                    state.in_flight += 1
+                    out.append(delivery)
+        return out
+
     def ack(self, state: PartitionOffsets, offset: int) -> None:
         with self.lock:
             state.in_flight -= 1

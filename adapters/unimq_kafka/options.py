@@ -18,6 +18,8 @@ from unimq.errors import ConfigurationError
 from unimq.settings import positive_seconds
 from unimq.url import BrokerURL
 
+from . import security
+
 DEFAULT_PORT = 9092
 #: Largest body unimq lets through; topics it creates accept a little more (headers, batch).
 MAX_MESSAGE_SIZE = 8 * 1024 * 1024
@@ -38,7 +40,14 @@ _SIMPLE = {
     "ssl_key_password": "ssl.key.password",
 }
 _DICTS = ("librdkafka", "librdkafka_producer", "librdkafka_consumer")
-_OTHER = ("num_partitions", "replication_factor", "delay_tiers", "revoke_timeout")
+_OTHER = (
+    "num_partitions",
+    "replication_factor",
+    "delay_tiers",
+    "revoke_timeout",
+    "ssl_verify",
+    "transactional_id",
+)
 _FLAT_PREFIX = "librdkafka_"
 
 #: librdkafka settings that would silently weaken unimq's guarantees.
@@ -54,9 +63,12 @@ _PROTECTED = frozenset(
         "metadata.broker.list",
         "on_delivery",
         "error_cb",
+        # Transactions use their own producer (transactions.py); see the transactional_id option.
+        "transactional.id",
     }
 )
 _PROPERTY = re.compile(r"^[a-z][a-z0-9.]*$")
+_TRANSACTIONAL_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,13 @@ class KafkaSettings:
     replication_factor: int = -1  # the broker's default.replication.factor
     delay_tiers: tuple[float, ...] = DEFAULT_DELAY_TIERS
     revoke_timeout: float = 10.0
+    transactional_id: str | None = None
+
+    @property
+    def username(self) -> str | None:
+        """The SASL user, for messages that say who was refused."""
+        name = self.common.get("sasl.username")
+        return None if name is None else str(name)
 
     def producer_config(self) -> dict[str, Any]:
         return {**self.common, **self.producer}
@@ -140,6 +159,11 @@ def parse_settings(url: BrokerURL, options: Mapping[str, Any]) -> KafkaSettings:
         _as_dict(options.get("librdkafka_consumer"), "librdkafka_consumer"),
         "librdkafka_consumer",
     )
+    verify = security.parse_verify(options.get("ssl_verify", True))
+    if security.uses_tls(common):
+        # after the raw settings: they may turn verification off, which then gets the warning
+        for prop, value in security.verification_defaults(verify).items():
+            common.setdefault(prop, value)
     return KafkaSettings(
         url=shown,
         common=common,
@@ -149,7 +173,21 @@ def parse_settings(url: BrokerURL, options: Mapping[str, Any]) -> KafkaSettings:
         replication_factor=_replication(options.get("replication_factor", -1)),
         delay_tiers=_tiers(options.get("delay_tiers", DEFAULT_DELAY_TIERS)),
         revoke_timeout=positive_seconds(options.get("revoke_timeout", 10.0), "revoke_timeout"),
+        transactional_id=_transactional_id(options.get("transactional_id")),
     )
+
+
+def _transactional_id(value: Any) -> str | None:
+    """The transactional producer's id: keep it stable across restarts of one instance (and
+    distinct between instances), so a restart fences the previous process's transaction."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _TRANSACTIONAL_ID.match(value):
+        raise ConfigurationError(
+            "transactional_id must be 1 to 200 characters of letters, digits, '.', '_' or '-', "
+            f"got {value!r}"
+        )
+    return value
 
 
 def _merge(target: dict[str, Any], extra: Mapping[str, Any], source: str) -> None:

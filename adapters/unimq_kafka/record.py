@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
+
 from .headers import PACKED, from_wire
 
 
@@ -67,6 +69,12 @@ class KafkaRecord:
     @property
     def timestamp_ms(self) -> int:
         return int(self._message.timestamp()[1])
+
+    @property
+    def timestamp(self) -> float | None:
+        """The record's timestamp in epoch seconds (``SupportsTimestamp``), if it has one."""
+        kind, ms = self._message.timestamp()
+        return ms / 1000 if kind != TIMESTAMP_NOT_AVAILABLE and ms > 0 else None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.native_id}>"

@@ -26,14 +26,29 @@ from .record import KafkaRecord
 
 
 class KafkaDelivery(KafkaRecord):
-    __slots__ = ("_settled", "_state", "_tracker")
+    __slots__ = ("_settled", "_source", "_state", "_tracker")
 
-    def __init__(self, message: Any, state: PartitionOffsets, tracker: OffsetTracker) -> None:
+    def __init__(
+        self,
+        message: Any,
+        state: PartitionOffsets,
+        tracker: OffsetTracker,
+        source: ConsumerThread | None = None,
+    ) -> None:
         self._message = message  # KafkaRecord.__init__, inlined: this runs once per message
         self._headers = None
         self._state = state
         self._tracker = tracker
+        self._source = source
         self._settled = False
+
+    def group_metadata(self) -> Any:
+        """The consumer group metadata of the consumer that read this delivery (what a
+        transaction commits its offset with, so a fenced zombie cannot commit it)."""
+        source = self._source
+        if source is None:
+            raise RuntimeError("this delivery has no consumer to commit its offset with")
+        return source.group_metadata()
 
     async def ack(self) -> None:
         if not self._settled:
@@ -73,6 +88,7 @@ class KafkaSubscription:
         revoke_timeout: float,
         manual_latest: bool = False,
         gate: Gate | None = None,
+        commits: bool = True,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._prefetch = max(1, prefetch)
@@ -95,6 +111,7 @@ class KafkaSubscription:
             revoke_timeout=revoke_timeout,
             manual_latest=manual_latest,
             gate=gate,
+            commits=commits,
         )
 
     async def start(self) -> None:
@@ -125,8 +142,10 @@ class KafkaSubscription:
         while room > 0 and thread.has_ready():
             batch = thread.take(room)  # may drop messages of partitions no longer assigned
             if batch:
-                tracker = self._tracker
-                ready.extend([KafkaDelivery(message, state, tracker) for message, state in batch])
+                tracker, thread = self._tracker, self._thread
+                ready.extend(
+                    [KafkaDelivery(message, state, tracker, thread) for message, state in batch]
+                )
                 return len(batch)
         return 0
 
@@ -177,6 +196,23 @@ class KafkaSubscription:
             self._waiters.append(waiter)
             await waiter
         return None
+
+    async def receive_many(self, max_n: int) -> list[KafkaDelivery]:
+        """``SupportsReceiveMany``: up to ``max_n`` deliveries of what the consumer thread has
+        read, taken under one lock; waits only while nothing is there."""
+        ready = self._ready
+        while not self._stopped:
+            if ready or self._refill_now():
+                popleft = ready.popleft
+                batch = [popleft() for _ in range(min(max_n, len(ready)))]
+                taken: list[KafkaDelivery] = self._tracker.take_many(batch)
+                if taken:
+                    return taken
+                continue
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._waiters.append(waiter)
+            await waiter
+        return []
 
     async def stop(self) -> None:
         if self._stopped:

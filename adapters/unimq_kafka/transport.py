@@ -13,18 +13,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from unimq.errors import NotConnectedError
+from unimq.errors import NotConnectedError, UnsupportedFeatureError
 from unimq.transport import (
     Capabilities,
+    Delivery,
     OutgoingMessage,
     SubscriptionSpec,
     TransportContext,
 )
 from unimq.url import BrokerURL
 
+from . import security
 from .admin import TopicAdmin
 from .consumer import CONSUMER_DEFAULTS
 from .dead_letters import KafkaDeadLetters, open_dead_letters
@@ -34,7 +36,9 @@ from .names import check_topic
 from .options import MAX_MESSAGE_SIZE, MAX_RECORD_BYTES, KafkaSettings, parse_settings
 from .positions import group_spans
 from .producer import KafkaProducer
-from .subscription import KafkaSubscription
+from .rewind import backlog_age, rewind_group
+from .subscription import KafkaDelivery, KafkaSubscription
+from .transactions import KafkaTransaction, TransactionalProducer, consumed_offsets
 
 logger = logging.getLogger("unimq.kafka")
 
@@ -46,6 +50,10 @@ CAPABILITIES = Capabilities(
     max_message_size=MAX_MESSAGE_SIZE,
     # Deliveries of a revoked or lost partition say so (subscription.KafkaDelivery.revoked).
     revocable=True,
+    # Producer transactions (transactions.py); any number of messages per transaction.
+    transactions=True,
+    # Offsets by timestamp (list_offsets) + a commit of the group's offsets (rewind.py).
+    rewind=True,
 )
 
 #: A message due this close to now is published straight to its topic (the core holds it).
@@ -62,6 +70,7 @@ class KafkaTransport:
         self._context = context
         self._admin: TopicAdmin | None = None
         self._producer: KafkaProducer | None = None
+        self._transactional: TransactionalProducer | None = None  # on first transaction
         self._subscriptions: list[tuple[KafkaSubscription, SubscriptionSpec]] = []
         self._router = DelayRouter(self.settings.delay_tiers)
         self._scheduler: DelayScheduler | None = None
@@ -77,6 +86,7 @@ class KafkaTransport:
         if self._connected:
             return
         settings = self.settings
+        security.warn_if_unverified(settings.common, settings.url)
         admin = TopicAdmin(
             settings.admin_config(),
             url=settings.url,
@@ -101,6 +111,9 @@ class KafkaTransport:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.close()
+        transactional, self._transactional = self._transactional, None
+        if transactional is not None:
+            await transactional.close()
         admin = self._admin
         if admin is not None:
             for _, spec in subscriptions:
@@ -133,6 +146,80 @@ class KafkaTransport:
         if wire and type(wire) is not dict:
             wire = dict(wire)
         await producer.send(topic, message.body, key, wire or None)
+
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
+        """``SupportsPublishMany``: produce every message in order, then one wait for all the
+        delivery reports (the way librdkafka is meant to be fed). Delayed messages go through
+        ``publish`` one by one, in order after the others were queued."""
+        admin, producer = self._admin, self._producer
+        if admin is None or producer is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        for topic in {m.topic for m in messages}:
+            if not admin.known(topic):
+                await admin.ensure(topic)
+        items = []
+        delayed = []
+        for index, message in enumerate(messages):
+            if message.deliver_at is not None:
+                delayed.append(index)
+                continue
+            key = message.key
+            wire = to_wire(message.headers)
+            if wire and type(wire) is not dict:
+                wire = dict(wire)
+            items.append(
+                (message.topic, message.body, key.encode() if key is not None else None, wire)
+            )
+        results = await producer.send_many(items)
+        if not delayed:
+            return results
+        out: list[BaseException | None] = []
+        direct = iter(results)
+        waiting = set(delayed)
+        for index in range(len(messages)):
+            out.append(None if index in waiting else next(direct))
+        for index in delayed:
+            try:
+                await self.publish(messages[index])
+            except Exception as exc:
+                out[index] = exc
+        return out
+
+    # -- transactions (SupportsTransactions, SupportsTransactionalConsume) -------------------
+
+    async def begin_transaction(self) -> KafkaTransaction:
+        """A producer transaction on the transport's transactional producer (transactions.py)."""
+        admin = self._admin
+        if admin is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        if self._transactional is None:
+            self._transactional = TransactionalProducer(
+                self.settings.producer_config(),
+                self.settings.transactional_id or f"unimq-tx-{self._context.instance_id}",
+            )
+        return await self._transactional.begin(self._ensure_topic)
+
+    async def begin_consume_transaction(self, delivery: Delivery) -> KafkaTransaction:
+        """A transaction that also commits ``delivery``'s offset for its group
+        (consume-transform-produce: exactly once for read_committed readers)."""
+        if not isinstance(delivery, KafkaDelivery):
+            raise UnsupportedFeatureError(
+                f"a kafka transaction can only consume a kafka delivery, not {delivery!r}"
+            )
+        metadata = delivery.group_metadata()
+        transaction = await self.begin_transaction()
+        transaction.consumed = consumed_offsets(
+            delivery.topic, delivery.partition, delivery.offset, metadata
+        )
+        transaction.refresh_metadata = delivery.group_metadata
+        return transaction
+
+    async def _ensure_topic(self, topic: str) -> None:
+        admin = self._admin
+        if admin is None:
+            raise NotConnectedError("the kafka transport is not connected")
+        if not admin.known(topic):
+            await admin.ensure(check_topic(topic))
 
     async def _send(
         self, topic: str, body: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
@@ -177,6 +264,7 @@ class KafkaTransport:
             raise NotConnectedError("the kafka transport is not connected")
         check_topic(spec.topic)
         await admin.ensure(spec.topic)
+        await admin.check_read(spec.topic, spec.group)
         await self._ensure_scheduler()  # retry backoffs and delayed publishes need it
         config = {
             **self._consumer_config(),
@@ -192,6 +280,8 @@ class KafkaTransport:
             name=f"unimq-kafka:{spec.topic}:{spec.group}",
             revoke_timeout=self.settings.revoke_timeout,
             manual_latest=spec.broadcast,
+            # A transactional subscriber's offsets commit only in its transactions.
+            commits=not spec.transactional,
         )
         await subscription.start()
         self._subscriptions.append((subscription, spec))
@@ -209,6 +299,28 @@ class KafkaTransport:
         config = self._consumer_config()
         spans = await asyncio.to_thread(group_spans, admin, config, topic, group)
         return None if spans is None else sum(span.backlog for span in spans)
+
+    async def backlog_age(self, topic: str, group: str) -> float | None:
+        """The timestamp of the record at ``group``'s position, oldest over the partitions
+        where it is behind (rewind.py)."""
+        admin = self._admin
+        if admin is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        config = self._consumer_config()
+        return await asyncio.to_thread(backlog_age, admin, config, topic, group)
+
+    async def rewind(
+        self, topic: str, group: str, since: float, *, dry_run: bool = False
+    ) -> int | None:
+        """Commit ``group``'s offsets back to the first record at or after ``since``; refused
+        while the group has members (rewind.py)."""
+        admin = self._admin
+        if admin is None or not self._connected:
+            raise NotConnectedError("the kafka transport is not connected")
+        config = self._consumer_config()
+        return await asyncio.to_thread(
+            rewind_group, admin, config, topic, group, since, dry_run=dry_run
+        )
 
     async def open_dead_letters(self, topic: str) -> KafkaDeadLetters:
         admin, producer = self._admin, self._producer

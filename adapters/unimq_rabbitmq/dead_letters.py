@@ -35,6 +35,9 @@ logger = logging.getLogger("unimq.rabbitmq")
 #: Seconds a ``basic.get`` may take before the session gives up on the broker.
 GET_TIMEOUT = 30.0
 
+#: Seconds :meth:`RabbitMQDeadLetters.close` waits to see its messages back in the queue.
+RETURN_WAIT = 5.0
+
 
 class HeldDelivery(RabbitMQDelivery):
     """A dead letter handed out by :class:`RabbitMQDeadLetters`; ``ack`` removes it."""
@@ -136,10 +139,36 @@ class RabbitMQDeadLetters:
         return HeldDelivery(message, self._topic, self)
 
     async def close(self) -> None:
-        """Give back every message not acked, in its original place (idempotent)."""
+        """Give back every message not acked, in its original place (idempotent).
+
+        A classic queue has them back before RabbitMQ confirms the channel's close; a quorum
+        queue takes them back a moment later (the return goes through its Raft log), so a
+        ``count`` right after would miss them: wait, briefly, until they are ready again."""
         channel, self._channel, self._queue = self._channel, None, None
         self._remaining = 0
-        if channel is not None:
-            # RabbitMQ requeues the channel's unacked messages before it sends close-ok.
-            await topology.close_quietly(channel)
-        self._held = 0
+        held, self._held = self._held, 0
+        if channel is None:
+            return
+        expected = None
+        if held:
+            try:
+                expected = held + (await self._ready() or 0)
+            except NotConnectedError:
+                expected = None  # the channel is gone too: its messages are back already
+        await topology.close_quietly(channel)
+        if expected is not None:
+            await self._returned(expected)
+
+    async def _ready(self) -> int | None:
+        return await topology.ready_count(self._connection, self._topic, self._wait)
+
+    async def _returned(self, expected: int) -> None:
+        deadline = asyncio.get_running_loop().time() + RETURN_WAIT
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                if (await self._ready() or 0) >= expected:
+                    return
+            except NotConnectedError:
+                return
+            await asyncio.sleep(0.05)
+        logger.debug("%s: the session's messages are not all ready again yet", self._topic)

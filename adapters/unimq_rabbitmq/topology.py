@@ -1,9 +1,13 @@
 """RabbitMQ topology: what unimq declares, and the names it uses.
 
 - ``unimq`` (direct exchange, durable): every topic; routing key = the topic name.
+- Queue type: every durable queue below is of the ``queue_type`` option's type, ``quorum`` by
+  default (replicated, and dead-lettering at least once) or ``classic``.
 - ``<topic>::<group>`` (queue): one per consumer group, bound to ``unimq`` with the topic as
-  key. Durable; ``x-single-active-consumer`` for ordered subscribers; for broadcast
-  subscribers (group names carry the instance id) exclusive and auto-deleted.
+  key. Durable; ``x-single-active-consumer`` for ordered subscribers (one consumer at a time
+  sees the queue, so its order is the handling order, on both queue types); for broadcast
+  subscribers (group names carry the instance id) exclusive, auto-deleted and always classic
+  (quorum queues cannot be exclusive, and a per-instance queue has nothing to replicate).
 - ``<topic>`` (queue): a holding queue for dead-letter topics, so dead letters wait for
   whoever inspects them even when no group consumes the DLQ topic.
 - The delay ladder, for delays with no broker plugin (Debian's RabbitMQ has none), after the
@@ -15,6 +19,13 @@
   hands over to ``unimq.delay.deliver``, where every group queue is bound with ``LEVELS``
   wildcard words plus its topic. Each queue holds messages of one TTL only, so they expire in
   order, and any delay up to ``2**LEVELS - 1`` seconds (48 days) costs at most ``LEVELS`` hops.
+  On quorum queues the hops use at-least-once dead-lettering (``x-dead-letter-strategy``,
+  which needs ``x-overflow=reject-publish``): a message leaves a level only once the next one
+  has confirmed it, so a node crash mid-hop cannot lose a delay or a retry (it may repeat one,
+  which idempotent handling absorbs). Classic queues dead-letter at most once.
+
+A queue's type and arguments cannot change in place: an existing queue of the other type is a
+:class:`ConfigurationError` naming the queue and what to do (:mod:`.queue_types`).
 """
 
 from __future__ import annotations
@@ -28,6 +39,8 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 
 from unimq.errors import ConfigurationError, NotConnectedError
+
+from .queue_types import QueueType, base_arguments, declare_queue
 
 logger = logging.getLogger("unimq.rabbitmq")
 
@@ -66,8 +79,14 @@ def deliver_binding(topic: str) -> str:
     return "*." * LEVELS + topic
 
 
-async def declare_exchanges(channel: AbstractChannel) -> AbstractExchange:
-    """Declare the main exchange and the delay ladder (idempotent). Returns the main exchange."""
+async def declare_exchanges(
+    channel: AbstractChannel,
+    queue_type: QueueType = "quorum",
+    connection: AbstractConnection | None = None,
+) -> AbstractExchange:
+    """Declare the main exchange and the delay ladder (idempotent). Returns the main exchange.
+
+    Raises :class:`ConfigurationError` when a ladder queue exists with another type."""
     main = await channel.declare_exchange(MAIN_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
     deliver = await channel.declare_exchange(
         DELIVER_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
@@ -78,7 +97,20 @@ async def declare_exchanges(channel: AbstractChannel) -> AbstractExchange:
             for k in range(LEVELS)
         )
     )
-    await asyncio.gather(*(_declare_level(channel, k, levels, deliver) for k in range(LEVELS)))
+    results = await asyncio.gather(
+        *(
+            _declare_level(channel, k, levels, deliver, queue_type, connection)
+            for k in range(LEVELS)
+        ),
+        return_exceptions=True,
+    )
+    # One refused declare closes the channel, so the others fail too, with less to say.
+    failures = [r for r in results if isinstance(r, BaseException)]
+    for failure in failures:
+        if isinstance(failure, ConfigurationError):
+            raise failure
+    if failures:
+        raise failures[0]
     return main
 
 
@@ -87,20 +119,35 @@ async def _declare_level(
     level: int,
     levels: list[AbstractExchange],
     deliver: AbstractExchange,
+    queue_type: QueueType,
+    connection: AbstractConnection | None,
 ) -> None:
     exchange = levels[level]
     downstream = levels[level - 1] if level > 0 else deliver
     prefix = "*." * (LEVELS - 1 - level)
-    queue = await channel.declare_queue(
+    queue = await declare_queue(
+        channel,
         level_name(level),
-        durable=True,
-        arguments={
-            "x-message-ttl": (2**level) * 1000,
-            "x-dead-letter-exchange": downstream.name,
-        },
+        queue_type,
+        lambda kind: ladder_arguments(level, downstream.name, kind),
+        connection=connection,
     )
     await queue.bind(exchange, routing_key=f"{prefix}1.#")
     await downstream.bind(exchange, routing_key=f"{prefix}0.#")
+
+
+def ladder_arguments(level: int, downstream: str, queue_type: QueueType) -> dict[str, Any]:
+    """A ladder queue's arguments: its TTL, where it dead-letters to, and on quorum queues the
+    at-least-once strategy (which RabbitMQ accepts only with ``reject-publish`` overflow)."""
+    arguments: dict[str, Any] = {
+        **base_arguments(queue_type),
+        "x-message-ttl": (2**level) * 1000,
+        "x-dead-letter-exchange": downstream,
+    }
+    if queue_type == "quorum":
+        arguments["x-dead-letter-strategy"] = "at-least-once"
+        arguments["x-overflow"] = "reject-publish"
+    return arguments
 
 
 async def declare_group_queue(
@@ -110,23 +157,33 @@ async def declare_group_queue(
     *,
     ordered: bool,
     broadcast: bool,
+    queue_type: QueueType = "quorum",
+    connection: AbstractConnection | None = None,
 ) -> AbstractQueue:
-    arguments: dict[str, Any] = {}
-    if ordered:
-        arguments["x-single-active-consumer"] = True
-    queue = await channel.declare_queue(
-        group_queue(topic, group),
-        durable=not broadcast,
-        exclusive=broadcast,
-        auto_delete=broadcast,
-        arguments=arguments,
+    def arguments(kind: QueueType) -> dict[str, Any]:
+        # No x-queue-type on an exclusive queue: classic anyway, declared as it always was.
+        declared = {} if broadcast else base_arguments(kind)
+        if ordered:  # one consumer at a time: on quorum and classic queues alike
+            declared["x-single-active-consumer"] = True
+        return declared
+
+    # Broadcast queues are exclusive to one connection: classic, as quorum queues cannot be.
+    kind: QueueType = "classic" if broadcast else queue_type
+    name = group_queue(topic, group)
+    queue = await declare_queue(
+        channel, name, kind, arguments, exclusive=broadcast, connection=connection
     )
     await bind_topic(channel, queue, topic)
     return queue
 
 
-async def declare_holding_queue(channel: AbstractChannel, topic: str) -> AbstractQueue:
-    queue = await channel.declare_queue(topic, durable=True)
+async def declare_holding_queue(
+    channel: AbstractChannel,
+    topic: str,
+    queue_type: QueueType = "quorum",
+    connection: AbstractConnection | None = None,
+) -> AbstractQueue:
+    queue = await declare_queue(channel, topic, queue_type, base_arguments, connection=connection)
     await bind_topic(channel, queue, topic)
     return queue
 

@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
@@ -31,16 +31,17 @@ from pamqp.commands import Basic
 
 from unimq import headers as h
 from unimq.errors import (
-    AuthenticationError,
+    ConfigurationError,
     ConnectionFailedError,
     NotConnectedError,
     PublishError,
+    UnimqError,
 )
 from unimq.slots import Slots
 from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
 from unimq.url import BrokerURL
 
-from . import confirms, topology, wire_headers
+from . import confirms, failures, topology, wire_headers
 from .acks import AckBatcher
 from .confirms import ConfirmBatcher
 from .options import DEFAULT_PORT, RabbitMQOptions
@@ -143,7 +144,8 @@ class RabbitMQSubscription:
 
     async def _consume(self) -> None:
         underlay = await self._channel.get_underlay_channel()
-        self._acks = AckBatcher(underlay)  # before the first delivery can arrive
+        # Before the first delivery can arrive; told of every delivery (multiple acks).
+        self._acks = AckBatcher(underlay, track=True)
         ok = await underlay.basic_consume(self._queue.name, self._deliver, no_ack=False)
         self._underlay, self._consumer_tag = underlay, ok.consumer_tag
 
@@ -157,6 +159,9 @@ class RabbitMQSubscription:
             logger.error("could not resume consuming %s: %s", self._queue.name, exc)
 
     async def _deliver(self, message: aiormq.abc.DeliveredMessage) -> None:
+        acks = self._acks
+        if acks is not None and acks.channel is message.channel:
+            acks.delivered(message.delivery.delivery_tag)  # type: ignore[union-attr,arg-type]
         self._inbox.put_nowait(message)  # bounded by the channel's prefetch
 
     async def receive(self) -> RabbitMQDelivery | None:
@@ -178,6 +183,35 @@ class RabbitMQSubscription:
             self._acks_for(message.channel),
             message.delivery.delivery_tag,  # type: ignore[union-attr]  # always a Deliver here
         )
+
+    async def receive_many(self, max_n: int) -> list[RabbitMQDelivery]:
+        """Batch subscribers' ``receive``: wait for one delivery, then take what else the
+        channel has already pushed (up to ``max_n``) without waiting; ``[]`` once stopped.
+        One await per batch instead of one per message (``SupportsReceiveMany``)."""
+        if self._stopped:
+            return []
+        inbox = self._inbox
+        deliveries: list[RabbitMQDelivery] = []
+        while not deliveries:
+            message = await inbox.get()
+            while True:
+                if message is None:
+                    inbox.put_nowait(None)  # wake the next waiting worker too
+                    return deliveries
+                if not message.channel.is_closed:  # else RabbitMQ redelivers it (see receive)
+                    deliveries.append(
+                        RabbitMQDelivery(
+                            message.body,
+                            message.header.properties,
+                            self._topic,
+                            self._acks_for(message.channel),
+                            message.delivery.delivery_tag,  # type: ignore[union-attr]
+                        )
+                    )
+                if len(deliveries) >= max_n or inbox.empty():
+                    break
+                message = inbox.get_nowait()
+        return deliveries
 
     def _acks_for(self, channel: aiormq.abc.AbstractChannel) -> AckBatcher:
         acks = self._acks
@@ -231,9 +265,11 @@ class RabbitMQTransport:
 
     async def connect(self) -> None:
         url = self.url
+        options = self.options
         host = url.host or "localhost"
         port = url.port or DEFAULT_PORT.get(url.scheme, 5672)
         vhost = url.path[1:] if url.path.startswith("/") and len(url.path) > 1 else "/"
+        external = options.auth_mechanism == "external"
         kwargs: dict[str, Any] = {
             "host": host,
             "port": port,
@@ -241,26 +277,71 @@ class RabbitMQTransport:
             "password": url.password.get_secret_value() if url.password else "guest",
             "virtualhost": vhost,
             "client_properties": {"connection_name": self._connection_name},
-            "reconnect_interval": self.options.reconnect_interval,
+            "reconnect_interval": options.reconnect_interval,
         }
-        if self.options.heartbeat is not None:
-            kwargs["heartbeat"] = self.options.heartbeat
+        if external:
+            kwargs["auth"] = "external"
+        if options.heartbeat is not None:
+            kwargs["heartbeat"] = options.heartbeat
         if url.scheme == "amqps":
             kwargs["ssl"] = True
-            kwargs["ssl_context"] = self.options.ssl_context()
+            kwargs["ssl_context"] = options.ssl_context()
+            if not options.verify_tls:
+                logger.warning(
+                    "TLS verification is off for %s (verify_tls=false): the server's "
+                    "certificate and host name are not checked, so anyone on the path can "
+                    "read and change the traffic",
+                    url.redacted(),
+                )
         try:
-            self._connection = await aio_pika.connect_robust(**kwargs)
-        except aiormq.exceptions.ProbableAuthenticationError:
-            raise AuthenticationError(
-                f"RabbitMQ refused the credentials for {url.redacted()} (user {url.username!r})"
-            ) from None
+            with failures.quiet_connect_logs():
+                self._connection = await aio_pika.connect_robust(**kwargs)
         except (aiormq.exceptions.AMQPError, OSError) as exc:
-            raise ConnectionFailedError(
-                f"cannot connect to RabbitMQ at {url.redacted()}: {_safe(exc, url)}"
-            ) from None
+            error = failures.connect_failure(
+                exc,
+                url,
+                user=self._user(),
+                mechanism=options.auth_mechanism,
+                secrets=self._secrets(),
+            )
+            if (
+                type(error) is ConnectionFailedError
+                and url.scheme == "amqp"
+                and not failures.refused_connection(exc)
+                and await failures.speaks_tls(host, port)
+            ):
+                error = failures.plaintext_on_tls_port(url)
+            raise error from None
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
-        self._exchange = await topology.declare_exchanges(self._publish_channel)
+        try:
+            self._exchange = await topology.declare_exchanges(
+                self._publish_channel, self.options.queue_type, self._connection
+            )
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise self._refused(exc, "declare unimq's exchanges") from None
+        except ConfigurationError:
+            await self.close()  # a ladder queue of the other type: nothing can work
+            raise
         self._use_channel(await self._publish_channel.get_underlay_channel())
+
+    def _user(self) -> str:
+        if self.options.auth_mechanism == "external":
+            return "<client certificate>"
+        return self.url.username or "guest"
+
+    def _secrets(self) -> tuple[str, ...]:
+        """What no message may show besides the URL's secrets: the key passphrase."""
+        password = self.options.key_password
+        return (password.get_secret_value(),) if password is not None else ()
+
+    def _refused(self, exc: BaseException, action: str) -> UnimqError:
+        """The typed error for an operation the broker refused (403 on the channel)."""
+        refused = failures.access_refused(exc, self.url, self._user(), action)
+        if refused is not None:
+            return refused
+        return ConnectionFailedError(
+            f"RabbitMQ at {self.url.redacted()} failed to {action}: {_safe(exc, self.url)}"
+        )
 
     async def close(self) -> None:
         for subscription in self._subscriptions:
@@ -274,9 +355,100 @@ class RabbitMQTransport:
                 logger.debug("closing the RabbitMQ connection: %s", exc)
 
     async def publish(self, message: OutgoingMessage) -> None:
-        exchange = self._exchange
-        if exchange is None:
+        if self._exchange is None:
             raise NotConnectedError("the RabbitMQ transport is not connected")
+        body, exchange_name, routing_key, properties = self._route(message)
+        # One bound for the whole publish (a window slot, a lost channel, the confirm): a broker
+        # that blocks publishers (memory or disk alarm) must not hold the caller forever.
+        timeout = self.options.publish_timeout
+        deadline = asyncio.get_running_loop().time() + timeout
+        window = self._window
+        if not window.take_now():
+            try:
+                await asyncio.wait_for(window.take(), timeout)
+            except asyncio.TimeoutError:
+                raise self._unconfirmed(message.topic) from None
+        try:
+            confirmation = await self._send(body, exchange_name, routing_key, properties, deadline)
+        except asyncio.TimeoutError:
+            raise self._unconfirmed(message.topic) from None
+        except PublishError:
+            raise
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise self._refused(exc, f"publish to topic {message.topic!r}") from None
+        except Exception as exc:
+            raise self._not_taken(message.topic, exc) from None
+        finally:
+            window.give()
+        error = _verdict(message.topic, confirmation)
+        if error is not None:
+            raise error
+
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
+        """``publish_batch``'s path (``SupportsPublishMany``): every message is queued on the
+        confirm batcher as soon as a ``publish_window`` slot is free, with no task or wait per
+        message, and the confirms are awaited together, so a batch keeps the window full and
+        goes out in a few large writes. Each message has ``publish_timeout`` from the moment it
+        was queued; per message the result is ``None`` (confirmed) or its ``PublishError``."""
+        if self._exchange is None:
+            raise NotConnectedError("the RabbitMQ transport is not connected")
+        loop = asyncio.get_running_loop()
+        timeout = self.options.publish_timeout
+        window = self._window
+        results: list[BaseException | None] = [None] * len(messages)
+        pending: list[tuple[int, asyncio.Future[Any]]] = []
+        release = _Release(window)
+        try:
+            for index, message in enumerate(messages):
+                try:
+                    body, exchange_name, routing_key, properties = self._route(message)
+                except Exception as exc:  # EncodeError, a bad topic: this message only
+                    results[index] = exc
+                    continue
+                if not window.take_now():
+                    try:
+                        await asyncio.wait_for(window.take(), timeout)
+                    except asyncio.TimeoutError:
+                        results[index] = self._unconfirmed(message.topic)
+                        continue
+                try:
+                    confirmation = await self._queue(
+                        body, exchange_name, routing_key, properties, loop.time() + timeout
+                    )
+                except Exception as exc:
+                    window.give()
+                    results[index] = (
+                        exc
+                        if isinstance(exc, PublishError)
+                        else self._not_taken(message.topic, exc)
+                    )
+                    continue
+                confirmation.add_done_callback(release)
+                pending.append((index, confirmation))
+            if pending:
+                await asyncio.wait([c for _, c in pending], timeout=timeout)
+        except asyncio.CancelledError:
+            for _, confirmation in pending:
+                confirmation.cancel()  # withdrawn if not yet written
+            raise
+        for index, confirmation in pending:
+            topic = messages[index].topic
+            if not confirmation.done():
+                confirmation.cancel()
+                results[index] = self._unconfirmed(topic)
+            elif confirmation.cancelled():
+                results[index] = PublishError(
+                    f"the channel closed before RabbitMQ confirmed the message for {topic!r}"
+                )
+            elif (error := confirmation.exception()) is not None:
+                results[index] = self._failure(topic, error)
+            else:
+                results[index] = _verdict(topic, confirmation.result())
+        return results
+
+    def _route(self, message: OutgoingMessage) -> tuple[bytes, str, str, Basic.Properties]:
+        """Body, exchange, routing key and properties of ``message`` (delays go through the
+        delay exchanges)."""
         topology.check_name("topic", message.topic)
         headers, content_type = wire_headers.encode(message)
         properties = Basic.Properties(
@@ -297,39 +469,20 @@ class RabbitMQTransport:
         if delay >= 1:
             exchange_name = topology.level_name(topology.LEVELS - 1)
             routing_key = topology.delay_routing_key(delay, message.topic)
-        # One bound for the whole publish (a window slot, a lost channel, the confirm): a broker
-        # that blocks publishers (memory or disk alarm) must not hold the caller forever.
-        timeout = self.options.publish_timeout
-        deadline = asyncio.get_running_loop().time() + timeout
-        window = self._window
-        if not window.take_now():
-            try:
-                await asyncio.wait_for(window.take(), timeout)
-            except asyncio.TimeoutError:
-                raise self._unconfirmed(message.topic) from None
-        try:
-            confirmation = await self._send(
-                message.body, exchange_name, routing_key, properties, deadline
-            )
-        except asyncio.TimeoutError:
-            raise self._unconfirmed(message.topic) from None
-        except PublishError:
-            raise
-        except Exception as exc:
-            reason = _safe(exc, self.url)
-            raise PublishError(
-                f"RabbitMQ did not take the message for {message.topic!r}: {reason}"
-            ) from None
-        finally:
-            window.give()
-        if not isinstance(confirmation, Basic.Ack):
-            if isinstance(confirmation, Basic.Nack):
-                raise PublishError(f"RabbitMQ rejected the message for {message.topic!r} (nack)")
-            raise PublishError(
-                f"no queue is bound to topic {message.topic!r} on RabbitMQ, so the message was "
-                "returned unroutable; start a subscriber for it first (subscribers declare their "
-                "queues)"
-            )
+        return message.body, exchange_name, routing_key, properties
+
+    def _failure(self, topic: str, error: BaseException) -> BaseException:
+        """``publish_many``'s error for one message."""
+        if isinstance(error, PublishError):
+            return error
+        if isinstance(error, aiormq.exceptions.ChannelAccessRefused):
+            return self._refused(error, f"publish to topic {topic!r}")
+        return self._not_taken(topic, error)
+
+    def _not_taken(self, topic: str, error: BaseException) -> PublishError:
+        return PublishError(
+            f"RabbitMQ did not take the message for {topic!r}: {_safe(error, self.url)}"
+        )
 
     def _unconfirmed(self, topic: str) -> PublishError:
         timeout = self.options.publish_timeout
@@ -351,24 +504,7 @@ class RabbitMQTransport:
         returned message (unroutable), or an exception (nack, channel lost); raises
         ``asyncio.TimeoutError`` when there is none by ``deadline`` (loop time)."""
         loop = asyncio.get_running_loop()
-        channel = self._underlay
-        if channel is None or channel.is_closed:
-            channel = await self._reacquire_channel(max(deadline - loop.time(), 0.0))
-        batcher = self._batcher
-        if batcher is None:  # an aiormq without the attributes the batcher relies on
-            return await asyncio.wait_for(
-                channel.basic_publish(
-                    body,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    properties=properties,
-                    mandatory=True,
-                ),
-                max(deadline - loop.time(), 0.0),
-            )
-        confirmation = batcher.publish(
-            body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=True
-        )
+        confirmation = await self._queue(body, exchange, routing_key, properties, deadline)
         # A timer rather than asyncio.wait_for, which costs a task switch and three objects
         # more per publish: expiring cancels the confirmation (withdrawn if not yet written;
         # if written, aiormq ignores the late confirm of a cancelled one).
@@ -390,6 +526,37 @@ class RabbitMQTransport:
         finally:
             timer.cancel()
 
+    async def _queue(
+        self,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        properties: Basic.Properties,
+        deadline: float,
+    ) -> asyncio.Future[Any]:
+        """Queue one publish on the current channel; the future is RabbitMQ's answer."""
+        loop = asyncio.get_running_loop()
+        channel = self._underlay
+        if channel is None or channel.is_closed:
+            channel = await self._reacquire_channel(max(deadline - loop.time(), 0.0))
+        batcher = self._batcher
+        if batcher is None:  # an aiormq without the attributes the batcher relies on
+            return asyncio.ensure_future(
+                asyncio.wait_for(
+                    channel.basic_publish(
+                        body,
+                        exchange=exchange,
+                        routing_key=routing_key,
+                        properties=properties,
+                        mandatory=True,
+                    ),
+                    max(deadline - loop.time(), 0.0),
+                )
+            )
+        return batcher.publish(
+            body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=True
+        )
+
     async def _reacquire_channel(self, wait: float) -> aiormq.abc.AbstractChannel:
         """The publish channel's current AMQP channel, waiting up to ``wait`` seconds for a
         reconnect."""
@@ -397,7 +564,7 @@ class RabbitMQTransport:
         if robust is None or self._connection is None:  # never connected, or closed
             raise NotConnectedError("the RabbitMQ transport is not connected")
         try:
-            channel = await asyncio.wait_for(robust.get_underlay_channel(), wait)
+            channel = await asyncio.wait_for(_reopened(robust), wait)
         except asyncio.TimeoutError:
             raise PublishError(
                 f"RabbitMQ at {self.url.redacted()} is unreachable: no connection within "
@@ -424,12 +591,26 @@ class RabbitMQTransport:
         topology.check_name("topic", spec.topic)
         topology.check_name("group", spec.group)
         channel = await connection.channel()
-        await channel.set_qos(prefetch_count=spec.prefetch)
-        queue = await topology.declare_group_queue(
-            channel, spec.topic, spec.group, ordered=spec.ordered, broadcast=spec.broadcast
-        )
-        subscription = RabbitMQSubscription(channel, queue, spec.topic)
-        await subscription.start()
+        try:
+            await channel.set_qos(prefetch_count=spec.prefetch)
+            queue = await topology.declare_group_queue(
+                channel,
+                spec.topic,
+                spec.group,
+                ordered=spec.ordered,
+                broadcast=spec.broadcast,
+                queue_type=self.options.queue_type,
+                connection=connection,
+            )
+            subscription = RabbitMQSubscription(channel, queue, spec.topic)
+            await subscription.start()
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            await topology.close_quietly(channel)
+            action = f"subscribe group {spec.group!r} to topic {spec.topic!r}"
+            raise self._refused(exc, action) from None
+        except ConfigurationError:
+            await topology.close_quietly(channel)
+            raise
         self._subscriptions.append(subscription)
         return subscription
 
@@ -440,7 +621,12 @@ class RabbitMQTransport:
         if topic in self._declared:
             return
         topology.check_name("topic", topic)
-        await topology.declare_holding_queue(channel, topic)
+        try:
+            await topology.declare_holding_queue(
+                channel, topic, self.options.queue_type, self._connection
+            )
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise self._refused(exc, f"declare the dead-letter topic {topic!r}") from None
         self._declared.add(topic)
 
     async def lag(self, topic: str, group: str) -> int | None:
@@ -463,6 +649,49 @@ class RabbitMQTransport:
             raise NotConnectedError("the RabbitMQ transport is not connected")
         topology.check_name("topic", topic)
         return await RabbitMQDeadLetters.open(connection, topic, self.options.publish_timeout)
+
+
+def _verdict(topic: str, confirmation: Any) -> PublishError | None:
+    """``None`` for RabbitMQ's ``Basic.Ack``; the error for a nack or a returned message."""
+    if isinstance(confirmation, Basic.Ack):
+        return None
+    if isinstance(confirmation, Basic.Nack):
+        return PublishError(f"RabbitMQ rejected the message for {topic!r} (nack)")
+    return PublishError(
+        f"no queue is bound to topic {topic!r} on RabbitMQ, so the message was returned "
+        "unroutable; start a subscriber for it first (subscribers declare their queues)"
+    )
+
+
+class _Release:
+    """Gives a ``publish_window`` slot back when a confirmation of ``publish_many`` ends."""
+
+    __slots__ = ("window",)
+
+    def __init__(self, window: Slots) -> None:
+        self.window = window
+
+    def __call__(self, _confirmation: asyncio.Future[Any]) -> None:
+        self.window.give()
+
+
+async def _reopened(channel: AbstractChannel) -> aiormq.abc.AbstractChannel:
+    """The robust channel's AMQP channel once it is open: one the broker closed (a refused
+    publish) is being reopened by aio-pika, and ``get_underlay_channel`` alone would fail on
+    the closed one instead of waiting."""
+    ready = getattr(channel, "ready", None)
+    while True:
+        if ready is not None:
+            await ready()
+        try:
+            underlay = await channel.get_underlay_channel()
+        except aiormq.exceptions.ChannelInvalidStateError:
+            underlay = None
+        if underlay is not None and not underlay.is_closed:
+            return underlay
+        # still the closed one: aio-pika has not noticed yet (its close callback runs later)
+        # or is reopening it. Poll; the caller's timeout bounds the wait.
+        await asyncio.sleep(0.05)
 
 
 class _Expiry:

@@ -59,7 +59,10 @@ ESCAPED_VALUES = "unimq-rmq-escaped"
 PACKED = "unimq-rmq-headers"
 BODY_MARK = "unimq-rmq-body"
 KEY = "unimq-key"
-INTERNAL = frozenset({EMPTY_VALUES, ESCAPED_VALUES, PACKED, BODY_MARK, KEY})
+#: On a half message that stands for a plain publish to a transactional topic: a check-back
+#: commits it (``transactions``).
+AUTOCOMMIT = "unimq-rmq-autocommit"
+INTERNAL = frozenset({EMPTY_VALUES, ESCAPED_VALUES, PACKED, BODY_MARK, KEY, AUTOCOMMIT})
 
 #: The proxy's default ``maxUserPropertySize`` is 16 KiB (names and values): stay below it.
 PROPERTY_BUDGET = 14 * 1024
@@ -186,6 +189,12 @@ class Received:
         self.headers, self.body = decode(properties, message.body or b"")
         self.key = key_of(message, properties)
         self.native_id: str = message.message_id
+
+    @property
+    def timestamp(self) -> float | None:
+        """The born time (the producer's send time) in epoch seconds (``SupportsTimestamp``)."""
+        born = getattr(self._message, "born_timestamp", None)
+        return born / 1000 if isinstance(born, (int, float)) and born > 0 else None
 
 
 def decode(properties: Mapping[str, str], body: bytes) -> tuple[dict[str, str], bytes]:

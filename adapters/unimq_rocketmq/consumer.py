@@ -149,6 +149,19 @@ class RocketMQSubscription:
                     self._waiters.remove(waiter)
         return None
 
+    async def receive_many(self, max_n: int) -> list[RocketMQDelivery]:
+        """Batch subscribers' ``receive`` (``SupportsReceiveMany``): wait for one delivery,
+        then take up to ``max_n`` of those fetched already, without waiting; ``[]`` once
+        stopped. One await per batch instead of one per message."""
+        first = await self.receive()
+        if first is None:
+            return []
+        deliveries = [first]
+        ready = self._ready
+        while ready and len(deliveries) < max_n:
+            deliveries.append(ready.popleft())
+        return deliveries
+
     def _wake_one(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()

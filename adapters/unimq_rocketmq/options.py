@@ -27,6 +27,7 @@ _KNOWN = {
     "access_key",
     "secret_key",
     "tls",
+    "tls_ca_file",
     "request_timeout",
     "invisible_duration",
     "await_duration",
@@ -40,6 +41,8 @@ _KNOWN = {
     "max_delay",
     "topic_message_type",
     "release_delay",
+    "transaction_topics",
+    "transaction_check_timeout",
 }
 
 
@@ -50,6 +53,7 @@ class RocketMQOptions:
     access_key: str = ""
     secret_key: SecretStr = field(default_factory=lambda: SecretStr(""), repr=False)
     tls: bool = False
+    tls_ca_file: str | None = None
     request_timeout: int = 5
     invisible_duration: int = 60
     await_duration: int = 5
@@ -63,6 +67,8 @@ class RocketMQOptions:
     max_delay: float = DEFAULT_MAX_DELAY
     topic_message_type: str = "DELAY"
     release_delay: int = 0
+    transaction_topics: tuple[str, ...] = ()
+    transaction_check_timeout: float = 10.0
 
     @classmethod
     def parse(cls, url: BrokerURL, options: Mapping[str, Any]) -> RocketMQOptions:
@@ -93,6 +99,7 @@ class RocketMQOptions:
             access_key=str(merged.get("access_key") or url.username or ""),
             secret_key=secret if isinstance(secret, SecretStr) else SecretStr(str(secret or "")),
             tls=_bool(merged.get("tls", False), "tls"),
+            tls_ca_file=str(merged["tls_ca_file"]) if merged.get("tls_ca_file") else None,
             request_timeout=_int(merged.get("request_timeout", 5), "request_timeout", 1),
             invisible_duration=_int(merged.get("invisible_duration", 60), "invisible_duration", 10),
             await_duration=_int(merged.get("await_duration", 5), "await_duration", 5),
@@ -106,6 +113,10 @@ class RocketMQOptions:
             max_delay=float(merged.get("max_delay", DEFAULT_MAX_DELAY)),
             topic_message_type=message_type,
             release_delay=_int(merged.get("release_delay", 0), "release_delay", 0),
+            transaction_topics=_addresses(merged.get("transaction_topics")),
+            transaction_check_timeout=_float(
+                merged.get("transaction_check_timeout", 10.0), "transaction_check_timeout"
+            ),
         )
         if parsed.auto_provision and not (parsed.namesrv or parsed.broker_addresses):
             raise ConfigurationError(
@@ -135,6 +146,16 @@ def _int(value: Any, name: str, minimum: int) -> int:
         raise ConfigurationError(f"option {name} must be an integer, not {value!r}") from None
     if number < minimum:
         raise ConfigurationError(f"option {name} must be at least {minimum}, not {number}")
+    return number
+
+
+def _float(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"option {name} must be a number, not {value!r}") from None
+    if not number > 0:
+        raise ConfigurationError(f"option {name} must be positive (seconds), not {number}")
     return number
 
 

@@ -36,13 +36,15 @@ def plan(
     if kind == "group":
         return [("group", names.group_name(name), {"orderly": ordered})]
     assert group is not None
+    # Retries and dead letters are plain (delayed) publishes, never half messages.
+    side_type = "DELAY" if message_type == "TRANSACTION" else message_type
     return [
         ("topic", names.topic_name(name), {"message_type": "FIFO" if ordered else message_type}),
-        ("topic", names.topic_name(retry_topic(name, group)), {"message_type": message_type}),
+        ("topic", names.topic_name(retry_topic(name, group)), {"message_type": side_type}),
         (
             "topic",
             names.topic_name(dead_letter_topic(name, group)),
-            {"message_type": message_type},
+            {"message_type": side_type},
         ),
         ("group", names.group_name(group), {"orderly": ordered}),
         (
@@ -68,7 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--broker", action="append", default=[], help="broker host:port")
     parser.add_argument("--cluster", default=None)
     parser.add_argument("--queues", type=int, default=8)
-    parser.add_argument("--message-type", default="DELAY", choices=["DELAY", "MIXED"])
+    parser.add_argument(
+        "--message-type",
+        default="DELAY",
+        choices=["DELAY", "MIXED", "TRANSACTION"],
+        help="TRANSACTION for a topic published to with broker.transaction() (half messages)",
+    )
     parser.add_argument("--ordered", action="store_true", help="FIFO topic and orderly group")
     parser.add_argument("--print", action="store_true", help="only print names and commands")
     parser.add_argument("kind", choices=["subscriber", "topic", "group"])

@@ -8,9 +8,9 @@ use, through one of:
 - :class:`RemotingProvisioner` (transport option ``auto_provision=true`` plus ``namesrv=`` or
   ``broker_addresses=``): speaks the broker's admin protocol directly (see ``remoting``);
 - a user callable (transport option ``provisioner=``) ``(kind, name, **attrs)``, sync or async,
-  with ``kind`` ``"topic"`` (attrs ``message_type="MIXED"|"FIFO"``) or ``"group"`` (attrs
-  ``orderly=bool``; the dead-letter browsing group also ``retry_max_times=int``), e.g. a
-  wrapper around ``mqadmin`` or a dashboard API;
+  with ``kind`` ``"topic"`` (attrs ``message_type="DELAY"|"MIXED"|"FIFO"|"TRANSACTION"``)
+  or ``"group"`` (attrs ``orderly=bool``; the dead-letter browsing group also
+  ``retry_max_times=int``), e.g. a wrapper around ``mqadmin`` or a dashboard API;
 - nothing (the default, for production): topics and groups are created by operators with
   ``mqadmin``/the dashboard, as ``docs/backends/rocketmq.md`` lists.
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from unimq.errors import (
@@ -26,12 +27,15 @@ from unimq.errors import (
     ConnectionFailedError,
     NotConnectedError,
     PublishError,
+    UnimqError,
     UnsupportedFeatureError,
 )
 from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
 from unimq.url import BrokerURL
 
-from . import codec, dead_letters, names, remoting
+from . import access, codec, dead_letters, names, remoting, transactions
+from . import rewind as rewinding
+from . import tls as tls_setup
 from .admin import RemotingAdmin, pop_retry_topics
 from .codec import MAX_BODY_WITH_HEADERS
 from .consumer import RocketMQSubscription, start_consumer
@@ -43,6 +47,10 @@ logger = logging.getLogger("unimq.rocketmq")
 _FIFO = 2  # rocketmq.grpc_protocol.MessageType.FIFO
 _AUTH_MARKS = ("unauthorized", "forbidden", "40100", "40300", "signature", "access key")
 _ROUTE_TTL = 30.0
+#: A topic name nobody creates: its route query only tests the credentials.
+_CREDENTIALS_PROBE = "unimq-credentials-check"
+#: How long a topic turned TRANSACTION on first use may take to show so in its route.
+_RETYPE_WAIT = 15.0
 
 
 class RocketMQTransport:
@@ -60,6 +68,13 @@ class RocketMQTransport:
             max_message_size=MAX_BODY_WITH_HEADERS,
             # Invisibility is renewed while a delivery is held; one that lapsed says so.
             revocable=True,
+            # Half messages: one per transaction (the client's limit), checked back through
+            # ``Broker(transaction_checker=)`` when the producer vanished (``transactions``).
+            transactions=True,
+            max_transaction_messages=1,
+            # Reset offset by time over the admin protocol (rewind.py; needs namesrv= or
+            # broker_addresses=, refused clearly without).
+            rewind=True,
         )
         provisioner = self.options.provisioner
         if provisioner is None and self.options.auto_provision:
@@ -86,6 +101,12 @@ class RocketMQTransport:
         self._subscriptions: list[RocketMQSubscription] = []
         self._fifo: dict[str, tuple[bool, float]] = {}
         self._producer_lock = asyncio.Lock()
+        #: Physical names of the topics declared with ``transaction_topics``.
+        self._transaction_topics = {names.topic_name(t) for t in self.options.transaction_topics}
+        self._accepts_transactions: set[str] = set()
+        self._checker = transactions.CheckBridge(
+            context.check_transaction, self.options.transaction_check_timeout
+        )
 
     def __repr__(self) -> str:
         return f"RocketMQTransport({self.url.redacted()!r})"
@@ -96,7 +117,22 @@ class RocketMQTransport:
         import rocketmq
 
         await self._check_reachable()
+        self._checker.bind(asyncio.get_running_loop())
+        for physical in sorted(self._transaction_topics):
+            await self._ensure_topic(physical, self.options.topic_message_type)
         options = self.options
+        shown = self.url.redacted()
+        if options.tls:
+            preflight = functools.partial(
+                tls_setup.preflight,
+                options.endpoints,
+                ca_file=options.tls_ca_file,
+                timeout=2.0,
+                url=shown,
+            )
+            await asyncio.to_thread(preflight)
+            if options.tls_ca_file:
+                tls_setup.use_ca_file(options.tls_ca_file)
         credentials = rocketmq.Credentials(
             options.access_key, options.secret_key.get_secret_value()
         )
@@ -107,11 +143,61 @@ class RocketMQTransport:
             self._producer = await asyncio.to_thread(self._start_producer)
         except Exception as exc:
             raise self._connect_error(exc) from None
+        if options.tls:
+            tls_setup.freeze()
+        await self._check_credentials()
+
+    async def _check_credentials(self) -> None:
+        """One signed route query: a refused access or secret key fails the connect, not the
+        first publish (the client connects lazily and words a refusal as "no route")."""
+        try:
+            code, text = await asyncio.to_thread(
+                access.route_status,
+                self._producer,
+                _CREDENTIALS_PROBE,
+                float(self.options.request_timeout),
+            )
+        except Exception as exc:  # the channel itself failed: TLS on one side only?
+            explain = functools.partial(
+                tls_setup.explain,
+                self.options.endpoints,
+                tls=self.options.tls,
+                ca_file=self.options.tls_ca_file,
+                url=self.url.redacted(),
+            )
+            failure = await asyncio.to_thread(explain)
+            await self.close()
+            raise (failure or self._connect_error(exc)) from None
+        refused = access.refusal(code, text, access_key=self.options.access_key, action="")
+        if isinstance(refused, AuthenticationError):
+            await self.close()
+            raise refused
+
+    async def _refusal(
+        self, check: Callable[..., tuple[int, str]], *args: Any, action: str
+    ) -> UnimqError | None:
+        """Ask the proxy whether its ACL refuses ``action`` (after a failure, or up front)."""
+        producer = self._producer
+        if producer is None:
+            return None
+        try:
+            ask = functools.partial(check, producer, *args, float(self.options.request_timeout))
+            code, text = await asyncio.to_thread(ask)
+        except Exception:  # no answer: let the caller report its own failure
+            return None
+        return access.refusal(code, text, access_key=self.options.access_key, action=action)
 
     def _start_producer(self) -> Any:
         import rocketmq
 
-        producer = rocketmq.Producer(self._config, tls_enable=self.options.tls)
+        # Declaring the transactional topics up front tells the proxy that this producer can
+        # answer check-backs for their orphaned half messages, even before it publishes.
+        producer = rocketmq.Producer(
+            self._config,
+            topics=sorted(self._transaction_topics) or None,
+            checker=self._checker,
+            tls_enable=self.options.tls,
+        )
         producer.startup()
         return producer
 
@@ -168,6 +254,10 @@ class RocketMQTransport:
         return f"{namespace}%{physical}" if namespace else physical
 
     async def _ensure_topic(self, physical: str, message_type: str) -> None:
+        if physical in self._transaction_topics and message_type != "MIXED":
+            # Declared transactional: RocketMQ 5 topics take one message type, and half
+            # messages need TRANSACTION (MIXED takes every type, where the broker allows it).
+            message_type = "TRANSACTION"
         if self._provision.enabled:
             await self._provision.ensure(
                 "topic", self._resource(physical), message_type=message_type
@@ -210,6 +300,9 @@ class RocketMQTransport:
         if producer is None:
             raise NotConnectedError("the RocketMQ transport is not connected")
         physical = names.topic_name(message.topic)
+        if physical in self._transaction_topics and self.options.topic_message_type != "MIXED":
+            await self._publish_committed(message)
+            return
         try:
             await self._ensure_topic(physical, self.options.topic_message_type)
             fifo = await self._is_fifo(physical)
@@ -229,10 +322,100 @@ class RocketMQTransport:
         except PublishError:
             raise
         except Exception as exc:
+            refused = await self._refusal(
+                access.route_status,
+                physical,
+                action=f"publish to topic {message.topic!r} (RocketMQ topic {physical!r})",
+            )
+            if refused is not None:
+                raise refused from None
             raise PublishError(
                 f"RocketMQ did not accept a message for {message.topic!r} "
                 f"(topic {physical!r}): {type(exc).__name__}: {exc}"
             ) from None
+
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
+        """``publish_batch``'s path (``SupportsPublishMany``): every message is handed to the
+        client's send threads at once (``send_async``), with one check of each topic and one
+        coroutine per key rather than per message, and the receipts are awaited together.
+        Messages with the same key are sent one after the other (parallel sends of one key
+        could overtake each other); a stale client is restarted and its messages sent once
+        more through :meth:`publish`."""
+        producer = self._producer
+        if producer is None:
+            raise NotConnectedError("the RocketMQ transport is not connected")
+        mixed = self.options.topic_message_type == "MIXED"
+        fifo_of: dict[str, bool] = {}
+        results: list[BaseException | None] = [None] * len(messages)
+        alone: list[int] = []
+        chains: dict[str, list[int]] = {}
+        outgoing: list[Any] = [None] * len(messages)
+        refusals: dict[str, BaseException | None] = {}  # one refusal check per topic
+
+        async def failure(message: OutgoingMessage, physical: str, exc: BaseException) -> Any:
+            if isinstance(exc, UnimqError):  # publish's own typed errors
+                return exc
+            if physical not in refusals:
+                refusals[physical] = await self._refusal(
+                    access.route_status,
+                    physical,
+                    action=f"publish to topic {message.topic!r} (RocketMQ topic {physical!r})",
+                )
+            return refusals[physical] or self._not_accepted(message, physical, exc)
+
+        for index, message in enumerate(messages):
+            physical = names.topic_name(message.topic)
+            if physical in self._transaction_topics and not mixed:
+                alone.append(index)  # committed through a transaction: publish() does it
+                continue
+            try:
+                fifo = fifo_of.get(physical)
+                if fifo is None:
+                    await self._ensure_topic(physical, self.options.topic_message_type)
+                    fifo = fifo_of[physical] = await self._is_fifo(physical)
+                outgoing[index] = codec.to_rocketmq(message, physical, fifo=fifo, mixed=mixed)
+            except Exception as exc:
+                results[index] = await failure(message, physical, exc)
+                continue
+            if message.key is None:
+                alone.append(index)
+            else:
+                chains.setdefault(message.key, []).append(index)
+
+        async def one(index: int) -> None:
+            message = messages[index]
+            try:
+                if outgoing[index] is None:
+                    await self.publish(message)
+                else:
+                    await asyncio.wrap_future(producer.send_async(outgoing[index]))
+            except Exception as exc:
+                if outgoing[index] is not None and _is_stale_client(exc):
+                    try:
+                        await self.publish(message)  # restarts the producer, sends again
+                        return
+                    except Exception as again:
+                        exc = again
+                results[index] = await failure(message, names.topic_name(message.topic), exc)
+
+        async def chain(indexes: list[int]) -> None:
+            for index in indexes:
+                await one(index)
+
+        futures = [asyncio.ensure_future(one(index)) for index in alone]
+        futures += [asyncio.ensure_future(chain(indexes)) for indexes in chains.values()]
+        if futures:
+            await asyncio.gather(*futures)
+        return results
+
+    @staticmethod
+    def _not_accepted(message: OutgoingMessage, physical: str, exc: BaseException) -> BaseException:
+        if isinstance(exc, PublishError):
+            return exc
+        return PublishError(
+            f"RocketMQ did not accept a message for {message.topic!r} "
+            f"(topic {physical!r}): {type(exc).__name__}: {exc}"
+        )
 
     async def _is_fifo(self, physical: str) -> bool:
         """Whether the topic takes FIFO messages (from its route, looked up off the loop)."""
@@ -248,6 +431,103 @@ class RocketMQTransport:
         self._fifo[physical] = (fifo, now)
         return fifo
 
+    async def _publish_committed(self, message: OutgoingMessage) -> None:
+        """A plain publish to a transactional topic, which takes only half messages: one half
+        message committed at once. Marked, so that a check-back for it (this process died
+        between the two) commits it without asking the application's checker."""
+        if message.deliver_at is not None:
+            raise UnsupportedFeatureError(
+                f"topic {message.topic!r} is transactional (transaction_topics): RocketMQ half "
+                "messages cannot carry a delivery time, so it takes no delayed message"
+            )
+        transaction = await self.begin_transaction()
+        await transaction.publish(message, autocommit=True)
+        await transaction.commit()
+
+    # -- transactions ------------------------------------------------------------------------
+
+    async def begin_transaction(self) -> transactions.RocketMQTransaction:
+        """A client transaction on the current producer; its half message and its end go
+        through that producer even if a restart replaces it meanwhile."""
+        producer = self.producer()
+        try:
+            native = producer.begin_transaction()
+        except Exception as exc:
+            raise PublishError(
+                f"cannot begin a RocketMQ transaction: {type(exc).__name__}: {exc}"
+            ) from None
+        return transactions.RocketMQTransaction(self, producer, native)
+
+    def producer(self) -> Any:
+        if self._producer is None:
+            raise NotConnectedError("the RocketMQ transport is not connected")
+        return self._producer
+
+    async def send_failed(self, producer: Any, exc: BaseException) -> None:
+        """A half message was refused: replace a producer the proxy forgot (see
+        ``_restart_producer``), so that the next transaction works; this one is lost."""
+        if _is_stale_client(exc):
+            await self._restart_producer(producer)
+
+    async def prepare_transaction_topic(self, topic: str) -> str:
+        """The physical topic for a half message to ``topic``, checked to take TRANSACTION
+        messages, so a wrongly typed topic fails with a clear error instead of the client's.
+
+        A declared topic (``transaction_topics``) was provisioned so at connect. An undeclared
+        one is, when provisioning, turned TRANSACTION on its first transactional publish (a
+        development convenience: docs/backends/rocketmq.md says why to declare it)."""
+        physical = names.topic_name(topic)
+        if physical in self._accepts_transactions:
+            return physical
+        await self._ensure_topic(physical, self.options.topic_message_type)
+        if await self._takes_transactions(physical, refresh=False):
+            self._accepts_transactions.add(physical)
+            return physical
+        provisioner = self._provision.provisioner
+        if provisioner is not None and physical not in self._transaction_topics:
+            logger.warning(
+                "topic %r is used in a transaction but not declared in transaction_topics: "
+                "provisioning it for half messages now (declare it, so that normal publishes "
+                "to it are refused early and check-backs reach this producer)",
+                topic,
+            )
+            self._transaction_topics.add(physical)
+            result = provisioner("topic", self._resource(physical), message_type="TRANSACTION")
+            if inspect.isawaitable(result):
+                await result
+            deadline = time.monotonic() + _RETYPE_WAIT
+            while time.monotonic() < deadline:
+                if await self._takes_transactions(physical, refresh=True):
+                    self._accepts_transactions.add(physical)
+                    return physical
+                await asyncio.sleep(0.5)
+        raise UnsupportedFeatureError(
+            f"RocketMQ topic {physical!r} (for {topic!r}) does not take transactional "
+            "messages: list the topic in transaction_topics= (with auto_provision=true it "
+            "is created with message.type=TRANSACTION), or create it so "
+            "(docs/backends/rocketmq.md, Transactions)"
+        )
+
+    async def _takes_transactions(self, physical: str, *, refresh: bool) -> bool:
+        """Whether the topic's route takes TRANSACTION messages; ``refresh`` asks the proxy
+        again (and updates the client's queue selector, which checks the type on send)."""
+        producer = self.producer()
+        lookup = (
+            functools.partial(producer.route_manager.update_topic_route, physical)
+            if refresh
+            else functools.partial(producer._retrieve_topic_route_data, physical)
+        )
+        try:
+            route = await asyncio.to_thread(lookup)
+        except Exception as exc:
+            raise PublishError(
+                f"cannot look up RocketMQ topic {physical!r}: {type(exc).__name__}: {exc}"
+            ) from None
+        return route is not None and any(
+            transactions.TRANSACTION_TYPE in queue.accept_message_types
+            for queue in route.message_queues
+        )
+
     # -- consuming ---------------------------------------------------------------------------
 
     async def subscribe(self, spec: SubscriptionSpec) -> RocketMQSubscription:
@@ -262,11 +542,27 @@ class RocketMQTransport:
         # Ordered subscriptions read a FIFO topic; their retry topic only carries delay
         # re-hops (ordered retries happen in place), so it stays a delay topic.
         fifo = spec.ordered and spec.role == "main"
+        if fifo and physical in self._transaction_topics:
+            raise UnsupportedFeatureError(
+                f"topic {spec.topic!r} is transactional (transaction_topics): RocketMQ half "
+                "messages carry no message group, so it cannot be consumed in order"
+            )
         await self._ensure_topic(physical, "FIFO" if fifo else self.options.topic_message_type)
         if self._provision.enabled:
             await self._provision.ensure(
                 "group", self._resource(physical_group), orderly=spec.ordered
             )
+        refused = await self._refusal(
+            access.assignment_status,
+            physical,
+            physical_group,
+            action=(
+                f"read topic {spec.topic!r} as group {group!r} "
+                f"(RocketMQ topic {physical!r}, group {physical_group!r})"
+            ),
+        )
+        if refused is not None:
+            raise refused
         options = self.options
         start = functools.partial(
             start_consumer,
@@ -320,6 +616,43 @@ class RocketMQTransport:
         except remoting.RemotingError as exc:
             logger.warning("cannot read the lag of %r on %r: %s", group, topic, exc)
             return None
+
+    def _rewind_admin(self, what: str) -> RemotingAdmin:
+        if self._admin is None:
+            raise UnsupportedFeatureError(
+                f"{what} on RocketMQ needs the admin protocol: pass namesrv= (or "
+                "broker_addresses=) to the broker"
+            )
+        return self._admin
+
+    async def backlog_age(self, topic: str, group: str) -> float | None:
+        """The born time of the message at ``group``'s consumer offset, oldest over the
+        queues where it is behind (rewind.py); ``None`` without the admin protocol."""
+        if self._admin is None:
+            return None
+        physical_topic = self._resource(names.topic_name(topic))
+        physical_group = self._resource(names.group_name(group))
+        try:
+            return await rewinding.backlog_age(self._admin, physical_group, physical_topic)
+        except (remoting.RemotingError, ConnectionFailedError) as exc:
+            logger.warning("cannot read the backlog age of %r on %r: %s", group, topic, exc)
+            return None
+
+    async def rewind(
+        self, topic: str, group: str, since: float, *, dry_run: bool = False
+    ) -> int | None:
+        """Reset ``group``'s offsets on ``topic`` by time on every master (rewind.py)."""
+        admin = self._rewind_admin("rewind")
+        physical_topic = self._resource(names.topic_name(topic))
+        physical_group = self._resource(names.group_name(group))
+        try:
+            return await rewinding.rewind_group(
+                admin, physical_group, physical_topic, since, dry_run=dry_run
+            )
+        except remoting.RemotingError as exc:
+            raise ConnectionFailedError(
+                f"could not rewind {group!r} on {topic!r} over the RocketMQ admin protocol: {exc}"
+            ) from None
 
     async def open_dead_letters(self, topic: str) -> dead_letters.RocketMQDeadLetters:
         """A pass over dead-letter ``topic`` through the ``unimq-dlq`` group (``dead_letters``);

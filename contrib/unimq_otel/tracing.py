@@ -26,7 +26,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 import unimq
 from unimq import Broker, Message
 from unimq import headers as h
-from unimq.instrumentation import Publish, PublishNext
+from unimq.instrumentation import Publish, PublishNext, delivery_delay
 from unimq.pipeline import Next
 
 SYSTEMS = {"amqp": "rabbitmq", "amqps": "rabbitmq", "kafka": "kafka", "rocketmq": "rocketmq"}
@@ -46,8 +46,10 @@ class OpenTelemetryTracing:
     def instrument(self, broker: Broker) -> Broker:
         system = SYSTEMS.get(broker.url.scheme, broker.url.scheme)
 
+        now = broker.clock.now
+
         async def consume(message: Message, call_next: Next) -> Any:
-            return await self._consume(system, message, call_next)
+            return await self._consume(system, message, call_next, now())
 
         async def produce(publish: Publish, call_next: PublishNext) -> None:
             await self._produce(system, publish, call_next)
@@ -83,7 +85,9 @@ class OpenTelemetryTracing:
             self.propagator.inject(headers)
             await call_next()
 
-    async def _consume(self, system: str, message: Message, call_next: Next) -> Any:
+    async def _consume(
+        self, system: str, message: Message, call_next: Next, started: float | None = None
+    ) -> Any:
         parent = self.propagator.extract(message.headers)
         attributes: dict[str, Any] = {
             "messaging.system": system,
@@ -95,6 +99,9 @@ class OpenTelemetryTracing:
         }
         if message.key is not None:
             attributes["unimq.key"] = message.key
+        delay = None if started is None else delivery_delay(message, started)
+        if delay is not None:  # publish (or due) -> handler start, on the broker's clock
+            attributes["unimq.delivery.delay_seconds"] = delay
         name = f"process {message.topic}"
         with self.tracer.start_as_current_span(
             name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes

@@ -2,7 +2,8 @@
 
 Counts come from the three seams of :mod:`unimq.instrumentation` (handler middleware, publish
 middleware, a listener), so they are exact: one increment per event, no sampling. Consumer
-lag comes from the transport's optional ``lag()`` (:class:`unimq.transport.SupportsLag`),
+lag comes from the transport's optional ``lag()`` (:class:`unimq.transport.SupportsLag`) and
+``backlog_age()`` (:class:`unimq.transport.SupportsBacklogAge`),
 refreshed every ``lag_interval`` seconds while the broker is connected, and on demand with
 :meth:`PrometheusMetrics.refresh_lag`.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -20,13 +21,17 @@ from prometheus_client.exposition import start_http_server
 
 from unimq import Broker, Message
 from unimq import headers as h
-from unimq.instrumentation import Listener, Publish, PublishNext
-from unimq.pipeline import Next
-from unimq.transport import SupportsLag
+from unimq.instrumentation import Listener, Publish, PublishNext, delivery_delay
+from unimq.pipeline import Middleware, Next
+from unimq.transport import SupportsBacklogAge, SupportsLag
+
+from .ratelimit import RateLimitMetrics
 
 logger = logging.getLogger("unimq.prometheus")
 
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: Publish -> handler start: from "instant" to "an hour late" (a stuck consumer).
+DELAY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
 class PrometheusMetrics(Listener):
@@ -44,6 +49,16 @@ class PrometheusMetrics(Listener):
     - ``unimq_in_flight{topic,group}``: handler runs in progress.
     - ``unimq_consumer_lag{topic,group}``: messages the group has not consumed yet, as the
       broker reports it (see each backend's docs); absent while the broker cannot tell.
+    - ``unimq_consumer_lag_seconds{topic,group}``: age of the oldest message the group has not
+      consumed yet (:class:`unimq.transport.SupportsBacklogAge`); absent where unknown.
+    - ``unimq_delivery_delay_seconds{topic,group}``: histogram of publish (or due time, for a
+      delayed message or a retry) -> handler start, on the broker's clock
+      (:func:`unimq.instrumentation.delivery_delay`); messages without a publish time are not
+      observed.
+    - ``unimq_rate_limit``, ``unimq_rate_limit_current``, ``unimq_rate_limit_starts_total``,
+      ``unimq_rate_limit_throttled_seconds_total`` (``{topic,group}``): subscribers with a
+      ``rate_limit``: the budget, the rate admitted over the last ``rate_window`` seconds, and
+      the time held back (see :mod:`unimq_prometheus.ratelimit`).
     """
 
     def __init__(
@@ -53,6 +68,8 @@ class PrometheusMetrics(Listener):
         namespace: str = "unimq",
         lag_interval: float | None = 15.0,
         buckets: Iterable[float] = DURATION_BUCKETS,
+        delay_buckets: Iterable[float] = DELAY_BUCKETS,
+        rate_window: float = 10.0,
     ) -> None:
         self.registry = registry if registry is not None else REGISTRY
         self.lag_interval = lag_interval
@@ -95,6 +112,20 @@ class PrometheusMetrics(Listener):
             ["topic", "group"],
             registry=reg,
         )
+        self.lag_seconds = Gauge(
+            f"{ns}_consumer_lag_seconds",
+            "Age of the oldest message the consumer group has not consumed yet",
+            ["topic", "group"],
+            registry=reg,
+        )
+        self.delivery_delay = Histogram(
+            f"{ns}_delivery_delay_seconds",
+            "Publish (or due) time to handler start",
+            ["topic", "group"],
+            buckets=tuple(delay_buckets),
+            registry=reg,
+        )
+        self.rate_limits = RateLimitMetrics(reg, ns, rate_window)
         self._watched: dict[Broker, set[tuple[str, str]]] = {}
         self._lag_tasks: dict[Broker, asyncio.Task[None]] = {}
 
@@ -105,7 +136,7 @@ class PrometheusMetrics(Listener):
         if broker in self._watched:
             return broker
         self._watched[broker] = set()
-        broker.add_middleware(self._observe_handler)
+        broker.add_middleware(self._handler_middleware(broker.clock.now))
         broker.add_publish_middleware(self._observe_publish)
         broker.add_listener(self)
         return broker
@@ -123,6 +154,17 @@ class PrometheusMetrics(Listener):
         return server
 
     # -- handler and publish seams ----------------------------------------------------------
+
+    def _handler_middleware(self, now: Callable[[], float]) -> Middleware:
+        """The handler middleware of one broker: the delivery delay is read on its clock."""
+
+        async def observe(message: Message, call_next: Next) -> Any:
+            delay = delivery_delay(message, now())
+            if delay is not None:
+                self.delivery_delay.labels(message.topic, message.group).observe(delay)
+            return await self._observe_handler(message, call_next)
+
+        return observe
 
     async def _observe_handler(self, message: Message, call_next: Next) -> Any:
         topic, group = message.topic, message.group
@@ -155,7 +197,11 @@ class PrometheusMetrics(Listener):
     def dead_lettered(self, topic: str, group: str, message_id: str, reason: str) -> None:
         self.dead_lettered_total.labels(topic, group, reason).inc()
 
+    def rate_limited(self, topic: str, group: str, tokens: int, wait: float, held: float) -> None:
+        self.rate_limits.observe(topic, group, tokens, held)
+
     def broker_connected(self, broker: Broker) -> None:
+        self.rate_limits.configure(broker)
         if self.lag_interval is None or not isinstance(broker.transport, SupportsLag):
             return
         task = asyncio.get_running_loop().create_task(
@@ -191,15 +237,31 @@ class PrometheusMetrics(Listener):
             except Exception as exc:
                 logger.warning("could not read the lag of %r on %r: %s", group, topic, exc)
                 continue
-            if value is None:
+            _set(self.lag, topic, group, value)
+            if isinstance(transport, SupportsBacklogAge):
                 try:
-                    self.lag.remove(topic, group)
-                except KeyError:
-                    pass
-            else:
-                self.lag.labels(topic, group).set(value)
+                    age = await asyncio.wait_for(transport.backlog_age(topic, group), 10)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.warning(
+                        "could not read the backlog age of %r on %r: %s", group, topic, exc
+                    )
+                    continue
+                _set(self.lag_seconds, topic, group, age)
 
     async def _refresh_forever(self, broker: Broker, interval: float) -> None:
         while True:
             await self._refresh(broker)
             await asyncio.sleep(interval)
+
+
+def _set(gauge: Gauge, topic: str, group: str, value: float | None) -> None:
+    """Set the gauge of a group; ``None`` (the broker cannot tell) removes it."""
+    if value is None:
+        try:
+            gauge.remove(topic, group)
+        except KeyError:
+            pass
+    else:
+        gauge.labels(topic, group).set(value)

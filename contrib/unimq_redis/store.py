@@ -27,13 +27,15 @@ import uuid
 from collections.abc import Awaitable
 from types import TracebackType
 from typing import Any, cast
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import redis.asyncio as redis
 
 from unimq.errors import ConfigurationError
 from unimq.idempotency import LeaseTokens
 from unimq.url import redact
+
+from . import urls
 
 DEFAULT_TTL = 7 * 24 * 3600.0
 DEFAULT_PREFIX = "unimq:idem:"
@@ -59,6 +61,7 @@ end
 return 0
 """
 
+_WHAT = "redis idempotency store"
 _FIRST_PAUSE = 0.01
 _MAX_PAUSE = 0.25
 
@@ -94,7 +97,7 @@ class RedisIdempotencyStore:
         self.ttl = float(ttl)
         self.prefix = prefix
         self._owns_client = owns_client
-        self._shown_as = shown_as or _describe(client)
+        self._shown_as = shown_as or urls.describe(client)
         self._begin_script = client.register_script(_BEGIN)
         self._release_script = client.register_script(_RELEASE)
         # The token of each lease this instance holds, for release(): per (group, id), per
@@ -106,42 +109,20 @@ class RedisIdempotencyStore:
     def from_url(cls, url: str) -> RedisIdempotencyStore:
         """``redis://[:password@]host[:port][/db]?ttl=<seconds>&prefix=<text>`` (or ``rediss://``
         for TLS). Other query parameters go to the redis client (``socket_timeout=5``, ...)."""
-        shown = redact(url)
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            raise ConfigurationError(f"malformed redis URL {shown!r}") from None
-        if parts.scheme.lower() not in ("redis", "rediss", "unix"):
-            raise ConfigurationError(
-                f"redis idempotency store: expected a redis:// or rediss:// URL, got {shown!r}"
-            )
+        client_url, mine, shown_url = urls.split(url, _WHAT, ("ttl", "prefix"))
         ttl = DEFAULT_TTL
-        prefix = DEFAULT_PREFIX
-        rest: list[tuple[str, str]] = []
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name == "ttl":
-                try:
-                    ttl = float(value)
-                except ValueError:
-                    ttl = -1.0
-                if not ttl > 0:
-                    raise ConfigurationError(
-                        f"redis idempotency store {shown!r}: ttl must be a number of seconds > 0, "
-                        f"got {value!r}"
-                    )
-            elif name == "prefix":
-                prefix = value
-            else:
-                rest.append((name, value))
-        client_url = urlunsplit(parts._replace(query=urlencode(rest)))
-        try:
-            client = redis.Redis.from_url(client_url)
-        except Exception as exc:  # redis-py's own URL checks; never echo the password
-            raise ConfigurationError(
-                f"redis idempotency store: cannot use {shown!r}: {type(exc).__name__}: "
-                f"{_mask(str(exc), url)}"
-            ) from None
-        shown_url = redact(urlunsplit(parts._replace(query="")))
+        if "ttl" in mine:
+            try:
+                ttl = float(mine["ttl"])
+            except ValueError:
+                ttl = -1.0
+            if not ttl > 0:
+                raise ConfigurationError(
+                    f"{_WHAT} {redact(url)!r}: ttl must be a number of seconds > 0, "
+                    f"got {mine['ttl']!r}"
+                )
+        prefix = mine.get("prefix", DEFAULT_PREFIX)
+        client = urls.client(client_url, url, _WHAT)
         return cls(client, ttl=ttl, prefix=prefix, owns_client=True, shown_as=shown_url)
 
     def key(self, group: str, message_id: str) -> str:
@@ -205,18 +186,3 @@ class RedisIdempotencyStore:
         return (
             f"RedisIdempotencyStore({self._shown_as!r}, prefix={self.prefix!r}, ttl={self.ttl:g})"
         )
-
-
-def _describe(client: redis.Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}"
-    host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
-    return f"redis://{host}:{port}/{db}"
-
-
-def _mask(text: str, url: str) -> str:
-    password = urlsplit(url).password if "://" in url else None
-    if password:
-        text = text.replace(password, "***")
-    return redact(text)

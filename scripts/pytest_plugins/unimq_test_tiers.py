@@ -24,8 +24,7 @@ tests run together while its broker is warm (relative order within a backend is 
 Under pytest-xdist (``scripts/test.sh`` runs ``-n 2 --dist loadgroup``) every real-broker test
 also gets an ``xdist_group`` marker named after the brokers it uses (kind and version), so one
 worker runs all of a broker's tests and starts its containers once; quick and store tests are
-spread over the workers test by test. The groups are ordered largest first (by test count), so
-the longest group does not start last.
+spread over the workers test by test (pytest-xdist hands out the largest groups first).
 """
 
 from __future__ import annotations
@@ -171,9 +170,6 @@ def xdist_group(item: pytest.Item, suite: Suite) -> str | None:
     return "+".join(brokers) if brokers else f"{suite.backend}"
 
 
-GROUP_KEY = pytest.StashKey[str]()
-
-
 def pytest_configure(config: pytest.Config) -> None:
     _register(config, REALBROKER, "needs a real broker (tier realbroker; added automatically)")
     _register(config, "xdist_group", "pytest-xdist: run these tests on one worker")
@@ -194,16 +190,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(backend)
         group = xdist_group(item, suite)
         if group is not None:
-            item.stash[GROUP_KEY] = group
             item.add_marker(pytest.mark.xdist_group(name=group))
-    sizes: dict[str, int] = {}
-    for item in items:
-        group = item.stash.get(GROUP_KEY, "")
-        sizes[group] = sizes.get(group, 0) + 1
-
-    def order(item: pytest.Item) -> tuple[int, int, str]:
-        tier_index, backend = item.stash[SUITE_KEY].sort_key()
-        group = item.stash.get(GROUP_KEY, "")
-        return (tier_index, -sizes[group] if group else 0, group or backend)
-
-    items.sort(key=order)  # stable: keeps file order within a group
+    items.sort(key=lambda item: item.stash[SUITE_KEY].sort_key())  # stable: keeps file order

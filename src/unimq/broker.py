@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar, r
 import uuid_utils
 
 from . import envelope, transactions, validation
+from . import rewind as rewind_
 from .batch import BatchPolicy, Outgoing, PublishBatchError
 from .clock import Clock, SystemClock
 from .delivery.host import Middleware
@@ -36,7 +37,12 @@ from .retry import RetryPolicy
 from .router import Router, Subscriber
 from .settings import options_from_env, positive_seconds
 from .threads import HandlerThreads
-from .transport import SupportsWaitIdle, Transport, TransportContext
+from .transport import (
+    SupportsTransactionalConsume,
+    SupportsWaitIdle,
+    Transport,
+    TransportContext,
+)
 from .url import BrokerURL, option_secrets, scrub
 
 if TYPE_CHECKING:
@@ -199,6 +205,7 @@ class Broker:
         broadcast: bool = False,
         batch: BatchPolicy | None = None,
         rate_limit: RateLimit | None = None,
+        transactional: bool = False,
     ) -> Callable[[F], F]:
         """Register the decorated function as a handler; see :meth:`Router.subscriber`."""
         decorate = self._router.subscriber(
@@ -213,6 +220,7 @@ class Broker:
             broadcast=broadcast,
             batch=batch,
             rate_limit=rate_limit,
+            transactional=transactional,
         )
 
         def register(func: F) -> F:
@@ -266,6 +274,15 @@ class Broker:
             raise UnsupportedFeatureError(
                 f"subscriber {subscriber.handler.name}: broadcast=True, but the {scheme}:// "
                 "backend has no per-instance subscriptions"
+            )
+        if subscriber.transactional and not isinstance(
+            self.transport, SupportsTransactionalConsume
+        ):
+            raise UnsupportedFeatureError(
+                f"subscriber {subscriber.handler.name}: transactional=True, but the {scheme}:// "
+                "backend cannot commit a consumed message in a transaction (Kafka can); make the "
+                "handler idempotent (idempotent=True) and publish through the transactional "
+                "outbox instead (docs/consistency.md)"
             )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -435,11 +452,25 @@ class Broker:
         deliver_at: datetime | None = None,
         message_id: str | None = None,
     ) -> PublishReceipt:
-        """Publish ``body`` to ``topic``; returns once the broker holds it durably."""
+        """Publish ``body`` to ``topic``; returns once the broker holds it durably.
+
+        Inside a ``transactional=True`` handler it stages into the handler's transaction
+        instead: visible once the handler succeeds, never if it fails."""
         if not self._connected:
             raise NotConnectedError(
                 "the broker is not connected: publish inside 'async with broker:' "
                 "(or after 'await broker.connect()')"
+            )
+        tx = transactions.CURRENT.get()
+        if tx is not None:
+            return await tx.publish(
+                topic,
+                body,
+                key=key,
+                headers=headers,
+                delay=delay,
+                deliver_at=deliver_at,
+                message_id=message_id,
             )
         topic, payload, wire, key, message_id, content_type, due = self._prepare(
             topic, body, key, headers, delay, deliver_at, message_id
@@ -474,6 +505,22 @@ class Broker:
                 "the broker is not connected: publish inside 'async with broker:' "
                 "(or after 'await broker.connect()')"
             )
+        tx = transactions.CURRENT.get()
+        if tx is not None:  # a transactional handler: every item joins its transaction
+            return [
+                await tx.publish(
+                    topic,
+                    item.body,
+                    key=item.key if item.key is not None else key,
+                    headers=item.headers if item.headers is not None else headers,
+                    delay=item.delay,
+                    deliver_at=item.deliver_at,
+                    message_id=item.message_id,
+                )
+                if isinstance(item, Outgoing)
+                else await tx.publish(topic, item, key=key, headers=headers)
+                for item in items
+            ]
         prepared = []
         for index, item in enumerate(items):
             try:
@@ -494,23 +541,13 @@ class Broker:
             except UnimqError as exc:
                 exc.args = (f"item {index}: {exc}", *exc.args[1:])  # say which item
                 raise
-        results = await asyncio.gather(
-            *(
-                self.publisher.send(
-                    name, payload, wire, key=k, message_id=mid, content_type=ctype, due=due
-                )
-                for name, payload, wire, k, mid, ctype, due in prepared
-            ),
-            return_exceptions=True,
-        )
+        results = await self.publisher.send_batch(prepared)
         receipts: list[PublishReceipt | None] = []
         failures: dict[int, BaseException] = {}
         for index, (result, (name, _, _, _, mid, _, due)) in enumerate(
             zip(results, prepared, strict=True)
         ):
-            if isinstance(result, BaseException):
-                if isinstance(result, asyncio.CancelledError):
-                    raise result
+            if result is not None:
                 failures[index] = result
                 receipts.append(None)
                 continue
@@ -579,6 +616,7 @@ class Broker:
             raise NotConnectedError(
                 "the broker is not connected: open transactions inside 'async with broker:'"
             )
+        transactions.check_not_nested()
         reason = transactions.refuse_reason(self.transport)
         if reason is not None:
             raise UnsupportedFeatureError(reason)
@@ -610,6 +648,31 @@ class Broker:
         )
         self._checked_topic = topic
         return prepared
+
+    # -- operations -----------------------------------------------------------------------
+
+    async def rewind(
+        self,
+        topic: str,
+        group: str,
+        *,
+        to: datetime | float | None = None,
+        by: timedelta | float | None = None,
+        dry_run: bool = False,
+    ) -> int | None:
+        """Move ``group`` back so it consumes again what was published to ``topic`` since
+        ``to`` (a time) or in the last ``by`` (a duration); returns how many messages it will
+        consume again (``None`` where the broker cannot tell). ``dry_run`` only counts.
+
+        Where the backend can (``Capabilities.rewind``; docs/operations.md); stop the group's
+        consumers first on Kafka. See :mod:`unimq.rewind`.
+        """
+        if not self._connected:
+            raise NotConnectedError("the broker is not connected: rewind after connect()")
+        since = rewind_.since_time(self.clock.now(), to=to, by=by)
+        return await rewind_.rewind(
+            self.transport, self.url.scheme, topic, group, since, dry_run=dry_run
+        )
 
     # -- testing helpers ------------------------------------------------------------------
 

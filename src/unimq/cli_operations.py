@@ -1,4 +1,4 @@
-"""``unimq dlq list|show|replay|purge`` and ``unimq lag``: steering a running system.
+"""``unimq dlq list|show|replay|purge``, ``unimq lag``, ``unimq rewind``: steering a running system.
 
 The broker comes from ``--url`` or ``UNIMQ_URL``, with transport options from ``UNIMQ_*``
 settings (so ``UNIMQ_ROCKETMQ_NAMESRV`` etc. apply here as they do to the service). These
@@ -12,15 +12,17 @@ import asyncio
 import base64
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
 from typing import Any, TextIO, TypeVar
 
 from .broker import Broker
 from .dlq import DeadLetter, DeadLetterQueue, Outcome, Selection
 from .settings import options_from_env
-from .transport import SupportsLag
+from .transport import SupportsBacklogAge, SupportsLag
 
 T = TypeVar("T")
 
@@ -30,7 +32,7 @@ class UsageError(Exception):
 
 
 def add_commands(commands: Any) -> None:
-    """Register ``dlq`` and ``lag`` on the ``unimq`` parser's subcommands."""
+    """Register ``dlq``, ``lag`` and ``rewind`` on the ``unimq`` parser's subcommands."""
     dlq = commands.add_parser(
         "dlq",
         help="inspect, replay and purge a dead-letter topic",
@@ -87,7 +89,28 @@ def add_commands(commands: Any) -> None:
     lag.add_argument("topic", help="the topic the group consumes")
     lag.add_argument("group", help="the subscriber's consumer group")
     lag.add_argument("--url", help="broker URL (default: $UNIMQ_URL)")
+    lag.add_argument("--json", action="store_true", help="print {messages, age_seconds} as JSON")
     lag.set_defaults(func=_lag)
+
+    rewind = commands.add_parser(
+        "rewind",
+        help="move a consumer group back in time so it consumes again",
+        description="Move GROUP back on TOPIC so that it consumes again every message "
+        "published since --to TIME or in the last --by DURATION (docs/operations.md). Stop "
+        "the group's consumers first on Kafka. Idempotent subscribers skip what they handled.",
+    )
+    rewind.add_argument("topic", help="the topic the group consumes")
+    rewind.add_argument("group", help="the subscriber's consumer group")
+    when = rewind.add_mutually_exclusive_group(required=True)
+    when.add_argument(
+        "--to", type=_time, metavar="TIME", help="ISO-8601 time (naive = UTC) or epoch seconds"
+    )
+    when.add_argument(
+        "--by", type=_duration, metavar="DURATION", help="how far back: 90s, 10m, 1h30m, 2d"
+    )
+    rewind.add_argument("--dry-run", action="store_true", help="only count, move nothing")
+    rewind.add_argument("--url", help="broker URL (default: $UNIMQ_URL)")
+    rewind.set_defaults(func=_rewind)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -395,7 +418,62 @@ def _lag(args: argparse.Namespace) -> int:
         if value is None:
             print(f"unknown: the broker has no lag for group {args.group!r} on {args.topic!r}")
             return 1
-        print(value)
+        age = None
+        if isinstance(transport, SupportsBacklogAge):
+            age = await transport.backlog_age(args.topic, args.group)
+        if args.json:
+            print(json.dumps({"messages": value, "age_seconds": age}))
+        else:
+            print(value)  # the first line stays the bare count, for scripts
+            print(f"age: {'unknown' if age is None else f'{age:.1f}s'}")
+        return 0
+
+    return _connected(args, work)
+
+
+# -- rewind ---------------------------------------------------------------------------------
+
+_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+
+
+def _duration(text: str) -> float:
+    """``90s``, ``10m``, ``1h30m``, ``2d`` or plain seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 10m, 1h30m, 2d)")
+    return sum(float(number) * _UNITS[unit] for number, unit in parts)
+
+
+def _time(text: str) -> float:
+    """ISO-8601 (``Z`` or an offset; naive = UTC) or epoch seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (ISO-8601, e.g. 2026-12-01T15:30:00Z, or epoch seconds)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _rewind(args: argparse.Namespace) -> int:
+    async def work(broker: Broker) -> int:
+        since = args.to if args.to is not None else broker.clock.now() - args.by
+        count = await broker.rewind(args.topic, args.group, to=since, dry_run=args.dry_run)
+        moment = datetime.fromtimestamp(since, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+        what = "unknown number of" if count is None else str(count)
+        verb = "would consume" if args.dry_run else "will consume"
+        print(f"{args.group} on {args.topic} {verb} {what} message(s) again, from {moment}")
         return 0
 
     return _connected(args, work)

@@ -2,7 +2,8 @@
 
 A message on the wire carries its identity in ``unimq-*`` headers (docs/semantics.md,
 "Reserved headers"): its id, its attempt number, the logical topic (on a retry topic), its
-content type, the time it is due and, for a request, where its reply goes. Everything that
+content type, when it was published, the time it is due and, for a request, where its reply
+goes. Everything that
 writes or reads those headers goes through this module — ``Broker.publish`` and
 ``Broker.request``, the retry, re-hop, dead-letter and reply copies of the delivery pipeline,
 and the ``unimq dlq`` tools — so a new bookkeeping header, or a change of its format, is made
@@ -29,6 +30,9 @@ class Envelope(NamedTuple):
     diagnostics of a dead-letter copy stay); ``due`` is the epoch time in seconds before which
     the message must not be handled, or ``None``. ``reply_to`` / ``correlation_id`` are set
     when the message is a request (``Broker.request``): where the reply goes, and its match.
+    ``published_at`` (epoch seconds) is when the application published it (``unimq-published-at``,
+    kept by retry copies), else the broker's own timestamp of the delivery where it has one
+    (:class:`~unimq.transport.SupportsTimestamp`), else ``None``.
     """
 
     id: str
@@ -39,6 +43,7 @@ class Envelope(NamedTuple):
     headers: dict[str, str]
     reply_to: str | None = None
     correlation_id: str | None = None
+    published_at: float | None = None
 
 
 def read(delivery: Delivery) -> Envelope:
@@ -50,8 +55,9 @@ def read(delivery: Delivery) -> Envelope:
     content_type = raw.get(h.CONTENT_TYPE)
     due_text = raw.get(h.DELIVER_AT)
     topic = raw.get(h.TOPIC)
+    published_text = raw.get(h.PUBLISHED_AT)
     reply_to = correlation_id = None
-    if len(raw) == 3 and message_id and attempt_text and content_type:
+    if len(raw) == 4 and message_id and attempt_text and content_type and published_text:
         user: dict[str, str] = {}  # a plain publish without headers: nothing else to copy
     else:
         user = {k: v for k, v in raw.items() if k not in _BOOKKEEPING}
@@ -69,8 +75,15 @@ def read(delivery: Delivery) -> Envelope:
             user,
             reply_to,
             correlation_id,
+            parse_due(published_text) if published_text is not None else _broker_time(delivery),
         ),
     )
+
+
+def _broker_time(delivery: Delivery) -> float | None:
+    """The broker's own timestamp of a delivery without ``unimq-published-at`` (a message from
+    another client, or from an older unimq); ``None`` where the transport has none."""
+    return getattr(delivery, "timestamp", None)
 
 
 _make = tuple.__new__
@@ -105,12 +118,14 @@ def outgoing(
     due: float | None = None,
     reply_to: str | None = None,
     correlation_id: str | None = None,
+    published_at: float | None = None,
 ) -> dict[str, str]:
     """The headers to put on the wire: the user's ``headers`` plus the bookkeeping.
 
     ``topic`` is the logical topic, written only for copies that travel on another topic (a
     retry topic); ``due`` (epoch seconds) marks a delayed message; ``reply_to`` and
-    ``correlation_id`` make it a request (or, ``correlation_id`` alone, a reply).
+    ``correlation_id`` make it a request (or, ``correlation_id`` alone, a reply);
+    ``published_at`` (epoch seconds) is the original publish time a copy keeps.
     """
     wire = {k: v for k, v in headers.items() if k not in h.BOOKKEEPING} if headers else {}
     wire[h.ID] = message_id
@@ -125,6 +140,8 @@ def outgoing(
         wire[h.REPLY_TO] = reply_to
     if correlation_id is not None:
         wire[h.CORRELATION_ID] = correlation_id
+    if published_at is not None:
+        wire[h.PUBLISHED_AT] = str(int(published_at * 1000))
     return wire
 
 
@@ -142,14 +159,18 @@ def reply(*, message_id: str, content_type: str, correlation_id: str) -> dict[st
     )
 
 
-def published(headers: dict[str, str] | None, message_id: str, content_type: str) -> dict[str, str]:
+def published(
+    headers: dict[str, str] | None, message_id: str, content_type: str, published_at: float
+) -> dict[str, str]:
     """The headers of a message as ``Broker.publish`` sends it (attempt 1): ``outgoing`` for the
     path of every publish, without its keyword and copy costs. ``headers`` is a dict the caller
-    hands over (already checked: no bookkeeping names in it)."""
+    hands over (already checked: no bookkeeping names in it); ``published_at`` is now, in epoch
+    seconds (the delivery delay is measured from it)."""
     wire = headers if headers else {}
     wire[h.ID] = message_id
     wire[h.ATTEMPT] = "1"
     wire[h.CONTENT_TYPE] = content_type
+    wire[h.PUBLISHED_AT] = str(int(published_at * 1000))
     return wire
 
 
@@ -165,6 +186,7 @@ def retry_copy(envelope: Envelope, *, attempt: int, due: float | None) -> dict[s
         due=due,
         reply_to=envelope.reply_to,
         correlation_id=envelope.correlation_id,
+        published_at=envelope.published_at,
     )
 
 
@@ -178,7 +200,12 @@ def dead_letter_copy(
     failed_at: float,
 ) -> dict[str, str]:
     """A dead-letter copy: the original's id and headers plus the diagnostics of section 1."""
-    wire = outgoing(envelope.headers, message_id=envelope.id, content_type=envelope.content_type)
+    wire = outgoing(
+        envelope.headers,
+        message_id=envelope.id,
+        content_type=envelope.content_type,
+        published_at=failed_at,  # published to the DLQ topic now
+    )
     wire[h.DLQ_REASON] = reason
     wire[h.ERROR_TYPE] = encodable(error_type)
     wire[h.ERROR_MESSAGE] = encodable(detail[:MAX_ERROR_MESSAGE])

@@ -61,6 +61,25 @@ class AuthenticationError(ConnectionFailedError):
     """The broker refused the credentials."""
 
 
+class RateLimiterUnavailableError(ConnectionFailedError):
+    """A shared rate limit's store (``RateLimit(shared="redis://...")``) cannot be reached.
+
+    When the broker starts, ``start()`` raises it (a wrong URL or a store that is down fails
+    fast). While consuming, the subscriber's handler starts pause instead (its messages stay
+    with the broker, nothing is dropped) and the store is asked again every ``retry_after``
+    seconds.
+    """
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TLSError(ConnectionFailedError):
+    """The TLS connection failed: the broker's certificate is not trusted or names another host,
+    or one side does not speak TLS on that port. The message says which (docs/security.md)."""
+
+
 class AuthorizationError(UnimqError):
     """The broker accepted the credentials but refused an operation: the user may not publish to
     a topic, read a group, or use a virtual host. The message names the resource and the user,

@@ -10,6 +10,10 @@ DELIVER_AT = "unimq-deliver-at"  # epoch milliseconds, UTC
 CONTENT_TYPE = "unimq-content-type"
 # The logical topic of a retry or re-hop copy, which travels on the group's retry topic.
 TOPIC = "unimq-topic"
+# When the application published the message (epoch milliseconds, UTC, the publisher's clock);
+# retry and re-hop copies keep the original's. Feeds the end-to-end delivery delay
+# (docs/operations.md); the broker's own timestamp stands in where it is missing.
+PUBLISHED_AT = "unimq-published-at"
 
 DLQ_REASON = "unimq-dlq-reason"
 ERROR_TYPE = "unimq-error-type"
@@ -31,7 +35,9 @@ DLQ_DIAGNOSTICS = frozenset(
 )
 
 # Delivery bookkeeping: shown to handlers as Message attributes, not as headers.
-BOOKKEEPING = frozenset({ID, ATTEMPT, DELIVER_AT, CONTENT_TYPE, TOPIC, REPLY_TO, CORRELATION_ID})
+BOOKKEEPING = frozenset(
+    {ID, ATTEMPT, DELIVER_AT, CONTENT_TYPE, TOPIC, REPLY_TO, CORRELATION_ID, PUBLISHED_AT}
+)
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"

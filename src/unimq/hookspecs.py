@@ -18,7 +18,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .broker import Broker
-    from .plugins import IdempotencyStoreRegistry, TransportRegistry
+    from .plugins import IdempotencyStoreRegistry, RateLimiterRegistry, TransportRegistry
 
 PROJECT = "unimq"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -46,6 +46,18 @@ def unimq_register_idempotency_stores(registry: IdempotencyStoreRegistry) -> Non
 
     ``Broker(..., idempotency_store="redis://...")`` then builds the store with
     ``factory(url_string)``. The store implements :class:`~unimq.idempotency.IdempotencyStore`.
+    """
+
+
+@hookspec
+def unimq_register_rate_limiters(registry: RateLimiterRegistry) -> None:
+    """Register shared rate-limit stores by URL scheme: ``registry.add("redis", factory)``.
+
+    A subscriber with ``rate_limit=RateLimit(200, shared="redis://...")`` gets its limiter from
+    ``factory(limit, topic, group)`` when the broker starts: a
+    :class:`~unimq.ratelimit.RateLimiter` whose bucket every instance of that subscriber
+    (same topic and group) shares. An unreachable store raises
+    :class:`~unimq.errors.RateLimiterUnavailableError`.
     """
 
 

@@ -11,8 +11,8 @@ Three seams, each free when unused:
   answer to ``Broker.request``). ``publish.message.headers`` may
   be changed before ``call_next()`` (for example to add ``traceparent``).
 - **listeners** (``broker.add_listener``): a :class:`Listener` hears what middleware cannot
-  see: retries (including in-place ones, which publish nothing), dead-lettering, and the
-  broker connecting and disconnecting.
+  see: retries (including in-place ones, which publish nothing), dead-lettering, rate-limit
+  waits, and the broker connecting and disconnecting.
 
 Listeners run on the event loop, synchronously: keep them quick. An exception in a listener
 is logged and swallowed, never allowed to disturb delivery.
@@ -29,6 +29,7 @@ from .transport import OutgoingMessage
 
 if TYPE_CHECKING:
     from .broker import Broker
+    from .message import Message
 
 logger = logging.getLogger("unimq.instrumentation")
 
@@ -45,6 +46,18 @@ class Publish:
 
 PublishNext = Callable[[], Awaitable[None]]
 PublishMiddleware = Callable[[Publish, PublishNext], Awaitable[None]]
+
+
+def delivery_delay(message: Message, now: float) -> float | None:
+    """Seconds from when ``message`` could first be handled to ``now`` (a handler start):
+    from its publish time, or from its due time when that is later (a delayed message, a
+    retry), so a delay asked for is not counted as lateness. ``None`` when the publish time is
+    unknown (a message from another client on a broker without timestamps)."""
+    start = message.published_at
+    due = message.due
+    if due is not None and (start is None or due > start):
+        start = due
+    return None if start is None else max(0.0, now - start)
 
 
 class Listener:
@@ -66,6 +79,11 @@ class Listener:
         """The message's dead-letter copy is durable (or, with ``dead_letter=False``, it was
         dropped); ``reason`` as in ``unimq-dlq-reason``."""
 
+    def rate_limited(self, topic: str, group: str, tokens: int, wait: float, held: float) -> None:
+        """``tokens`` handler starts took their tokens from the subscriber's ``rate_limit`` and
+        wait ``wait`` s before starting (0: none). ``held`` is what this adds to the time the
+        subscriber was held back (overlapping waits of concurrent workers counted once)."""
+
 
 class Listeners(list[Listener]):
     """The broker's listeners; each event goes to every one, and a failing one is logged."""
@@ -82,6 +100,9 @@ class Listeners(list[Listener]):
 
     def dead_lettered(self, topic: str, group: str, message_id: str, reason: str) -> None:
         self._emit("dead_lettered", topic, group, message_id, reason)
+
+    def rate_limited(self, topic: str, group: str, tokens: int, wait: float, held: float) -> None:
+        self._emit("rate_limited", topic, group, tokens, wait, held)
 
     def broker_connected(self, broker: Broker) -> None:
         self._emit("broker_connected", broker)

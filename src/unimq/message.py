@@ -34,11 +34,13 @@ class Message:
         "attempt",
         "body",
         "content_type",
+        "due",
         "group",
         "headers",
         "id",
         "key",
         "outcome",
+        "published_at",
         "topic",
     )
 
@@ -53,6 +55,8 @@ class Message:
         group: str,
         content_type: str | None = None,
         settler: Settler | None = None,
+        published_at: float | None = None,
+        due: float | None = None,
     ) -> None:
         self.id = id
         self.topic = topic
@@ -63,6 +67,12 @@ class Message:
         self.group = group
         self.content_type = content_type
         self._settler = settler
+        #: When the message was published (epoch seconds: ``unimq-published-at``, else the
+        #: broker's timestamp), ``None`` if unknown; ``due``: when it was due, for a delayed
+        #: message or a retry (epoch seconds). The delivery delay counts from the later one
+        #: (:func:`unimq.instrumentation.delivery_delay`).
+        self.published_at = published_at
+        self.due = due
         #: What unimq decided the handler's ending means (``unimq.delivery.outcome``: Ack,
         #: Retry(delay), DeadLetter(reason), Manual), set before control returns to handler
         #: middleware; ``None`` before the handler ended.

@@ -16,6 +16,7 @@ import pluggy
 from . import hookspecs
 from .errors import ConfigurationError, MissingDependencyError, UnknownSchemeError
 from .idempotency import IdempotencyStore
+from .ratelimit import RateLimit, RateLimiter
 from .transport import Transport, TransportContext, TransportFactory
 from .url import BrokerURL
 
@@ -87,6 +88,30 @@ class IdempotencyStoreRegistry:
         return factory(url)
 
 
+RateLimiterFactory = Callable[[RateLimit, str, str], RateLimiter]
+
+
+class RateLimiterRegistry:
+    """Shared rate-limit stores by URL scheme (``RateLimit(..., shared="redis://...")``)."""
+
+    def __init__(self) -> None:
+        self._factories: dict[str, RateLimiterFactory] = {}
+
+    def add(self, scheme: str, factory: RateLimiterFactory) -> None:
+        self._factories[scheme.lower()] = factory
+
+    def get(self, limit: RateLimit) -> RateLimiterFactory:
+        scheme = limit.scheme or ""
+        factory = self._factories.get(scheme)
+        if factory is None:
+            known = ", ".join(f"{s}://" for s in sorted(self._factories)) or "none"
+            raise ConfigurationError(
+                f"no shared rate limiter is installed for {scheme}:// (installed: {known}); "
+                "for redis:// install 'unimq[redis]'"
+            )
+        return factory
+
+
 class _Plugins:
     """Loaded once per process, on first use."""
 
@@ -95,6 +120,7 @@ class _Plugins:
         self._manager: pluggy.PluginManager | None = None
         self.transports = TransportRegistry()
         self.stores = IdempotencyStoreRegistry()
+        self.rate_limiters = RateLimiterRegistry()
         self.broken: dict[str, str] = {}  # plugin name -> why it failed to load
 
     @property
@@ -118,6 +144,7 @@ class _Plugins:
                 manager.register(memory_plugin, name="memory")
         manager.hook.unimq_register_transports(registry=self.transports)
         manager.hook.unimq_register_idempotency_stores(registry=self.stores)
+        manager.hook.unimq_register_rate_limiters(registry=self.rate_limiters)
         return manager
 
     def _load_entry_points(self, manager: pluggy.PluginManager) -> None:
@@ -146,6 +173,9 @@ class _Plugins:
         for impl in hooks.unimq_register_idempotency_stores.get_hookimpls():
             if impl.plugin is plugin:
                 impl.function(registry=self.stores)
+        for impl in hooks.unimq_register_rate_limiters.get_hookimpls():
+            if impl.plugin is plugin:
+                impl.function(registry=self.rate_limiters)
 
 
 plugins = _Plugins()
@@ -195,6 +225,11 @@ def transport_registry() -> TransportRegistry:
 def store_registry() -> IdempotencyStoreRegistry:
     _ = plugins.manager
     return plugins.stores
+
+
+def rate_limiter_registry() -> RateLimiterRegistry:
+    _ = plugins.manager
+    return plugins.rate_limiters
 
 
 def register_plugin(plugin: Any, name: str | None = None) -> None:

@@ -6,13 +6,15 @@ so every copy of a message is built by the same rules.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 
 from . import headers as h
 from .clock import Clock
 from .errors import MessageTooLargeError, UnsupportedFeatureError
 from .instrumentation import Publish, PublishKind, PublishMiddleware, PublishNext
-from .transport import OutgoingMessage, Transport
+from .transport import OutgoingMessage, SupportsPublishMany, Transport
 
 logger = logging.getLogger("unimq.publish")
 
@@ -79,6 +81,75 @@ class Publisher:
             await self._through_middlewares(message, kind)
         else:
             await self.transport.publish(message)
+
+    async def send_batch(
+        self,
+        items: Sequence[
+            tuple[str, bytes, dict[str, str], str | None, str, str | None, float | None]
+        ],
+    ) -> list[BaseException | None]:
+        """``publish_batch``'s way out: items as ``prepare_publish`` builds them (topic, body,
+        headers, key, id, content type, due); per item ``None`` (durable) or its error.
+
+        A transport with ``publish_many`` gets them in one call (unless a publish middleware
+        must see each message). Otherwise they go out concurrently, except that the items of
+        one key go one after another: concurrent sends may overtake each other on the way (a
+        client's thread pool), and a key's order is the order of the items."""
+        transport = self.transport
+        if isinstance(transport, SupportsPublishMany) and not self.middlewares:
+            messages = []
+            for topic, body, headers, key, message_id, content_type, due in items:
+                if self._max_size is not None and len(body) > self._max_size:
+                    self._too_large(topic, body)
+                deliver_at = None
+                if due is not None:
+                    headers[h.DELIVER_AT] = str(int(due * 1000))
+                    if self._max_delay == 0:
+                        raise UnsupportedFeatureError(
+                            "this backend cannot delay messages (no native delay); "
+                            "publish without delay"
+                        )
+                    max_delay = self._max_delay
+                    deliver_at = (
+                        due if max_delay is None else min(due, self.clock.now() + max_delay)
+                    )
+                messages.append(
+                    OutgoingMessage(topic, body, headers, key, message_id, content_type, deliver_at)
+                )
+            return await transport.publish_many(messages)
+        chains: dict[str, list[int]] = {}
+        alone: list[int] = []
+        for index, item in enumerate(items):
+            key = item[3]
+            if key is None:
+                alone.append(index)
+            else:
+                chains.setdefault(key, []).append(index)
+        results: list[BaseException | None] = [None] * len(items)
+
+        async def one(index: int) -> None:
+            topic, body, headers, key, message_id, content_type, due = items[index]
+            try:
+                await self.send(
+                    topic,
+                    body,
+                    headers,
+                    key=key,
+                    message_id=message_id,
+                    content_type=content_type,
+                    due=due,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                results[index] = exc
+
+        async def chain(indexes: list[int]) -> None:
+            for index in indexes:
+                await one(index)
+
+        await asyncio.gather(*(one(i) for i in alone), *(chain(c) for c in chains.values()))
+        return results
 
     async def _through_middlewares(self, message: OutgoingMessage, kind: PublishKind) -> None:
         publish = Publish(kind, message)

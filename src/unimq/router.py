@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from .batch import BatchHandler, BatchPolicy
-from .errors import ConfigurationError, InvalidMessageError
+from .errors import ConfigurationError, InvalidMessageError, UnsupportedFeatureError
 from .handler import BoundHandler, HandlerFunc, describe
 from .naming import dead_letter_topic, retry_topic
-from .ratelimit import RateLimit
+from .ratelimit import RateLimit, check_shared
 from .retry import RetryPolicy
 from .validation import check_name
 
@@ -39,6 +39,7 @@ class Subscriber:
     broadcast: bool = False
     batch: BatchPolicy | None = None
     rate_limit: RateLimit | None = None
+    transactional: bool = False
 
     @property
     def dead_letter_topic(self) -> str | None:
@@ -66,11 +67,14 @@ def make_subscriber(
     broadcast: bool,
     batch: BatchPolicy | None = None,
     rate_limit: RateLimit | None = None,
+    transactional: bool = False,
 ) -> Subscriber:
     if batch is not None and not isinstance(batch, BatchPolicy):
         raise ConfigurationError(f"batch must be a unimq.BatchPolicy, got {batch!r}")
     if rate_limit is not None and not isinstance(rate_limit, RateLimit):
         raise ConfigurationError(f"rate_limit must be a unimq.RateLimit, got {rate_limit!r}")
+    if rate_limit is not None:
+        check_shared(rate_limit)  # an uninstalled shared store fails here, not at start
     handler = BoundHandler(func) if batch is None else BatchHandler(func)
     where = f"subscriber {handler.name}"
     _check_name(topic, "topic", where)
@@ -85,7 +89,12 @@ def make_subscriber(
             f"{where}: concurrency must be an integer from 1 to {MAX_CONCURRENCY}, "
             f"got {concurrency!r}"
         )
-    for name, value in (("ordered", ordered), ("idempotent", idempotent), ("broadcast", broadcast)):
+    for name, value in (
+        ("ordered", ordered),
+        ("idempotent", idempotent),
+        ("broadcast", broadcast),
+        ("transactional", transactional),
+    ):
         if not isinstance(value, bool):  # "false" is truthy: refuse rather than guess
             raise ConfigurationError(f"{where}: {name} must be True or False, got {value!r}")
     if ack not in ("auto", "manual") or not isinstance(ack, str):
@@ -98,6 +107,8 @@ def make_subscriber(
         raise ConfigurationError(
             f"{where}: dead_letter must be True, False or a topic name, got {dead_letter!r}"
         )
+    if transactional:
+        _check_transactional(where, concurrency, ack, batch)
     group = group or describe(func)
     if isinstance(dead_letter, str):
         _check_name(dead_letter, "dead_letter", where)
@@ -119,7 +130,27 @@ def make_subscriber(
         broadcast=broadcast,
         batch=batch,
         rate_limit=rate_limit,
+        transactional=transactional,
     )
+
+
+def _check_transactional(where: str, concurrency: int, ack: str, batch: BatchPolicy | None) -> None:
+    """Options that cannot work with ``transactional=True`` (docs/consistency.md)."""
+    if concurrency != 1:
+        raise UnsupportedFeatureError(
+            f"{where}: transactional=True needs concurrency=1, got {concurrency}: one broker "
+            "transaction is open at a time, and the offset it commits covers every earlier "
+            "message of the partition, so those must have been handled first"
+        )
+    if ack != "auto":
+        raise UnsupportedFeatureError(
+            f"{where}: transactional=True needs ack='auto': the transaction's commit is the ack"
+        )
+    if batch is not None:
+        raise UnsupportedFeatureError(
+            f"{where}: transactional=True cannot be combined with batch=: a transaction "
+            "consumes one message"
+        )
 
 
 def _check_name(value: object, what: str, where: str) -> None:
@@ -151,11 +182,14 @@ class Router:
         broadcast: bool = False,
         batch: BatchPolicy | None = None,
         rate_limit: RateLimit | None = None,
+        transactional: bool = False,
     ) -> Callable[[F], F]:
         """Register the decorated function as the handler of ``topic`` for ``group``.
 
         ``batch=BatchPolicy(...)`` makes it a batch handler (``list[T]`` and/or
         ``list[Message]``); ``rate_limit=RateLimit(rate, per)`` caps handler starts.
+        ``transactional=True`` commits the handler's publishes and the consumption of its
+        message in one broker transaction (Kafka; docs/consistency.md).
         """
 
         def register(func: F) -> F:
@@ -173,6 +207,7 @@ class Router:
                     broadcast=broadcast,
                     batch=batch,
                     rate_limit=rate_limit,
+                    transactional=transactional,
                 )
             )
             return func

@@ -38,7 +38,15 @@ class Slots:
                 self._waiters.remove(waiter)
             raise
 
+    def take_anyway(self) -> None:
+        """Take a slot even when none is free (a bounded overshoot, e.g. deliveries a batch
+        receive already holds): the next ``give`` repays it before waking a waiter."""
+        self.free -= 1
+
     def give(self) -> None:
+        if self.free < 0:
+            self.free += 1
+            return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

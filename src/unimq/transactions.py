@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("unimq.transactions")
 
+#: The transaction of the transactional handler running in this context (``@subscriber(...,
+#: transactional=True)``): ``Broker.publish`` stages into it, so the handler's code is unchanged.
+CURRENT: ContextVar[Transaction | None] = ContextVar("unimq_transaction", default=None)
+
 #: The application's check-back: ``async def check(message: Message) -> bool`` (commit?).
 TransactionChecker = Callable[[Message], Awaitable[bool]]
 
@@ -45,6 +50,16 @@ def refuse_reason(transport: Transport) -> str | None:
         "this backend has no native transactions: write the message with a transactional outbox "
         "in your database transaction instead (unimq_sql.SQLOutbox, docs/consistency.md)"
     )
+
+
+def check_not_nested() -> None:
+    """Refuse ``broker.transaction()`` inside a transactional handler: on one producer it would
+    wait for the handler's own transaction, which waits for it."""
+    if CURRENT.get() is not None:
+        raise UnimqError(
+            "a transactional handler is already in a transaction: publish with "
+            "broker.publish, which joins it (a second transaction would wait for the first)"
+        )
 
 
 def checker_adapter(checker: Any) -> TransactionCheck | None:
@@ -96,15 +111,18 @@ class Transaction:
         transport: Transport,
         now: Callable[[], float],
         max_messages: int | None,
+        native: TransportTransaction | None = None,
     ) -> None:
         self._transport = transport
         self._now = now
         self._max_messages = max_messages
-        self._native: TransportTransaction | None = None
+        # Already begun when the pipeline opened it for a transactional handler.
+        self._native: TransportTransaction | None = native
         self._staged = 0
         self._done = False
 
     async def __aenter__(self) -> Transaction:
+        check_not_nested()
         assert isinstance(self._transport, SupportsTransactions)
         self._native = await self._transport.begin_transaction()
         return self
@@ -156,11 +174,16 @@ class Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.finish(commit=exc is None)
+
+    async def finish(self, *, commit: bool) -> None:
+        """Commit (raising when the outcome is not durable) or roll back (never raising: the
+        caller's own failure is the one to report). Later publishes are refused."""
         native = self._native
-        self._done = True
-        if native is None:
+        if native is None or self._done:
             return
-        if exc is None:
+        self._done = True
+        if commit:
             await native.commit()
             return
         try:

@@ -14,11 +14,12 @@ queue bounded by the prefetch count.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from .clock import Clock
+from .errors import PublishError
 from .url import BrokerURL
 
 
@@ -112,6 +113,17 @@ class Delivery(Protocol):
 
 
 @runtime_checkable
+class SupportsTimestamp(Protocol):
+    """Optional on a :class:`Delivery`: the broker's own time for the message (epoch seconds;
+    Kafka's record timestamp, RocketMQ's born time, RabbitMQ's ``timestamp`` property), or
+    ``None``. Read only for a message without ``unimq-published-at`` (another client's), as
+    its publish time for the delivery delay."""
+
+    @property
+    def timestamp(self) -> float | None: ...
+
+
+@runtime_checkable
 class SupportsRevocation(Protocol):
     """Optional on a :class:`Delivery` (declared by ``Capabilities.revocable``).
 
@@ -144,6 +156,11 @@ class SubscriptionSpec:
     ordered: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
     role: Literal["main", "retry"] = "main"
+    #: The subscriber is ``transactional=True``: its consumption is committed only inside
+    #: consume transactions (:class:`SupportsTransactionalConsume`), so the transport must not
+    #: commit it by itself: a plain commit racing a transactional one can move the group back
+    #: and have a committed message handled again.
+    transactional: bool = False
 
 
 class Subscription(Protocol):
@@ -159,6 +176,39 @@ class Subscription(Protocol):
 
 
 @runtime_checkable
+@runtime_checkable
+class SupportsPublishMany(Protocol):
+    """Optional on a :class:`Transport`: publish many messages with one wait for all.
+
+    ``Broker.publish_batch`` calls it (when no publish middleware is installed) instead of one
+    ``publish`` per message, so a client that batches anyway (librdkafka's queue) is fed the
+    way it is meant to be. Capability-free: without it the core publishes the messages
+    concurrently, each of a key after the previous one of that key.
+    """
+
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
+        """Publish every message durably; messages with the same key reach the broker in this
+        order. Returns, per message, ``None`` (durable) or the error that message got; raises
+        only when nothing could be attempted (not connected)."""
+        ...
+
+
+@runtime_checkable
+class SupportsReceiveMany(Protocol):
+    """Optional on a :class:`Subscription`: hand over several deliveries in one call.
+
+    Batch subscribers call it instead of ``receive`` when a subscription has it, so a backend
+    that reads messages in batches anyway (a consumer thread's buffer, a queue in memory) moves
+    them to the batch in one step rather than one await per message. Capability-free: without
+    it the core calls ``receive`` once per delivery, with the same result.
+    """
+
+    async def receive_many(self, max_n: int) -> list[Delivery]:
+        """Wait until at least one delivery is ready, then return up to ``max_n`` (>= 1)
+        without waiting for more; ``[]`` once the subscription is stopped."""
+        ...
+
+
 class Transport(Protocol):
     capabilities: Capabilities
 
@@ -241,6 +291,28 @@ class SupportsTransactions(Protocol):
     async def begin_transaction(self) -> TransportTransaction: ...
 
 
+@runtime_checkable
+class SupportsTransactionalConsume(Protocol):
+    """Transports whose transactions can also consume a delivery (Kafka: the consumed offset
+    commits inside the producer transaction). Enables ``@subscriber(transactional=True)``.
+
+    The returned transaction's ``commit`` makes the handler's staged publishes and the
+    consumption of ``delivery`` durable together (or neither); the core still acks the
+    delivery afterwards, which must then be harmless. ``rollback`` leaves ``delivery``
+    unconsumed, so the core can run its handler again.
+    """
+
+    async def begin_consume_transaction(self, delivery: Delivery) -> TransportTransaction: ...
+
+
+class ConsumeCommitRefused(PublishError):
+    """A consume transaction's commit refused because this consumer's group membership changed
+    meanwhile (Kafka: a rebalance bumped the generation, ``ILLEGAL_GENERATION``). Nothing of the
+    attempt became visible, and the handler is not at fault: the core runs the attempt again
+    without counting it, or drops the delivery when its partition went to another consumer.
+    """
+
+
 #: Answers a broker's check-back for a transaction whose producer vanished between staging and
 #: commit (RocketMQ): ``True`` commits the staged message, ``False`` rolls it back. Given the
 #: staged message as a :class:`Delivery` (its ``ack`` does nothing); the core decodes it into a
@@ -268,7 +340,13 @@ class SupportsRewind(Protocol):
     """Transports with ``capabilities.rewind``: move a group back so that it consumes again what
     was published to ``topic`` at or after ``since`` (epoch seconds). Returns how many messages
     the group will consume again where the broker can tell (``None`` otherwise). ``dry_run``
-    computes the same answer without moving anything."""
+    computes the same answer without moving anything.
+
+    The group's position only ever moves back (a ``since`` later than where it stands changes
+    nothing). Raises :class:`~unimq.errors.UnsupportedFeatureError` where this group's storage
+    cannot (a RabbitMQ classic queue) and :class:`~unimq.errors.ConfigurationError` where the
+    broker refuses while the group has running consumers (Kafka): stop them first.
+    """
 
     async def rewind(
         self, topic: str, group: str, since: float, *, dry_run: bool = False
@@ -288,6 +366,19 @@ class SupportsLag(Protocol):
         group's backlog; memory: ready plus unacked). With no consumer running, every backend
         reports exactly the number of messages published and not yet acked by the group.
         """
+
+
+@runtime_checkable
+class SupportsBacklogAge(Protocol):
+    """Optional: how old the backlog of a consumer group is (``unimq lag``, the metrics plugin).
+
+    The time dimension of :class:`SupportsLag`: alerts on a message count depend on the
+    traffic; an age does not.
+    """
+
+    async def backlog_age(self, topic: str, group: str) -> float | None:
+        """Seconds since the oldest message of ``topic`` that ``group`` has not consumed yet
+        was published (``0.0`` with no backlog); ``None`` when the broker cannot tell."""
 
 
 class DeadLetterSession(Protocol):

@@ -182,8 +182,9 @@ def prepare_publish(
     """Check every argument of a publish and build what goes on the wire, before anything is
     sent: ``Broker.publish``, ``publish_batch`` and an outbox publish (which must refuse exactly
     what a direct publish refuses, while the caller's transaction can still roll back) all use
-    it. ``now`` is called only for a delayed message; ``topic_checked`` skips the topic check for
-    a topic the caller has just seen pass it. Positional on purpose: it runs once per publish."""
+    it. ``now`` is called once (the publish time, and the base of a delay); ``topic_checked``
+    skips the topic check for a topic the caller has just seen pass it. Positional on purpose:
+    it runs once per publish."""
     if not topic_checked:
         check_name(topic, "topic")
     user = user_headers(headers) if headers is not None else None
@@ -194,10 +195,10 @@ def prepare_publish(
     else:
         check_name(message_id, "message_id")
     due: float | None = None
+    moment = now()  # also the publish time (unimq-published-at)
     if delay is not None or deliver_at is not None:
         if delay is not None and deliver_at is not None:
             raise ConfigurationError("give either delay or deliver_at, not both")
-        moment = now()
         if delay is not None:
             seconds = delay_seconds(delay)
             due = moment + seconds if seconds > 0 else None
@@ -205,5 +206,5 @@ def prepare_publish(
             at = deliver_at_timestamp(deliver_at, moment)
             due = at if at > moment else None
     payload, content_type = encode(body)
-    wire = envelope.published(user, message_id, content_type)
+    wire = envelope.published(user, message_id, content_type, moment)
     return topic, payload, wire, key, message_id, content_type, due

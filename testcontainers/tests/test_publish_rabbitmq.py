@@ -11,6 +11,7 @@ of the others), and a broker that blocks publishers failing a publish after ``pu
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from pamqp.commands import Basic
 from pamqp.heartbeat import Heartbeat
 from unimq_rabbitmq.confirms import ConfirmBatcher, supported
 
-from unimq import Broker, Message, PublishError
+from unimq import BatchPolicy, Broker, Message, PublishError
 from unimq.errors import EncodeError
 from unimq.transport import OutgoingMessage
 
@@ -324,3 +325,65 @@ async def test_a_broker_blocking_publishers_fails_publish_within_publish_timeout
     # The timed-out message was written before the broker blocked the connection: it may be
     # stored once the alarm clears (the error says so).
     assert bodies in ([b"before", b"after"], [b"before", b"blocked", b"after"])
+
+
+async def test_publish_many_fails_only_its_bad_messages_and_keeps_the_window(
+    rabbitmq_broker: Any,
+) -> None:
+    """``publish_many`` (``publish_batch``'s path) with a window smaller than the batch: every
+    good message is confirmed and queued in order, each bad one gets its own error, and the
+    window's slots all come back (a later publish does not wait for a slot)."""
+    topic, group = unique("many"), "g"
+    await declare_group(rabbitmq_broker.url, topic, group)
+    async with Broker(rabbitmq_broker.url, publish_window=4) as producer:
+        transport: Any = producer.transport
+        good: list[bytes] = []
+        messages = []
+        for i in range(60):
+            if i % 7 == 3:
+                kind = sorted(UNENCODABLE)[i % len(UNENCODABLE)]
+                messages.append(outgoing(topic, b"bad", **UNENCODABLE[kind]))
+            else:
+                good.append(f"ok-{i}".encode())
+                messages.append(outgoing(topic, good[-1]))
+        results = await asyncio.wait_for(transport.publish_many(messages), 30)
+        assert [i for i, r in enumerate(results) if r is not None] == [
+            i for i in range(60) if i % 7 == 3
+        ]
+        assert all(isinstance(r, EncodeError) for r in results if r is not None), results
+        assert transport._window.free == 4
+        unroutable = await transport.publish_many([outgoing(unique("nobody"), b"x")])
+        assert isinstance(unroutable[0], PublishError), unroutable
+    assert await queued(rabbitmq_broker.url, f"{topic}::{group}") == good
+
+
+async def test_batch_acks_out_of_order_settle_every_message_once(rabbitmq_broker: Any) -> None:
+    """Batches finish out of order and their acks go out as multiple acks where safe: every
+    message is handled once (a wrong multiple ack would close the channel and RabbitMQ would
+    redeliver) and none is left in the queue."""
+    topic, group, count = unique("batchacks"), "g", 3000
+    consumer = Broker(rabbitmq_broker.url)
+    handled: list[bytes] = []
+    done = asyncio.Event()
+
+    @consumer.subscriber(
+        topic, group=group, batch=BatchPolicy(max_size=37, max_wait=0.01), concurrency=6
+    )
+    async def handle(items: list[bytes]) -> None:
+        await asyncio.sleep(random.random() / 50)  # batches end in a shuffled order
+        handled.extend(items)
+        if len(handled) >= count:
+            done.set()
+
+    await consumer.connect()
+    await consumer.start()
+    async with Broker(rabbitmq_broker.url) as producer:
+        for start in range(0, count, 500):
+            await producer.publish_batch(
+                topic, [str(i).encode() for i in range(start, start + 500)]
+            )
+    await asyncio.wait_for(done.wait(), 60)
+    await asyncio.sleep(0.5)  # a redelivery, if any, would show up now
+    await consumer.stop()
+    assert sorted(handled, key=int) == [str(i).encode() for i in range(count)]
+    assert await queued(rabbitmq_broker.url, f"{topic}::{group}") == []

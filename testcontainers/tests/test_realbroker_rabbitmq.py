@@ -7,6 +7,8 @@ import uuid
 
 import pytest
 
+from unimq import Broker, Message
+
 aio_pika = pytest.importorskip("aio_pika")
 
 pytestmark = [pytest.mark.realbroker]
@@ -84,8 +86,8 @@ async def test_rabbitmq_4_refuses_deprecated_features(rabbitmq_broker):
     if rabbitmq_broker.version is None:
         pytest.skip("external broker: its version and configuration are unknown")
     refused = not rabbitmq_broker.version.startswith("3.")
+    # transient_nonexcl_queues is permitted on purpose (images/rabbitmq/rabbitmq-4.conf).
     attempts = {
-        "transient_nonexcl_queues": {"durable": False, "exclusive": False, "auto_delete": False},
         "queue_master_locator": {
             "durable": True,
             "arguments": {"x-queue-master-locator": "min-masters"},
@@ -104,3 +106,35 @@ async def test_rabbitmq_4_refuses_deprecated_features(rabbitmq_broker):
                 await q.delete(if_unused=False, if_empty=False)
         finally:
             await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_unimq_declares_no_transient_non_exclusive_queue(rabbitmq_broker):
+    """What the denied ``transient_nonexcl_queues`` feature used to prove (it is permitted in the
+    test image, see images/rabbitmq/rabbitmq-4.conf): every queue unimq declares, for a group,
+    a broadcast subscriber, a request's replies and the delay ladder, is durable or exclusive."""
+    if rabbitmq_broker.version is None:
+        pytest.skip("external broker: rabbitmqctl is not reachable")
+    topic = f"transient-{uuid.uuid4().hex[:8]}"
+    broker = Broker(rabbitmq_broker.url)
+
+    @broker.subscriber(topic, group="g")
+    async def grouped(message: Message) -> str:
+        return "pong"
+
+    @broker.subscriber(topic, group="b", broadcast=True)
+    async def everyone(message: Message) -> None:
+        pass
+
+    async with broker:
+        await broker.publish(topic, b"x", delay=1.0)
+        await broker.request(topic, b"ping", timeout=30)
+        code, out, err = await asyncio.to_thread(
+            rabbitmq_broker.exec,
+            ["rabbitmqctl", "-q", "list_queues", "name", "durable", "exclusive"],
+        )
+    assert code == 0, (out, err)
+    rows = [line.split("\t") for line in out.splitlines() if line.strip()]
+    assert any(topic in row[0] for row in rows), out  # the listing shows this test's queues
+    transient = [row[0] for row in rows if row[1:3] == ["false", "false"]]
+    assert not transient, transient

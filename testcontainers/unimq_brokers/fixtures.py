@@ -1,4 +1,5 @@
-"""pytest fixtures: ``rabbitmq_broker``, ``kafka_broker``, ``rocketmq_broker``.
+"""pytest fixtures: ``rabbitmq_broker``, ``kafka_broker``, ``rocketmq_broker``, and the secured
+``rabbitmq_secure_broker``.
 
 Session-scoped; each starts its broker on first use and removes the container
 at the end of the session. The fixture parameter is the broker version (one of
@@ -27,8 +28,11 @@ __all__ = [
     "REALBROKER_MARKER",
     "broker_unavailable",
     "kafka_broker",
+    "kafka_secure_broker",
     "rabbitmq_broker",
+    "rabbitmq_secure_broker",
     "rocketmq_broker",
+    "rocketmq_secure_broker",
     "version_params",
 ]
 
@@ -104,3 +108,62 @@ def rocketmq_broker(request: pytest.FixtureRequest) -> Iterator[BrokerHandle]:
     ``.create_topic(name, message_type)``, ``.create_group(name, orderly=False)``. Parameter:
     the version (default: the primary one)."""
     yield from _broker(request, "rocketmq")
+
+
+def _secure_broker(request: pytest.FixtureRequest, kind: str) -> Iterator[Any]:
+    """A secured broker of ``kind`` (primary version), started once per session. Containers
+    only: an external broker's security set-up cannot be known."""
+    key = (f"{kind}-secure", versions.primary(kind))
+    handle = _shared.get(key)
+    if handle is None:
+        if config.mode() == "external":
+            broker_unavailable(
+                f"the secured {kind} broker runs as a container only (UNIMQ_TEST_BROKERS=external)"
+            )
+        from . import containers
+
+        try:
+            client = containers.docker_client()
+            containers.remove_orphans(client)
+            if kind == "rabbitmq":
+                from .rabbitmq_secure import start_rabbitmq_secure
+
+                handle = start_rabbitmq_secure(client, key[1])
+            elif kind == "kafka":
+                from .secure_kafka import start_secure_kafka
+
+                handle = start_secure_kafka(client, key[1])
+            else:
+                from .secure_rocketmq import start_secure_rocketmq
+
+                handle = start_secure_rocketmq(client, key[1])
+        except BrokerUnavailable as e:
+            broker_unavailable(str(e))
+            raise  # unreachable
+        _shared[key] = handle
+        request.config.add_cleanup(lambda: _release(key))
+    yield handle
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_secure_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """RabbitMQ (primary version) with TLS, passwords, a client-certificate user and
+    permissions (``unimq_brokers.rabbitmq_secure.SecureRabbitMQ``): ``.url`` is the ``app``
+    user over TLS, ``.amqp_url_for(...)`` any other combination, ``.certs`` the throwaway CA's
+    files."""
+    yield from _secure_broker(request, "rabbitmq")
+
+
+@pytest.fixture(scope="session")
+def kafka_secure_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Kafka (primary version) with SASL_SSL (SCRAM-SHA-512) and ACLs, beside the plain one:
+    ``.url`` connects as the limited user ``app``, ``.admin_url`` as the super user, ``.tls``
+    holds the throwaway CA (``unimq_brokers.secure_kafka``)."""
+    yield from _secure_broker(request, "kafka")
+
+
+@pytest.fixture(scope="session")
+def rocketmq_secure_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """RocketMQ 5 (primary version) with ACL 2.0 and TLS on the proxy's gRPC port: ``.url``
+    connects as the limited access key ``app`` (``unimq_brokers.secure_rocketmq``)."""
+    yield from _secure_broker(request, "rocketmq")

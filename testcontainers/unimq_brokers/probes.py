@@ -93,3 +93,23 @@ def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def amqp_tls_ready(
+    host: str, port: int, ca_file: str, server_name: str, timeout: float = 2.0
+) -> bool:
+    """:func:`amqp_ready` through TLS, verifying the server certificate against ``ca_file``."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=ca_file)
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=server_name) as s,
+        ):
+            s.settimeout(timeout)
+            s.sendall(b"AMQP\x00\x00\x09\x01")
+            head = _recv_exact(s, 7)
+            return head[0] == 1 and head[1:3] == b"\x00\x00"
+    except (OSError, ConnectionError):
+        return False

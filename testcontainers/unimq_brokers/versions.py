@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from . import config
+
+T = TypeVar("T")
 
 VERSIONS_ENV = config.TESTCONTAINERS_DIR / "images" / "versions.env"
 
@@ -51,6 +55,20 @@ SMOKE_CASES = frozenset(
         "test_published_message_survives_restart",
         "test_lag_counts_unconsumed_messages",
         "test_dead_letters_list_replay_round_trip",
+    }
+)
+
+#: Conformance cases run on the secured brokers (TLS and authentication, e.g.
+#: ``rabbitmq_secure_broker``): publish, consume, competing consumers, retry and dead letters.
+#: A subset of :data:`SMOKE_CASES`; :func:`only_cases` applies it to a suite class.
+SECURITY_SMOKE_CASES = frozenset(
+    {
+        "test_publish_receipt_id_reaches_the_handler",
+        "test_key_and_headers_round_trip",
+        "test_competing_consumers_share_a_group",
+        "test_retry_until_success_keeps_id_and_counts_attempts",
+        "test_exhausted_retries_dead_letter_with_diagnostics",
+        "test_dead_letter_can_be_replayed",
     }
 )
 
@@ -118,3 +136,18 @@ def runs_on_every_version(module_name: str, function_name: str, is_conformance: 
 def version_id(kind: str, version: str) -> str:
     """The pytest id of a version parameter, e.g. ``rabbitmq-4.0.5``."""
     return f"{kind}-{version}"
+
+
+def only_cases(cases: frozenset[str]) -> Callable[[type[T]], type[T]]:
+    """A class decorator for a conformance suite: every ``test_*`` case not in ``cases`` is
+    hidden from collection (pytest skips attributes that are ``None``)."""
+
+    def apply(suite: type[T]) -> type[T]:
+        names = {name for name in dir(suite) if name.startswith("test_")}
+        if cases - names:
+            raise ValueError(f"{suite.__name__} has no cases {sorted(cases - names)}")
+        for name in names - cases:
+            setattr(suite, name, None)
+        return suite
+
+    return apply

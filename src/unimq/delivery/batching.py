@@ -28,7 +28,7 @@ from .. import envelope
 from ..batch import BatchFailed, BatchHandler
 from ..codec import DecodeError
 from ..slots import Slots
-from ..transport import Delivery, Subscription, SupportsPark
+from ..transport import Delivery, Subscription, SupportsPark, SupportsReceiveMany
 from .outcome import ACK, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff, decide
 from .settle import Settlement
 from .stages import HOLD_IN_PLACE
@@ -64,6 +64,7 @@ class Batches:
         # rather than an asyncio.Queue, so an ordered collector's pause can park what waits.
         self.waiting: deque[Delivery | None] = deque()
         self._arrived = asyncio.Event()
+        self._collecting = asyncio.Lock()  # one collector builds a batch at a time
         self._parked = False  # an ordered collector waits on the clock: so does what arrives
         self.success = MANUAL if subscriber.ack == "manual" else ACK
         self._holds: set[asyncio.Task[None]] = set()
@@ -79,6 +80,9 @@ class Batches:
     async def receive(self, subscription: Subscription) -> None:
         """One per subscription: hand deliveries to the collectors, ``room`` at most waiting."""
         runtime = self.runtime
+        if isinstance(subscription, SupportsReceiveMany):
+            await self._receive_many(subscription)
+            return
         while not runtime.stopping:
             await self.room.take()
             delivery = await runtime.receive_or_retry(subscription)
@@ -88,6 +92,41 @@ class Batches:
             if self._parked and isinstance(delivery, SupportsPark):
                 delivery.park()
             self._put(delivery)
+
+    async def _receive_many(self, subscription: SupportsReceiveMany) -> None:
+        """``receive`` for a subscription that hands over many deliveries per call: one room
+        slot is awaited, the others taken as they are free (a batch already received may
+        overshoot ``room`` by less than ``max_size``; it is repaid as they settle). No slot is
+        held while waiting, so the main and retry receivers never starve each other."""
+        runtime = self.runtime
+        room = self.room
+        waiting = self.waiting
+        while not runtime.stopping:
+            await room.take()
+            try:
+                deliveries = await subscription.receive_many(min(self.max_size, 1 + room.free))
+            except asyncio.CancelledError:
+                room.give()
+                raise
+            except Exception:
+                room.give()
+                logger.exception(
+                    "receiving for %r failed; retrying in 1s", runtime.subscriber.topic
+                )
+                await asyncio.sleep(1)
+                continue
+            if not deliveries:
+                room.give()
+                return
+            for _ in range(len(deliveries) - 1):
+                if not room.take_now():
+                    room.take_anyway()
+            if self._parked:
+                for delivery in deliveries:
+                    if isinstance(delivery, SupportsPark):
+                        delivery.park()
+            waiting.extend(deliveries)
+            self._arrived.set()
 
     def _put(self, item: Delivery | None) -> None:
         self.waiting.append(item)
@@ -129,33 +168,39 @@ class Batches:
     # -- collecting --------------------------------------------------------------------------
 
     async def collect(self) -> None:
-        """One per allowed concurrent batch: build a batch, run it, repeat."""
+        """One per allowed concurrent batch: build a batch, run it, repeat.
+
+        One collector builds a batch at a time (``_collecting``); the batches then run
+        concurrently. Collectors filling batches side by side would split the arrivals
+        between them: smaller batches, later full, and interleaved deliveries, which keep a
+        backend from settling a finished batch in one step (RabbitMQ's multiple acks)."""
         loop = asyncio.get_running_loop()
         waiting = self.waiting
         max_size = self.max_size
         while True:
-            first = await self._get(None)
-            if first is None or isinstance(first, _TimedOut):
-                return
-            batch: list[Settlement] = []
-            stop = False
-            item: Delivery | _TimedOut | None = first
-            deadline = loop.time() + self.max_wait
-            while True:
-                if item is None:
-                    stop = True
-                    break
-                if isinstance(item, _TimedOut):
-                    break
-                pending = self._admit(item, batch)
-                if pending is not None:  # a delivery with more to do than decoding
-                    await pending
-                if len(batch) >= max_size:
-                    break
-                if waiting:  # what is already here joins without a wait
-                    item = waiting.popleft()
-                else:
-                    item = await self._get(max(0.0, deadline - loop.time()))
+            async with self._collecting:
+                first = await self._get(None)
+                if first is None or isinstance(first, _TimedOut):
+                    return
+                batch: list[Settlement] = []
+                stop = False
+                item: Delivery | _TimedOut | None = first
+                deadline = loop.time() + self.max_wait
+                while True:
+                    if item is None:
+                        stop = True
+                        break
+                    if isinstance(item, _TimedOut):
+                        break
+                    pending = self._admit(item, batch)
+                    if pending is not None:  # a delivery with more to do than decoding
+                        await pending
+                    if len(batch) >= max_size:
+                        break
+                    if waiting:  # what is already here joins without a wait
+                        item = waiting.popleft()
+                    else:
+                        item = await self._get(max(0.0, deadline - loop.time()))
             if batch:
                 await self._run(batch)
             if stop:
@@ -222,10 +267,10 @@ class Batches:
         runtime = self.runtime
         runtime.in_flight += len(batch)
         try:
-            if runtime.bucket is not None:
-                wait = runtime.bucket.reserve(len(batch))
-                if wait and not await self._pause(wait, batch):
-                    return  # stopping: unacked, the broker redelivers them
+            if runtime.throttle is not None and not await runtime.throttle.admit(
+                len(batch), lambda seconds: self._pause(seconds, batch)
+            ):
+                return  # stopping: unacked, the broker redelivers them
             pending = batch
             while pending:
                 outcomes = await self._invoke(pending)

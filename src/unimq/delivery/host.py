@@ -15,7 +15,7 @@ from ..instrumentation import Listeners
 from ..message import Message
 from ..publishing import Publisher
 from ..router import Subscriber
-from ..transport import Delivery
+from ..transport import Delivery, Transport, TransportTransaction
 
 T = TypeVar("T")
 Next = Callable[[], Awaitable[Any]]
@@ -39,6 +39,10 @@ class Host(Protocol):
     executor: Executor | None
     middlewares: list[Middleware]
     idempotency_lease: float
+    transport: Transport
+    #: transactional=True: begins a transaction that also consumes the delivery; else None.
+    consume_transaction: Callable[[Delivery], Awaitable[TransportTransaction]] | None
+    max_transaction_messages: int | None
 
     @property
     def stopping(self) -> bool: ...

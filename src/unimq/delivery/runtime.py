@@ -35,7 +35,6 @@ from ..idempotency import IdempotencyStore
 from ..instrumentation import Listeners
 from ..naming import retry_topic
 from ..publishing import Publisher
-from ..ratelimit import TokenBucket
 from ..router import Subscriber
 from ..slots import Slots
 from ..transport import (
@@ -49,6 +48,7 @@ from ..transport import (
 from . import stages
 from .batching import Batches
 from .host import Middleware
+from .throttle import Throttle
 
 logger = logging.getLogger("unimq.pipeline")
 T = TypeVar("T")
@@ -110,7 +110,17 @@ class SubscriberRuntime:
         capabilities = context.transport.capabilities
         self.revocable = capabilities.revocable
         # Without native delay a retry copy cannot wait on the broker: retry in place instead.
-        self.retry_in_place = subscriber.ordered or capabilities.max_delay == 0
+        # A transactional subscriber too: a retry copy would be written outside the transaction.
+        self.retry_in_place = (
+            subscriber.ordered or capabilities.max_delay == 0 or subscriber.transactional
+        )
+        self.transport = context.transport
+        self.consume_transaction = (
+            context.transport.begin_consume_transaction  # type: ignore[attr-defined]
+            if subscriber.transactional
+            else None
+        )
+        self.max_transaction_messages = capabilities.max_transaction_messages
         self.plain_ack = not subscriber.idempotent
         self.running_ids: dict[str, int] = {}
         self._clock = context.clock
@@ -125,10 +135,13 @@ class SubscriberRuntime:
         self._lane_room = Slots(subscriber.concurrency + LANE_ROOM)
         self._stopping = False
         self.in_flight = 0
-        self.bucket = (
-            TokenBucket(subscriber.rate_limit, context.clock) if subscriber.rate_limit else None
+        limit = subscriber.rate_limit
+        self.throttle = (
+            Throttle(limit, context.clock, context.listeners, subscriber.topic, subscriber.group)
+            if limit is not None
+            else None
         )
-        self._gated = self.revocable or self.bucket is not None  # checks before a handler starts
+        self._gated = self.revocable or self.throttle is not None  # checks before a handler starts
         self._batches = Batches(self) if subscriber.batch is not None else None
         self._handle = stages.build(self) if self._batches is None else None
 
@@ -139,6 +152,8 @@ class SubscriberRuntime:
     async def start(self) -> None:
         subscriber = self.subscriber
         transport = self.context.transport
+        if self.throttle is not None:
+            await self.throttle.start()  # a shared limit's store must answer before we consume
         dead_letter_topic = subscriber.dead_letter_topic
         if dead_letter_topic is not None and isinstance(transport, SupportsDeclareTopic):
             await transport.declare_topic(dead_letter_topic)
@@ -157,6 +172,7 @@ class SubscriberRuntime:
                 broadcast=subscriber.broadcast,
                 ordered=ordered,
                 role=role,  # type: ignore[arg-type]
+                transactional=subscriber.transactional,
             )
             subscription = await transport.subscribe(spec)
             self._subscriptions.append(subscription)
@@ -218,10 +234,10 @@ class SubscriberRuntime:
                     "message %s was revoked before it ran; dropping it", delivery.native_id
                 )
                 return
-            if self.bucket is not None:
-                wait = self.bucket.reserve()
-                if wait and not await self.pause(wait, delivery):
-                    return  # stopping: unacked, the broker redelivers it
+            if self.throttle is not None and not await self.throttle.admit(
+                1, lambda seconds: self.pause(seconds, delivery)
+            ):
+                return  # stopping: unacked, the broker redelivers it
         self.in_flight += 1
         try:
             await self._handle(delivery)  # type: ignore[misc]
@@ -400,6 +416,8 @@ class SubscriberRuntime:
             await subscription.close()
         self._subscriptions.clear()
         self._tasks.clear()
+        if self.throttle is not None:
+            await self.throttle.close()
 
 
 def _set_parked(lane: _Lane, parked: bool) -> None:

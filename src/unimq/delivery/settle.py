@@ -98,6 +98,8 @@ class Settlement:
             group,
             env.content_type,
             self,
+            env.published_at,
+            env.due,
         )
         return message
 

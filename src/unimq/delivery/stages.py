@@ -33,6 +33,7 @@ from ..transport import Delivery
 from .host import Host, Middleware, Next
 from .outcome import ACK, DROP, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff, decide
 from .settle import Settlement, handler_traceback
+from .transactional import transaction_stage
 
 logger = logging.getLogger("unimq.pipeline")
 
@@ -49,6 +50,8 @@ def build(runtime: Host) -> Handle:
     stage: Stage | None = None  # None: the handler alone, called inline (below)
     if runtime.middlewares or runtime.retry_in_place or subscriber.idempotent:
         stage = invoke_stage(runtime)
+        if subscriber.transactional:
+            stage = transaction_stage(runtime, stage)
         if runtime.retry_in_place:
             stage = in_place_retry_stage(runtime, stage)
         if subscriber.idempotent:
@@ -203,6 +206,7 @@ def in_place_retry_stage(runtime: Host, invoke: Stage) -> Stage:
             if revocable and settlement.delivery.revoked:  # type: ignore[attr-defined]
                 return DROP  # another consumer owns it now
             message.attempt += 1
+            message.due = runtime.now()  # the next attempt is due now (its delivery delay)
             settlement.envelope = settlement.envelope._replace(attempt=message.attempt)
 
     return retry_in_place

@@ -5,6 +5,9 @@ compete for that queue. Delayed messages wait on the hub's clock. Messages publi
 topic that no group consumes yet are kept (unclaimed) and handed to the first group that
 subscribes, so a dead-letter topic can be read after the fact, as on a real broker.
 
+Each topic also remembers its last :data:`HISTORY` messages (a bounded deque: one append per
+message), which is what ``rewind`` hands to a group again.
+
 A *held* topic (``Hub.hold``, used for dead-letter topics) also keeps a copy of every message
 in a holding store that ``unimq dlq`` browses, like RabbitMQ's holding queue: held copies are
 not "ready" work, so ``drain`` does not wait for them.
@@ -17,10 +20,16 @@ import itertools
 from collections import deque
 from typing import TYPE_CHECKING
 
+from .. import envelope
+from .. import headers as h
 from ..clock import Clock
 
 if TYPE_CHECKING:
     from .transport import MemorySubscription
+
+
+#: How many of its latest messages a topic keeps for ``rewind`` (older ones cannot be replayed).
+HISTORY = 10_000
 
 
 class StoredMessage:
@@ -38,6 +47,11 @@ class StoredMessage:
     @property
     def native_id(self) -> str:
         return f"mem-{self.sequence}"
+
+    @property
+    def published_at(self) -> float | None:
+        """The publish time (``unimq-published-at``); ``None`` for a message without it."""
+        return envelope.parse_due(self.headers.get(h.PUBLISHED_AT))
 
 
 class GroupQueue:
@@ -93,10 +107,11 @@ class GroupQueue:
 
 
 class Topic:
-    __slots__ = ("groups", "held", "unclaimed")
+    __slots__ = ("groups", "held", "history", "unclaimed")
 
     def __init__(self) -> None:
         self.groups: dict[str, GroupQueue] = {}
+        self.history: deque[StoredMessage] = deque(maxlen=HISTORY)
         self.unclaimed: deque[StoredMessage] = deque()
         # The dead-letter holding store, by sequence (insertion-ordered, O(1) removal).
         self.held: dict[int, StoredMessage] | None = None
@@ -134,6 +149,7 @@ class Hub:
         topic = self.topic(message.topic)
         if topic.held is not None:
             topic.held[message.sequence] = message
+        topic.history.append(message)
         if not topic.groups:
             topic.unclaimed.append(message)
             return
@@ -168,6 +184,44 @@ class Hub:
             del topic.groups[queue.name]
             self.ready -= len(queue.items)
             queue.items.clear()
+
+    def rewind(self, topic_name: str, group: str, since: float, *, dry_run: bool) -> int | None:
+        """Queue for ``group`` again the remembered messages published at or after ``since``
+        (those still queued for it are not doubled); how many. ``None``: no such group."""
+        topic = self.topics.get(topic_name)
+        queue = topic.groups.get(group) if topic is not None else None
+        if queue is None or topic is None:
+            return None
+        queued = {message.sequence for message in queue.items}
+        again = [
+            message
+            for message in topic.history
+            if message.sequence not in queued
+            and (published := message.published_at) is not None
+            and published >= since
+        ]
+        if not dry_run:
+            for message in again:
+                queue.push(message)
+        return len(again)
+
+    def backlog_age(self, topic_name: str, group: str) -> float | None:
+        """Seconds since the oldest message queued or unsettled for ``group`` was published."""
+        topic = self.topics.get(topic_name)
+        queue = topic.groups.get(group) if topic is not None else None
+        if queue is None:
+            return None
+        oldest: float | None = None
+        pending = [*queue.items] + [
+            delivery._message
+            for subscription in queue.subscriptions
+            for delivery in subscription._unsettled
+        ]
+        for message in pending:
+            published = message.published_at
+            if published is not None and (oldest is None or published < oldest):
+                oldest = published
+        return 0.0 if oldest is None else max(0.0, self.clock.now() - oldest)
 
     def idle(self) -> bool:
         """Nothing in flight but parked deliveries, and nothing ready that a subscription could

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..clock import Clock
@@ -16,7 +16,7 @@ from .hub import GroupQueue, Hub, StoredMessage, named_hub
 YIELD_EVERY = 64
 
 CAPABILITIES = Capabilities(
-    max_delay=None, ordering=True, broadcast=True, durable=False, max_message_size=None
+    max_delay=None, ordering=True, broadcast=True, durable=False, max_message_size=None, rewind=True
 )
 
 
@@ -148,6 +148,25 @@ class MemorySubscription:
         self._unsettled.add(delivery)
         return delivery
 
+    async def receive_many(self, max_n: int) -> list[MemoryDelivery]:
+        """``SupportsReceiveMany``: the first delivery as ``receive`` gives it, then up to
+        ``max_n - 1`` more of those already queued, without awaiting."""
+        first = await self.receive()
+        if first is None:
+            return []
+        batch = [first]
+        items = self._queue.items
+        take = min(max_n - 1, len(items))
+        if take > 0 and not self._stopped:
+            hub = self._hub
+            hub.ready -= take
+            hub.unsettled += take
+            popleft = items.popleft
+            more = [MemoryDelivery(popleft(), self) for _ in range(take)]
+            self._unsettled.update(more)
+            batch.extend(more)
+        return batch
+
     def settled(self, delivery: MemoryDelivery) -> None:
         if delivery in self._unsettled:
             self._unsettled.discard(delivery)
@@ -249,6 +268,23 @@ class MemoryTransport:
         else:
             hub.route(stored)
 
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
+        """``SupportsPublishMany``: every message in order, without a coroutine per message."""
+        if not self._connected:
+            raise NotConnectedError("the memory transport is not connected")
+        hub = self.hub
+        now = self._clock.now()
+        for message in messages:
+            stored = StoredMessage(
+                message.topic, message.key, message.headers, message.body, hub.next_sequence()
+            )
+            deliver_at = message.deliver_at
+            if deliver_at is not None and deliver_at > now:
+                hub.schedule(stored, deliver_at)
+            else:
+                hub.route(stored)
+        return [None] * len(messages)
+
     async def subscribe(self, spec: SubscriptionSpec) -> MemorySubscription:
         if not self._connected:
             raise NotConnectedError("the memory transport is not connected")
@@ -271,6 +307,18 @@ class MemoryTransport:
         if queue is None:
             return None
         return len(queue.items) + sum(len(s._unsettled) for s in queue.subscriptions)
+
+    async def backlog_age(self, topic: str, group: str) -> float | None:
+        return self.hub.backlog_age(topic, group)
+
+    async def rewind(
+        self, topic: str, group: str, since: float, *, dry_run: bool = False
+    ) -> int | None:
+        """Queue again what the topic remembers (its last ``hub.HISTORY`` messages) from
+        ``since`` on; a group the hub has never seen has nothing to rewind (``None``)."""
+        if not self._connected:
+            raise NotConnectedError("the memory transport is not connected")
+        return self.hub.rewind(topic, group, since, dry_run=dry_run)
 
     async def open_dead_letters(self, topic: str) -> MemoryDeadLetters:
         if not self._connected:

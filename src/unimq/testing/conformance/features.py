@@ -66,6 +66,11 @@ def feature_name(feature: Feature) -> str:
     return feature if isinstance(feature, str) else str(feature.__name__)
 
 
+#: How a ``requires(...)`` skip reason ends: the test summary plugin allows these skips under
+#: CI=true (a declared capability, not a missing broker), recognising them by this suffix.
+REQUIRES_SUFFIX = "(requires(...))"
+
+
 def missing(
     node: pytest.Item, transport: Transport, *, restart: object | None, scheme: str
 ) -> str | None:
@@ -78,4 +83,4 @@ def missing(
     ]
     if not lacking:
         return None
-    return f"the {scheme}:// backend does not offer {', '.join(lacking)} (requires(...))"
+    return f"the {scheme}:// backend does not offer {', '.join(lacking)} {REQUIRES_SUFFIX}"

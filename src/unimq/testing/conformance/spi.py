@@ -35,6 +35,7 @@ from ...transport import (
     SubscriptionSpec,
     SupportsDeadLetters,
     SupportsDeclareTopic,
+    SupportsReceiveMany,
     Transport,
 )
 from .features import missing, requires
@@ -331,6 +332,44 @@ class TransportSuite:
             await transports.open(), spec(names.topic(), names.group())
         )
         await self.nothing_more(again, scale, "Delivery.ack between stop() and close() was lost")
+
+    async def test_spi_receive_many_hands_out_each_message_once_and_none_after_stop(
+        self, transports: Transports, names: Names, scale: float
+    ) -> None:
+        """``SupportsReceiveMany`` (optional): up to ``max_n`` per call, each message once,
+        acked ones not redelivered, ``[]`` once stopped."""
+        transport = await transports.open()
+        subscription = await transports.subscribe(
+            transport, spec(names.topic(), names.group(), prefetch=16)
+        )
+        if not isinstance(subscription, SupportsReceiveMany):
+            pytest.skip("the subscription has no receive_many (optional: receive is used)")
+        bodies = {f"m{n}".encode() for n in range(10)}
+        for body in sorted(bodies):
+            await transport.publish(outgoing(names.topic(), body))
+        got: list[Delivery] = []
+        deadline = time.monotonic() + ARRIVAL * scale
+        while len(got) < 10 and time.monotonic() < deadline:
+            try:
+                batch = await asyncio.wait_for(
+                    subscription.receive_many(4), deadline - time.monotonic()
+                )
+            except asyncio.TimeoutError:
+                break
+            assert 1 <= len(batch) <= 4, f"receive_many(4) returned {len(batch)} deliveries"
+            got.extend(batch)
+        assert sorted(d.body for d in got) == sorted(bodies), "receive_many lost or repeated some"
+        for delivery in got:
+            await delivery.ack()
+        await subscription.stop()
+        assert await asyncio.wait_for(subscription.receive_many(4), 5) == [], (
+            "receive_many after stop() must return []"
+        )
+        await subscription.close()
+        again = await transports.subscribe(
+            await transports.open(), spec(names.topic(), names.group())
+        )
+        await self.nothing_more(again, scale, "a delivery acked from receive_many came back")
 
     # -- close --------------------------------------------------------------------------------
 

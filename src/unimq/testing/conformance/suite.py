@@ -8,6 +8,7 @@ import pytest
 import pytest_asyncio
 
 from ...broker import Broker
+from .cases_batches import BatchCases
 from .cases_delay import DelayCases
 from .cases_delivery import DeliveryCases
 from .cases_groups import GroupCases
@@ -18,6 +19,7 @@ from .cases_request import RequestCases
 from .cases_restart import RestartCases
 from .cases_retry import RetryCases
 from .cases_shutdown import ShutdownCases
+from .cases_transactions import TransactionCases
 from .features import missing
 from .support import Backend, BrokerFactory, Collector, Names, mark_known_defect
 
@@ -34,6 +36,8 @@ class ConformanceSuite(
     RestartCases,
     OperationsCases,
     RequestCases,
+    BatchCases,
+    TransactionCases,
 ):
     """Subclass and provide a ``backend`` fixture returning a :class:`Backend`."""
 
