@@ -117,6 +117,17 @@ def test_bad_options_are_configuration_errors() -> None:
         transport("kombu+sqs://k:s@127.0.0.1:1", secure="maybe")
 
 
+def test_url_query_options_are_read_and_keywords_win() -> None:
+    assert (
+        transport("kombu+redis://127.0.0.1:1/0?visibility_timeout=7").options.visibility_timeout
+        == 7
+    )
+    given = transport("kombu+redis://127.0.0.1:1/0?visibility_timeout=7", visibility_timeout=9)
+    assert given.options.visibility_timeout == 9
+    with pytest.raises(ConfigurationError, match="visibility_timeout"):
+        transport("kombu+redis://127.0.0.1:1/0?visibility_timeout=soon")
+
+
 def test_capabilities_per_transport() -> None:
     sqs = transport("kombu+sqs://k:s@127.0.0.1:1").capabilities
     assert sqs.max_delay == 900 and not sqs.ordering and sqs.max_message_size == 160 * 1024

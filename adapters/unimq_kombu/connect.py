@@ -22,11 +22,20 @@ def load_kombu() -> Any:
     return importlib.import_module("kombu")
 
 
+UNACKED_MUTEX_EXPIRE = 10  # seconds
+
+
 def open_connection(url: BrokerURL, profile: Profile, options: KombuOptions) -> Any:
     """A connected ``kombu.Connection`` (runs on the connection's thread: it blocks)."""
     kombu = load_kombu()
 
     transport_options: dict[str, Any] = {"visibility_timeout": options.visibility_timeout}
+    if profile.kombu_scheme in ("redis", "rediss"):
+        # kombu's restore of unacked messages runs under a Redis lock that lives 300 s by
+        # default: a consumer killed while it held the lock stopped every restore for five
+        # minutes. Each restore is its own transaction (never done twice), so a short lock
+        # only lets two consumers scan at once.
+        transport_options["unacked_mutex_expire"] = UNACKED_MUTEX_EXPIRE
     if profile.kombu_scheme == "sqs":
         transport_options.update(
             region=options.region,
@@ -41,7 +50,7 @@ def open_connection(url: BrokerURL, profile: Profile, options: KombuOptions) -> 
         userid=url.username or None,
         password=password,
         virtual_host=(url.path or "").lstrip("/") or None,
-        transport=profile.kombu_scheme,
+        transport=_transport(profile),
         transport_options=transport_options,
         connect_timeout=5,
     )
@@ -53,6 +62,16 @@ def open_connection(url: BrokerURL, profile: Profile, options: KombuOptions) -> 
         connection.release()
         raise connect_error(url, exc) from None
     return connection
+
+
+def _transport(profile: Profile) -> Any:
+    """kombu's transport name, or for Redis the subclass that takes messages atomically
+    (redis_channel: a consumer killed between kombu's pop and its unacked record lost one)."""
+    if profile.kombu_scheme == "redis":
+        from .redis_channel import AtomicTransport
+
+        return AtomicTransport
+    return profile.kombu_scheme
 
 
 def connect_error(url: BrokerURL, exc: BaseException) -> UnimqError:

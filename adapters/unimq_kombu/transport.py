@@ -35,7 +35,8 @@ class KombuTransport:
         self.url = url
         self.profile = profile
         self.capabilities = profile.capabilities
-        self.options = parse_options(options, profile.publish_connections)
+        # URL query options too, as every adapter reads them (keyword options win).
+        self.options = parse_options({**url.query_dict(), **options}, profile.publish_connections)
         self.context = context
         self._publishers: list[Publisher] = []
         self._next = itertools.cycle([0])
