@@ -3,12 +3,20 @@
 SQS answers each ``SendMessage`` over HTTP, and routing needs a ``ListQueues`` first, so
 one thread publishes a few hundred messages a second at most: ``publish_connections`` runs
 several side by side (publishes are spread round-robin). Redis answers fast enough for one.
+
+Publishes are group-committed: each waits in a list, and the thread takes the whole list at
+once and sends it through kombu's ``Producer.batch()`` (on Redis one pipelined round trip for
+all of them; on SQS kombu publishes one by one). A publish returns once its batch is on the
+server, or raises the batch's error (then some of the batch may have been sent: at least
+once). One wake-up of the event loop answers the whole batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import threading
 import time
 from typing import Any
 
@@ -35,6 +43,44 @@ class Publisher:
         self._connection: Any = None
         self._router: Router | None = None
         self._producer: Any = None
+        self._lock = threading.Lock()
+        self._pending: list[tuple[OutgoingMessage, asyncio.Future[None]]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def submit(self, message: OutgoingMessage) -> None:
+        """Publish ``message`` with the next batch; returns when the batch was sent."""
+        if self.thread.closed:
+            raise RuntimeError("the publishing connection is closed")
+        self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = self._loop.create_future()
+        with self._lock:
+            self._pending.append((message, future))
+            first = len(self._pending) == 1
+        if first:  # otherwise a flush is already queued and will take this one too
+            self.thread.submit(self._flush)
+        await future
+
+    def _flush(self) -> None:  # on the thread
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
+        outcomes: list[BaseException | None] = [None] * len(batch)
+        try:
+            with self._producer.batch():
+                for index, (message, _) in enumerate(batch):
+                    try:
+                        self.publish(message)
+                    except Exception as exc:
+                        outcomes[index] = exc
+        except Exception as exc:  # the batch itself failed to reach the server
+            outcomes = [exc] * len(batch)
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(_settle, batch, outcomes)
+            except RuntimeError:  # the loop closed: nobody waits any more
+                pass
 
     async def start(self, moves_delays: bool) -> None:
         self.thread.start()
@@ -101,3 +147,16 @@ class Publisher:
             delays.move_due(client, lambda m: self.send(m, 0))
         except Exception as exc:
             logger.warning("moving delayed messages failed: %s", self.url.mask(repr(exc)))
+
+
+def _settle(
+    batch: list[tuple[OutgoingMessage, asyncio.Future[None]]],
+    outcomes: list[BaseException | None],
+) -> None:
+    for (_, future), outcome in zip(batch, outcomes, strict=True):
+        if future.done():
+            continue
+        if outcome is None:
+            future.set_result(None)
+        else:
+            future.set_exception(outcome)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -81,6 +82,8 @@ class KombuSubscription:
             f"unimq-kombu-{spec.topic}-{spec.group}", poll=options.poll_interval
         )
         self._unacked: dict[int, KombuDelivery] = {}
+        self._ack_lock = threading.Lock()
+        self._acks: list[Any] = []  # kombu messages whose ack waits for the thread
         self._connection: Any = None
         self._consumer: Any = None
         self._kombu_queue: Any = None
@@ -248,8 +251,29 @@ class KombuSubscription:
         redelivers the message (at least once).
         """
         self._unacked.pop(id(delivery), None)
-        if not self._closed:
-            self._thread.submit(delivery._message.ack)
+        if self._closed:
+            return
+        with self._ack_lock:
+            self._acks.append(delivery._message)
+            first = len(self._acks) == 1
+        if first:  # otherwise a flush is queued already and takes this ack too
+            self._thread.submit(self._flush_acks)
+
+    def _flush_acks(self) -> None:  # on the connection thread
+        """Run the acks queued since the last flush: on Redis in one pipelined round trip."""
+        with self._ack_lock:
+            messages, self._acks = self._acks, []
+        if not messages:
+            return
+        qos = messages[0].channel.qos
+        if hasattr(qos, "ack_many") and all(m.channel is messages[0].channel for m in messages):
+            qos.ack_many([m.delivery_tag for m in messages])
+            return
+        for message in messages:
+            try:
+                message.ack()
+            except Exception as exc:  # the broker redelivers it (at least once)
+                logger.warning("kombu ack failed (it is redelivered): %r", type(exc))
 
     async def stop(self) -> None:
         if self._stopped:

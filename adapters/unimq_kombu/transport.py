@@ -73,7 +73,7 @@ class KombuTransport:
             raise NotConnectedError(f"{self.url.redacted()}: not connected")
         publisher = self._publishers[next(self._next) % len(self._publishers)]
         try:
-            await publisher.thread.call(lambda: publisher.publish(message))
+            await publisher.submit(message)
         except UnimqError:
             raise
         except Exception as exc:

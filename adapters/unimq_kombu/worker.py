@@ -39,6 +39,10 @@ class ConnectionThread:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def set_idle(self, idle: Callable[[], None] | None, idle_blocks: bool = False) -> None:
         self._idle = idle
         self._idle_blocks = idle_blocks
