@@ -60,8 +60,10 @@ from unimq_brokers import KINDS, versions  # noqa: E402
 from unimq_brokers.fixtures import (  # noqa: E402,F401
     REALBROKER_MARKER,
     kafka_broker,
+    kafka_cluster_broker,
     kafka_secure_broker,
     rabbitmq_broker,
+    rabbitmq_cluster_broker,
     rabbitmq_secure_broker,
     rocketmq_broker,
     rocketmq_secure_broker,

@@ -18,7 +18,7 @@ def test_quorum_is_the_default_and_classic_opts_out() -> None:
     assert RabbitMQOptions.parse(URL, {}).queue_type == "quorum"
     assert RabbitMQOptions.parse(URL, {"queue_type": "Classic"}).queue_type == "classic"
     with pytest.raises(ConfigurationError, match="queue_type"):
-        RabbitMQOptions.parse(URL, {"queue_type": "stream"})
+        RabbitMQOptions.parse(URL, {"queue_type": "lazy"})
 
 
 def test_quorum_ladder_dead_letters_at_least_once() -> None:
@@ -88,10 +88,19 @@ def test_a_classic_ladder_queue_first_differs_in_overflow_and_the_probe_says_cla
     assert "x-overflow=none" in unknown and "x-overflow=reject-publish" in unknown
 
 
-def test_a_stream_is_named_and_no_type_switch_is_offered() -> None:
+def test_a_stream_is_named_and_queue_type_stream_is_offered() -> None:
     reply = (
         "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'o::g' in vhost '/': "
         "received 'quorum' but current is 'stream'"
     )
     text = str(queue_types.inequivalent_queue("o::g", "quorum", Exception(reply)))
-    assert "already exists as a stream queue" in text and "set queue_type" not in text
+    assert "already exists as a stream queue" in text and "set queue_type='stream'" in text
+
+
+def test_an_unknown_queue_type_is_named_and_no_type_switch_is_offered() -> None:
+    reply = (
+        "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'o::g' in vhost '/': "
+        "received 'quorum' but current is 'delayed'"
+    )
+    text = str(queue_types.inequivalent_queue("o::g", "quorum", Exception(reply)))
+    assert "already exists as a delayed queue" in text and "set queue_type" not in text

@@ -417,6 +417,15 @@ class ConsumerThread:
     def _forget(self, tps: list[TopicPartition]) -> None:
         gone = set(tps)
         self._assigned -= gone
+        paused = self._paused & gone
+        if paused and self._consumer is not None:
+            # librdkafka keeps a partition's pause across rebalances: one revoked or lost while
+            # paused here would stay paused when assigned again, and never be read (its pause
+            # forgotten below). So give it back unpaused.
+            try:
+                self._consumer.resume([KafkaTopicPartition(t, p) for t, p in paused])
+            except KafkaException as exc:
+                logger.debug("kafka consumer %s: resume at a rebalance: %s", self._name, exc)
         self._paused -= gone
         for tp in gone:
             self._held.pop(tp, None)

@@ -109,6 +109,27 @@ class OffsetTracker:
             if last is not None:
                 state.commit_point = last + 1
 
+    def ack_many(self, acks: list[tuple[PartitionOffsets, int]]) -> None:
+        """``ack`` for many (a batch handler's success), under one lock; each partition's
+        commit point is advanced once, after all its offsets are in."""
+        touched: dict[int, PartitionOffsets] = {}
+        with self.lock:
+            for state, offset in acks:
+                state.in_flight -= 1
+                if state.released:
+                    continue  # released already: the new owner redelivers it
+                state.acked.add(offset)
+                touched[id(state)] = state
+            for state in touched.values():
+                acked = state.acked
+                handed = state.handed
+                last: int | None = None
+                while handed and handed[0] in acked:
+                    last = handed.popleft()
+                    acked.discard(last)
+                if last is not None:
+                    state.commit_point = last + 1
+
     def drop(self, state: PartitionOffsets) -> None:
         """A taken delivery of a revoked partition is given up unacknowledged (the core will
         not run it): it no longer holds up the revocation; its offset stays uncommitted."""

@@ -11,9 +11,11 @@ future mean "durably written, exactly once in the log".
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from confluent_kafka import Producer
@@ -132,20 +134,19 @@ class KafkaProducer:
             return results
         future: asyncio.Future[None] = loop.create_future()
         # Reports still to come, plus one held by this loop until every item is queued; the
-        # poll thread counts down too, hence the lock. Whoever reaches zero completes.
-        left = [len(items) + 1]
-        lock = threading.Lock()
+        # poll thread counts too. ``next()`` on an ``itertools.count`` is atomic (one C call
+        # under the GIL): no lock per report. Whoever draws the last number completes.
+        total = len(items) + 1
+        counter = itertools.count(1)
 
-        def count_down() -> bool:
-            with lock:
-                left[0] -= 1
-                return not left[0]
-
-        def report(index: int, error: Any) -> None:
+        def report(index: int, error: Any, _message: Any) -> None:
             if error is not None:
                 results[index] = PublishError(f"kafka did not accept the message: {error.str()}")
-            if count_down():
-                self._reports.append((future, None))
+            if next(counter) == total:
+                self._reports.append((future, None))  # swapped per poll: look it up
+
+        def count_down() -> bool:
+            return next(counter) == total
 
         self._may_poll.clear()
         try:
@@ -169,25 +170,31 @@ class KafkaProducer:
         count_down: Any,
         results: list[BaseException | None],
     ) -> None:
+        produce = producer.produce
         for index, (topic, value, key, headers) in enumerate(items):
-            while True:
+            try:  # the common case first: one call, no loop
+                produce(topic, value, key, headers=headers, on_delivery=partial(report, index))
+                continue
+            except BufferError:
+                pass
+            except Exception as exc:  # KafkaException (e.g. message too large), TypeError
+                results[index] = PublishError(f"kafka refused the message for {topic!r}: {exc}")
+                count_down()  # never queued: no report comes for it
+                continue
+            while True:  # local queue full: let the poll thread drain it
+                self._may_poll.set()
+                await asyncio.sleep(0.005)
+                self._may_poll.clear()
+                producer = self._producer
+                produce = producer.produce
                 try:
-                    producer.produce(
-                        topic,
-                        value,
-                        key,
-                        headers=headers,
-                        on_delivery=lambda error, _message, i=index: report(i, error),
-                    )
+                    produce(topic, value, key, headers=headers, on_delivery=partial(report, index))
                     break
-                except BufferError:  # local queue full: let the poll thread drain it
-                    self._may_poll.set()
-                    await asyncio.sleep(0.005)
-                    self._may_poll.clear()
-                    producer = self._producer
-                except Exception as exc:  # KafkaException (e.g. message too large), TypeError
+                except BufferError:
+                    continue
+                except Exception as exc:
                     results[index] = PublishError(f"kafka refused the message for {topic!r}: {exc}")
-                    count_down()  # never queued: no report comes for it
+                    count_down()
                     break
 
     def _poll_forever(self) -> None:

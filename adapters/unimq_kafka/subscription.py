@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .consumer import ConsumerThread, Gate
@@ -54,6 +54,23 @@ class KafkaDelivery(KafkaRecord):
         if not self._settled:
             self._settled = True
             self._tracker.ack(self._state, self._message.offset())
+
+    @classmethod
+    async def ack_many(cls, deliveries: Sequence[KafkaDelivery]) -> None:
+        """``SupportsAckMany``: a batch's acks, one tracker lock per consumer (not per
+        message); each delivery is acked at most once, as by ``ack``."""
+        by_tracker: dict[int, tuple[OffsetTracker, list[tuple[PartitionOffsets, int]]]] = {}
+        for delivery in deliveries:
+            if delivery._settled:
+                continue
+            delivery._settled = True
+            tracker = delivery._tracker
+            entry = by_tracker.get(id(tracker))
+            if entry is None:
+                entry = by_tracker[id(tracker)] = (tracker, [])
+            entry[1].append((delivery._state, delivery._message.offset()))
+        for tracker, acks in by_tracker.values():
+            tracker.ack_many(acks)
 
     @property
     def revoked(self) -> bool:

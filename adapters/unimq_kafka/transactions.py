@@ -63,8 +63,9 @@ _GROUP_CHANGED = {
 
 #: Where a staged message's topic is made to exist before it is produced (the admin's ensure).
 Ensure = Callable[[str], Awaitable[None]]
-#: The consumed delivery's offset to commit with the transaction: ``(offsets, group metadata)``.
-ConsumedOffsets = tuple[list[Any], Any]
+#: The consumed delivery's offset to commit with the transaction, and where its group metadata
+#: is read at commit time: ``(offsets, read group metadata)``.
+ConsumedOffsets = tuple[list[Any], Callable[[], Any]]
 
 
 def _error(exc: BaseException, doing: str) -> Exception:
@@ -157,6 +158,9 @@ class KafkaTransaction:
 
     ``consumed`` (set by the consume-transform-produce path) is the offset to commit in the
     transaction, so the outputs and the input's consumption become visible together or never.
+    Its group metadata is read at commit time, not at begin: a rebalance between the delivery
+    and the commit (the handler ran, the producer lock was awaited) changes the generation, and
+    offsets sent with the old one fail the commit (ILLEGAL_GENERATION).
     """
 
     def __init__(self, owner: TransactionalProducer, producer: Any, ensure: Ensure) -> None:
@@ -165,10 +169,6 @@ class KafkaTransaction:
         self._ensure = ensure
         self._ended = False
         self.consumed: ConsumedOffsets | None = None
-        #: Reads the consumer's group metadata again at commit time: a rebalance between the
-        #: delivery and the commit (the handler ran, the producer lock was awaited) changes the
-        #: generation, and offsets sent with the old one fail the commit (ILLEGAL_GENERATION).
-        self.refresh_metadata: Callable[[], Any] | None = None
 
     async def publish(self, message: OutgoingMessage) -> None:
         if self._ended:
@@ -197,9 +197,8 @@ class KafkaTransaction:
         fatal = False
         try:
             if self.consumed is not None:
-                offsets, metadata = self.consumed
-                if self.refresh_metadata is not None:
-                    metadata = self.refresh_metadata()
+                offsets, read_metadata = self.consumed
+                metadata = read_metadata()
                 await asyncio.to_thread(
                     producer.send_offsets_to_transaction, offsets, metadata, OFFSETS_TIMEOUT
                 )
@@ -248,6 +247,8 @@ class KafkaTransaction:
             return False
 
 
-def consumed_offsets(topic: str, partition: int, offset: int, metadata: Any) -> ConsumedOffsets:
+def consumed_offsets(
+    topic: str, partition: int, offset: int, read_metadata: Callable[[], Any]
+) -> ConsumedOffsets:
     """The offset that marks the message at ``offset`` consumed (the next one), for its group."""
-    return [TopicPartition(topic, partition, offset + 1)], metadata
+    return [TopicPartition(topic, partition, offset + 1)], read_metadata

@@ -206,12 +206,11 @@ class KafkaTransport:
             raise UnsupportedFeatureError(
                 f"a kafka transaction can only consume a kafka delivery, not {delivery!r}"
             )
-        metadata = delivery.group_metadata()
+        delivery.group_metadata()  # no consumer to commit with: fail before the handler runs
         transaction = await self.begin_transaction()
         transaction.consumed = consumed_offsets(
-            delivery.topic, delivery.partition, delivery.offset, metadata
+            delivery.topic, delivery.partition, delivery.offset, delivery.group_metadata
         )
-        transaction.refresh_metadata = delivery.group_metadata
         return transaction
 
     async def _ensure_topic(self, topic: str) -> None:

@@ -37,7 +37,11 @@ class RabbitMQOptions(BaseModel):
       so delays and retries survive a node crash; ``classic`` opts out, for brokers older than
       3.10 or queues declared as classic by an earlier unimq (a queue's type cannot change in
       place). Broadcast queues are always classic: they are exclusive, and quorum queues
-      cannot be.
+      cannot be. ``stream``: every group queue is a RabbitMQ stream (an append-only log read
+      from an offset), so a group keeps its position and can be rewound (``Broker.rewind``);
+      the delay ladder and dead-letter holding queues stay quorum queues (a stream has no TTL
+      or dead-lettering). See :mod:`unimq_rabbitmq.stream` and docs/backends/rabbitmq.md
+      ("Stream queues") for what differs.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -53,7 +57,7 @@ class RabbitMQOptions(BaseModel):
     publish_window: int = Field(256, ge=1)
     reconnect_interval: float = Field(2.0, gt=0)
     publish_timeout: float = Field(30.0, gt=0)
-    queue_type: Literal["quorum", "classic"] = "quorum"
+    queue_type: Literal["quorum", "classic", "stream"] = "quorum"
 
     @classmethod
     def parse(cls, url: BrokerURL, options: Mapping[str, Any]) -> RabbitMQOptions:

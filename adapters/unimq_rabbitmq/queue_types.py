@@ -24,7 +24,7 @@ from unimq.errors import ConfigurationError
 
 logger = logging.getLogger("unimq.rabbitmq")
 
-QueueType = Literal["quorum", "classic"]
+QueueType = Literal["quorum", "classic", "stream"]
 
 #: ``x-delivery-limit`` of every quorum queue: in effect none. RabbitMQ 4.0 gives quorum queues
 #: a default limit of 20 returns per message and then drops the message, and it counts the
@@ -53,10 +53,13 @@ def base_arguments(queue_type: QueueType) -> dict[str, Any]:
     docs/backends/rabbitmq.md on a RabbitMQ 4.0.5 boot failure seen with the explicit one)."""
     if queue_type == "quorum":
         return {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT}
+    if queue_type == "stream":  # an append-only log: no delivery limit, TTL or dead-lettering
+        return {"x-queue-type": "stream"}
     return {}
 
 
 def other(queue_type: QueueType) -> QueueType:
+    """The type :func:`_probe` tries for a queue that cannot be declared as ``queue_type``."""
     return "classic" if queue_type == "quorum" else "quorum"
 
 
@@ -139,12 +142,13 @@ def inequivalent_queue(
 
 def _type_error(name: str, queue_type: QueueType, current: str) -> ConfigurationError:
     keep = f"; or set queue_type={current!r} to keep using it as it is"
+    kept = {"quorum", "classic", "stream"}
     return ConfigurationError(
         f"queue {name!r} already exists as a {current} queue, and unimq is set to "
         f"queue_type={queue_type!r}: RabbitMQ cannot change a queue's type in place. Either "
         f"drain and delete the queue (rabbitmqctl delete_queue {name}), or migrate it (move "
         f"its messages elsewhere, e.g. with a shovel, then delete it), and unimq re-declares "
-        f"it as {queue_type}" + (keep if current in {"quorum", "classic"} else "")
+        f"it as {queue_type}" + (keep if current in kept else "")
     )
 
 

@@ -163,7 +163,10 @@ async def declare_group_queue(
     def arguments(kind: QueueType) -> dict[str, Any]:
         # No x-queue-type on an exclusive queue: classic anyway, declared as it always was.
         declared = {} if broadcast else base_arguments(kind)
-        if ordered:  # one consumer at a time: on quorum and classic queues alike
+        # One consumer at a time: on quorum and classic queues alike. A stream refuses the
+        # argument (AMQP 0.9.1 has no single active consumer on streams): one consumer per
+        # stream group at a time always, by a lock of unimq's own (.stream_lock).
+        if ordered and kind != "stream":
             declared["x-single-active-consumer"] = True
         return declared
 

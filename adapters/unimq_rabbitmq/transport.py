@@ -13,13 +13,13 @@ the core can hold.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import aio_pika
 import aiormq
 from aio_pika.abc import (
     AbstractChannel,
@@ -36,15 +36,17 @@ from unimq.errors import (
     NotConnectedError,
     PublishError,
     UnimqError,
+    UnsupportedFeatureError,
 )
 from unimq.slots import Slots
 from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
 from unimq.url import BrokerURL
 
-from . import confirms, failures, topology, wire_headers
+from . import confirms, failures, nodes, topology, wire_headers
 from .acks import AckBatcher
 from .confirms import ConfirmBatcher
-from .options import DEFAULT_PORT, RabbitMQOptions
+from .options import RabbitMQOptions
+from .queue_types import QueueType
 
 if TYPE_CHECKING:
     from .dead_letters import RabbitMQDeadLetters
@@ -62,6 +64,8 @@ CAPABILITIES = Capabilities(
     revocable=True,
     keeps_unread=False,  # an exchange with no queue bound returns the message: PublishError
 )
+#: ``queue_type=stream``: group queues are streams, which keep what they delivered.
+STREAM_CAPABILITIES = dataclasses.replace(CAPABILITIES, rewind=True)
 
 
 class RabbitMQDelivery:
@@ -176,6 +180,9 @@ class RabbitMQSubscription:
                 break
             # Prefetched on a channel that has closed since (a reconnect): RabbitMQ has put it
             # back in the queue and redelivers it; handing it out would only run it twice.
+        return self._delivery(message)
+
+    def _delivery(self, message: aiormq.abc.DeliveredMessage) -> RabbitMQDelivery:
         return RabbitMQDelivery(
             message.body,
             message.header.properties,
@@ -199,15 +206,7 @@ class RabbitMQSubscription:
                     inbox.put_nowait(None)  # wake the next waiting worker too
                     return deliveries
                 if not message.channel.is_closed:  # else RabbitMQ redelivers it (see receive)
-                    deliveries.append(
-                        RabbitMQDelivery(
-                            message.body,
-                            message.header.properties,
-                            self._topic,
-                            self._acks_for(message.channel),
-                            message.delivery.delivery_tag,  # type: ignore[union-attr]
-                        )
-                    )
+                    deliveries.append(self._delivery(message))
                 if len(deliveries) >= max_n or inbox.empty():
                     break
                 message = inbox.get_nowait()
@@ -252,6 +251,10 @@ class RabbitMQTransport:
     ) -> None:
         self.url = url
         self.options = RabbitMQOptions.parse(url, options)
+        stream = self.options.queue_type == "stream"
+        self.capabilities = STREAM_CAPABILITIES if stream else CAPABILITIES
+        # Ladder and holding queues need TTL and dead-lettering, which streams lack.
+        self._durable_type: QueueType = "quorum" if stream else self.options.queue_type
         self._clock = context.clock
         self._connection_name = self.options.connection_name or f"unimq-{context.instance_id}"
         self._connection: AbstractRobustConnection | None = None
@@ -266,13 +269,10 @@ class RabbitMQTransport:
     async def connect(self) -> None:
         url = self.url
         options = self.options
-        host = url.host or "localhost"
-        port = url.port or DEFAULT_PORT.get(url.scheme, 5672)
+        node_list = nodes.nodes_of(url)
         vhost = url.path[1:] if url.path.startswith("/") and len(url.path) > 1 else "/"
         external = options.auth_mechanism == "external"
         kwargs: dict[str, Any] = {
-            "host": host,
-            "port": port,
             "login": url.username or "guest",
             "password": url.password.get_secret_value() if url.password else "guest",
             "virtualhost": vhost,
@@ -295,27 +295,25 @@ class RabbitMQTransport:
                 )
         try:
             with failures.quiet_connect_logs():
-                self._connection = await aio_pika.connect_robust(**kwargs)
+                self._connection = await nodes.connect_first(
+                    node_list,
+                    kwargs,
+                    lambda exc: type(self._connect_error(exc)) is ConnectionFailedError,
+                )
         except (aiormq.exceptions.AMQPError, OSError) as exc:
-            error = failures.connect_failure(
-                exc,
-                url,
-                user=self._user(),
-                mechanism=options.auth_mechanism,
-                secrets=self._secrets(),
-            )
+            error = self._connect_error(exc)
             if (
                 type(error) is ConnectionFailedError
                 and url.scheme == "amqp"
                 and not failures.refused_connection(exc)
-                and await failures.speaks_tls(host, port)
+                and await failures.speaks_tls(*node_list[-1])
             ):
                 error = failures.plaintext_on_tls_port(url)
             raise error from None
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         try:
             self._exchange = await topology.declare_exchanges(
-                self._publish_channel, self.options.queue_type, self._connection
+                self._publish_channel, self._durable_type, self._connection
             )
         except aiormq.exceptions.ChannelAccessRefused as exc:
             raise self._refused(exc, "declare unimq's exchanges") from None
@@ -323,6 +321,15 @@ class RabbitMQTransport:
             await self.close()  # a ladder queue of the other type: nothing can work
             raise
         self._use_channel(await self._publish_channel.get_underlay_channel())
+
+    def _connect_error(self, exc: BaseException) -> UnimqError:
+        return failures.connect_failure(
+            exc,
+            self.url,
+            user=self._user(),
+            mechanism=self.options.auth_mechanism,
+            secrets=self._secrets(),
+        )
 
     def _user(self) -> str:
         if self.options.auth_mechanism == "external":
@@ -602,7 +609,7 @@ class RabbitMQTransport:
                 queue_type=self.options.queue_type,
                 connection=connection,
             )
-            subscription = RabbitMQSubscription(channel, queue, spec.topic)
+            subscription = self._subscription(channel, queue, spec)
             await subscription.start()
         except aiormq.exceptions.ChannelAccessRefused as exc:
             await topology.close_quietly(channel)
@@ -614,6 +621,16 @@ class RabbitMQTransport:
         self._subscriptions.append(subscription)
         return subscription
 
+    def _subscription(
+        self, channel: AbstractChannel, queue: AbstractQueue, spec: SubscriptionSpec
+    ) -> RabbitMQSubscription:
+        if self.options.queue_type == "stream" and not spec.broadcast:
+            from .stream import StreamSubscription  # that module builds on this one
+
+            assert self._connection is not None
+            return StreamSubscription(channel, queue, spec.topic, self._connection)
+        return RabbitMQSubscription(channel, queue, spec.topic)
+
     async def declare_topic(self, topic: str) -> None:
         channel = self._publish_channel
         if channel is None:
@@ -623,7 +640,7 @@ class RabbitMQTransport:
         topology.check_name("topic", topic)
         try:
             await topology.declare_holding_queue(
-                channel, topic, self.options.queue_type, self._connection
+                channel, topic, self._durable_type, self._connection
             )
         except aiormq.exceptions.ChannelAccessRefused as exc:
             raise self._refused(exc, f"declare the dead-letter topic {topic!r}") from None
@@ -637,8 +654,52 @@ class RabbitMQTransport:
             raise NotConnectedError("the RabbitMQ transport is not connected")
         topology.check_name("topic", topic)
         topology.check_name("group", group)
+        if self.options.queue_type == "stream":
+            from . import stream_rewind
+
+            return await stream_rewind.lag(connection, topic, group, self.options.publish_timeout)
         queue = topology.group_queue(topic, group)
         return await topology.ready_count(connection, queue, self.options.publish_timeout)
+
+    async def backlog_age(self, topic: str, group: str) -> float | None:
+        """Stream groups: the age of the message at the group's committed offset
+        (:mod:`.stream_rewind`). ``None`` (unknown) on classic and quorum queues, whose head
+        message can only be seen by taking it, which would redeliver it out of order."""
+        connection = self._connection
+        if connection is None:
+            raise NotConnectedError("the RabbitMQ transport is not connected")
+        if self.options.queue_type != "stream":
+            return None
+        topology.check_name("topic", topic)
+        topology.check_name("group", group)
+        from . import stream_rewind
+
+        return await stream_rewind.backlog_age(
+            connection, topic, group, self.options.publish_timeout, self._clock.now()
+        )
+
+    async def rewind(
+        self, topic: str, group: str, since: float, *, dry_run: bool = False
+    ) -> int | None:
+        """Move a stream group back to ``since`` (:mod:`.stream_rewind`); refused with
+        ``UnsupportedFeatureError`` unless ``queue_type=stream``: a classic or quorum queue
+        deletes what it delivered."""
+        if self.options.queue_type != "stream":
+            raise UnsupportedFeatureError(
+                f"RabbitMQ cannot rewind group {group!r}: with queue_type="
+                f"{self.options.queue_type!r} its queue deletes what it delivered. Only stream "
+                "queues keep it (queue_type=stream, docs/backends/rabbitmq.md)"
+            )
+        connection = self._connection
+        if connection is None:
+            raise NotConnectedError("the RabbitMQ transport is not connected")
+        topology.check_name("topic", topic)
+        topology.check_name("group", group)
+        from . import stream_rewind
+
+        return await stream_rewind.rewind(
+            connection, topic, group, since, dry_run=dry_run, wait=self.options.publish_timeout
+        )
 
     async def open_dead_letters(self, topic: str) -> RabbitMQDeadLetters:
         """A pass over the holding queue of dead-letter ``topic`` (see :mod:`.dead_letters`)."""

@@ -16,6 +16,7 @@ import uuid_utils
 from . import envelope, transactions, validation
 from . import rewind as rewind_
 from .batch import BatchPolicy, Outgoing, PublishBatchError
+from .batch_prepare import prepare_bodies
 from .clock import Clock, SystemClock
 from .delivery.host import Middleware
 from .delivery.runtime import PipelineContext, SubscriberRuntime
@@ -521,8 +522,15 @@ class Broker:
                 else await tx.publish(topic, item, key=key, headers=headers)
                 for item in items
             ]
+        items = items if isinstance(items, (list, tuple)) else list(items)
+        plain = not any(isinstance(item, Outgoing) for item in items)
         prepared = []
-        for index, item in enumerate(items):
+        if plain:  # bodies only: topic, key and headers are checked once (see batch_prepare)
+            prepared = prepare_bodies(
+                topic, items, key, headers, self.clock.now, topic is self._checked_topic
+            )
+            self._checked_topic = topic
+        for index, item in enumerate(() if plain else items):
             try:
                 if isinstance(item, Outgoing):
                     prepared.append(

@@ -97,10 +97,15 @@ class Publisher:
         client's thread pool), and a key's order is the order of the items."""
         transport = self.transport
         if isinstance(transport, SupportsPublishMany) and not self.middlewares:
-            messages = []
+            messages: list[OutgoingMessage] = []
+            append = messages.append
+            max_size = self._max_size
             for topic, body, headers, key, message_id, content_type, due in items:
-                if self._max_size is not None and len(body) > self._max_size:
+                if max_size is not None and len(body) > max_size:
                     self._too_large(topic, body)
+                if due is None:  # the common case: positional, no delay to work out
+                    append(OutgoingMessage(topic, body, headers, key, message_id, content_type))
+                    continue
                 deliver_at = None
                 if due is not None:
                     headers[h.DELIVER_AT] = str(int(due * 1000))

@@ -48,6 +48,8 @@ async def rewind(
     (``None``: the broker cannot tell)."""
     if not transport.capabilities.rewind or not isinstance(transport, SupportsRewind):
         raise UnsupportedFeatureError(
-            f"the {scheme}:// backend cannot rewind a consumer group (Capabilities.rewind)"
+            f"the {scheme}:// backend cannot rewind a consumer group as configured "
+            "(Capabilities.rewind); docs/operations.md, 'Rewinding a consumer group', lists the "
+            "backends and settings that can"
         )
     return await transport.rewind(topic, group, since, dry_run=dry_run)

@@ -43,6 +43,25 @@ class Slots:
         receive already holds): the next ``give`` repays it before waking a waiter."""
         self.free -= 1
 
+    def take_many_anyway(self, count: int) -> None:
+        """``count`` times (``take_now()`` or else ``take_anyway()``), in one step: either takes
+        one slot, free or overshooting, so together they take ``count``."""
+        self.free -= count
+
+    def give_many(self, count: int) -> None:
+        """``count`` times ``give``: repays the overshoot, then wakes waiters, then frees."""
+        if self.free < 0:
+            repaid = min(count, -self.free)
+            self.free += repaid
+            count -= repaid
+        waiters = self._waiters
+        while count and waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                count -= 1
+        self.free += count
+
     def give(self) -> None:
         if self.free < 0:
             self.free += 1

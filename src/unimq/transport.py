@@ -194,6 +194,23 @@ class SupportsPublishMany(Protocol):
 
 
 @runtime_checkable
+class SupportsAckMany(Protocol):
+    """Optional on a :class:`Delivery` class: acknowledge many deliveries in one call.
+
+    A batch subscriber whose handler succeeded acks its whole batch; a class with
+    ``ack_many`` gets the batch's deliveries of that class in one call (one lock, one
+    bookkeeping pass) instead of one ``ack`` each. Capability-free: without it the core calls
+    ``ack`` per delivery, with the same result. The deliveries may come from different
+    subscriptions of the transport (a subscriber's main and retry topics).
+    """
+
+    @classmethod
+    async def ack_many(cls, deliveries: Sequence[Any]) -> None:
+        """``ack`` every delivery (each at most once, as ``ack`` promises), in order."""
+        ...
+
+
+@runtime_checkable
 class SupportsReceiveMany(Protocol):
     """Optional on a :class:`Subscription`: hand over several deliveries in one call.
 

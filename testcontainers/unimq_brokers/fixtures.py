@@ -1,5 +1,5 @@
 """pytest fixtures: ``rabbitmq_broker``, ``kafka_broker``, ``rocketmq_broker``, and the secured
-``rabbitmq_secure_broker``.
+``rabbitmq_secure_broker``, and the 3-node ``kafka_cluster_broker``.
 
 Session-scoped; each starts its broker on first use and removes the container
 at the end of the session. The fixture parameter is the broker version (one of
@@ -28,8 +28,10 @@ __all__ = [
     "REALBROKER_MARKER",
     "broker_unavailable",
     "kafka_broker",
+    "kafka_cluster_broker",
     "kafka_secure_broker",
     "rabbitmq_broker",
+    "rabbitmq_cluster_broker",
     "rabbitmq_secure_broker",
     "rocketmq_broker",
     "rocketmq_secure_broker",
@@ -167,3 +169,52 @@ def rocketmq_secure_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
     """RocketMQ 5 (primary version) with ACL 2.0 and TLS on the proxy's gRPC port: ``.url``
     connects as the limited access key ``app`` (``unimq_brokers.secure_rocketmq``)."""
     yield from _secure_broker(request, "rocketmq")
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A 3-node Kafka KRaft cluster (primary version; RF 3, min ISR 2) on the host network,
+    every node on its own 127.0.0.1 ports (``unimq_brokers.cluster_kafka.KafkaCluster``):
+    ``.url`` names every node, ``.url_of(node)`` one, ``.kill(node)`` / ``.start(node)``.
+    Containers only."""
+    key = ("kafka-cluster", versions.primary("kafka"))
+    handle = _shared.get(key)
+    if handle is None:
+        if config.mode() == "external":
+            broker_unavailable(
+                "the kafka cluster runs as containers only (UNIMQ_TEST_BROKERS=external)"
+            )
+        from . import containers
+        from .cluster_kafka import start_kafka_cluster
+
+        try:
+            client = containers.docker_client()
+            containers.remove_orphans(client)
+            handle = start_kafka_cluster(client, key[1])
+        except BrokerUnavailable as e:
+            broker_unavailable(str(e))
+            raise  # unreachable
+        _shared[key] = handle
+        request.config.add_cleanup(lambda: _release(key))
+    yield handle
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_cluster_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A 3-node RabbitMQ cluster (primary version) on loopback
+    (``unimq_brokers.cluster_rabbitmq.RabbitMQCluster``): ``.url`` names every node, ``.nodes``,
+    ``.url_of(node)``, ``.kill(node)`` (SIGKILL), ``.start(node)`` (waits until it rejoined),
+    ``.stop()``. Containers only."""
+    key = ("rabbitmq-cluster", versions.primary("rabbitmq"))
+    handle = _shared.get(key)
+    if handle is None:
+        from .cluster_rabbitmq import get_rabbitmq_cluster
+
+        try:
+            handle = get_rabbitmq_cluster(key[1])  # type: ignore[assignment]
+        except BrokerUnavailable as e:
+            broker_unavailable(str(e))
+            raise  # unreachable
+        _shared[key] = handle  # type: ignore[assignment]
+        request.config.add_cleanup(lambda: _release(key))
+    yield handle

@@ -30,7 +30,7 @@ from ..codec import DecodeError
 from ..slots import Slots
 from ..transport import Delivery, Subscription, SupportsPark, SupportsReceiveMany
 from .outcome import ACK, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff, decide
-from .settle import Settlement
+from .settle import Settlement, ack_together
 from .stages import HOLD_IN_PLACE
 
 if TYPE_CHECKING:
@@ -118,9 +118,7 @@ class Batches:
             if not deliveries:
                 room.give()
                 return
-            for _ in range(len(deliveries) - 1):
-                if not room.take_now():
-                    room.take_anyway()
+            room.take_many_anyway(len(deliveries) - 1)
             if self._parked:
                 for delivery in deliveries:
                     if isinstance(delivery, SupportsPark):
@@ -226,7 +224,7 @@ class Batches:
                 return None
         message = settlement.open_message(self.group)
         try:
-            settlement.kwargs = {"body": self.handler.decode(message)}
+            settlement.body = self.handler.decode(message)
         except DecodeError as error:
             return self._alone(settlement, DeadLetter("decode-error", error, str(error)))
         if self.idempotent:
@@ -286,14 +284,13 @@ class Batches:
             )
         finally:
             runtime.in_flight -= len(batch)
-            for _ in batch:
-                self.room.give()
+            self.room.give_many(len(batch))
 
     async def _invoke(self, batch: list[Settlement]) -> list[Outcome]:
         runtime = self.runtime
         policy = runtime.subscriber.retry
         messages = [s.message for s in batch]
-        bodies = [s.kwargs["body"] for s in batch]
+        bodies = [s.body for s in batch]
         kwargs = self.handler.batch_arguments(messages, bodies)  # type: ignore[arg-type]
         try:
             await self.handler.invoke(kwargs, runtime.executor)
@@ -315,9 +312,11 @@ class Batches:
         """Acks one after another (an ack only queues work on every backend here); copies
         concurrently, so a batch's retry and dead-letter copies go out together."""
         copies = []
+        acks = await ack_together(self.runtime, batch, outcomes)  # one ack_many where it can
         for settlement, outcome in zip(batch, outcomes, strict=True):
             if outcome is ACK:
-                await settlement.carry_out(outcome)
+                if settlement not in acks:
+                    await settlement.carry_out(outcome)
             else:
                 copies.append(settlement.carry_out(outcome))
         if copies:

@@ -51,6 +51,7 @@ MAX_PAUSE = 5.0
 PARK_FOREVER = 1e9
 
 _OPEN, _SETTLING, _SETTLED = 0, 1, 2
+_NO_ARGUMENTS: dict[str, object] = {}
 
 
 class Settlement:
@@ -59,6 +60,7 @@ class Settlement:
 
     __slots__ = (
         "_state",
+        "body",
         "completed",
         "delivery",
         "envelope",
@@ -74,7 +76,9 @@ class Settlement:
         self.delivery = delivery
         self.envelope = env
         self.message: Message | None = None
-        self.kwargs: dict[str, object] = {}
+        # The handler's arguments, set by the decode stage (never mutated: shared until then).
+        self.kwargs: dict[str, object] = _NO_ARGUMENTS
+        self.body: object = None  # a batch subscriber's decoded body (no kwargs dict each)
         self._state = _OPEN
         self.completed = False  # the idempotency mark was written
         # A nack() on a subscriber that retries in place: acted on after the handler returns
@@ -356,3 +360,47 @@ def error_type(error: BaseException) -> str:
 def log_after_settle(handler: str, message_id: str, error: BaseException) -> None:
     detail = "".join(traceback.format_exception_only(type(error), error)).strip()
     logger.error("handler %s raised after settling message %s: %s", handler, message_id, detail)
+
+
+_NO_ACK_MANY = object()
+_ACK_MANY: dict[type, object] = {}  # delivery class -> its ack_many (or _NO_ACK_MANY)
+
+
+async def ack_together(
+    host: Host, batch: list[Settlement], outcomes: list[Outcome]
+) -> set[Settlement]:
+    """A batch's plain acks, in one ``ack_many`` call per delivery class that has it
+    (:class:`~unimq.transport.SupportsAckMany`); returns the settlements it settled. What it
+    does not settle (no ``ack_many``, a request's reply, an idempotent subscriber, already
+    settled, or ``ack_many`` failed) is left open for :meth:`Settlement.carry_out`, which acks
+    one by one and retries: a delivery's ``ack`` is at most once, so a second try after a
+    partly done ``ack_many`` is harmless."""
+    done: set[Settlement] = set()
+    if not host.plain_ack:
+        return done
+    groups: dict[type, list[Settlement]] = {}
+    for settlement, outcome in zip(batch, outcomes, strict=True):
+        if outcome is not ACK or settlement._state != _OPEN or settlement.reply is not None:
+            continue
+        cls = type(settlement.delivery)
+        method = _ACK_MANY.get(cls)
+        if method is None:
+            method = _ACK_MANY[cls] = getattr(cls, "ack_many", None) or _NO_ACK_MANY
+        if method is not _NO_ACK_MANY:
+            groups.setdefault(cls, []).append(settlement)
+    for cls, group in groups.items():
+        for settlement in group:
+            settlement._state = _SETTLING
+        try:
+            await _ACK_MANY[cls]([s.delivery for s in group])  # type: ignore[operator]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("acking %d messages at once failed (%s); one by one", len(group), exc)
+            for settlement in group:
+                settlement._state = _OPEN
+            continue
+        for settlement in group:
+            settlement._state = _SETTLED
+        done.update(group)
+    return done

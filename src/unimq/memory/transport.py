@@ -67,6 +67,17 @@ class MemoryDelivery(StoredView):
                 self._subscription._hub.parked -= 1
             self._subscription.settled(self)
 
+    @classmethod
+    async def ack_many(cls, deliveries: Sequence[MemoryDelivery]) -> None:
+        """``SupportsAckMany``: ``ack`` for each, without an await per delivery."""
+        for delivery in deliveries:
+            if not delivery._settled:
+                delivery._settled = True
+                if delivery._parked:
+                    delivery._parked = False
+                    delivery._subscription._hub.parked -= 1
+                delivery._subscription.settled(delivery)
+
     def park(self) -> None:
         """Held by the pipeline on the clock: delayed, not in flight (``SupportsPark``).
 
