@@ -47,18 +47,6 @@ pytestmark = [
     pytest.mark.asyncio,
 ]
 
-#: Not run by default (``--runxfail`` runs them). Measured on the shared (loaded) machine,
-#: test_failover_kill_broker with UNIMQ_RMQ_CLUSTER_DRAIN=420: nothing lost, each handled
-#: once, the DLQ exactly the 100 rejected, but the killed broker's delayed messages came up
-#: to 418 s late after a 36 s outage (and its unacked pops as slowly), so the lateness bound
-#: fails; with the default 150 s window the drain itself times out. See docs/deployment.md
-#: (RocketMQ, Status). test_one_broker_down_... below runs in CI.
-NOT_YET = pytest.mark.xfail(
-    run=False,
-    reason="RocketMQ cluster failover: the killed broker's delayed messages and unacked "
-    "pops come back minutes after its restart (run with --runxfail)",
-)
-
 TOTAL = 5000
 ORDERED = 400
 KEYS = 8
