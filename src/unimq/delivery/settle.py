@@ -363,7 +363,6 @@ def log_after_settle(handler: str, message_id: str, error: BaseException) -> Non
 
 
 _NO_ACK_MANY = object()
-_ACK_MANY: dict[type, object] = {}  # delivery class -> its ack_many (or _NO_ACK_MANY)
 
 
 async def ack_together(
@@ -379,20 +378,22 @@ async def ack_together(
     if not host.plain_ack:
         return done
     groups: dict[type, list[Settlement]] = {}
+    # Looked up once per call and class (not cached across calls: per batch it costs nothing).
+    methods: dict[type, object] = {}
     for settlement, outcome in zip(batch, outcomes, strict=True):
         if outcome is not ACK or settlement._state != _OPEN or settlement.reply is not None:
             continue
         cls = type(settlement.delivery)
-        method = _ACK_MANY.get(cls)
+        method = methods.get(cls)
         if method is None:
-            method = _ACK_MANY[cls] = getattr(cls, "ack_many", None) or _NO_ACK_MANY
+            method = methods[cls] = getattr(cls, "ack_many", None) or _NO_ACK_MANY
         if method is not _NO_ACK_MANY:
             groups.setdefault(cls, []).append(settlement)
     for cls, group in groups.items():
         for settlement in group:
             settlement._state = _SETTLING
         try:
-            await _ACK_MANY[cls]([s.delivery for s in group])  # type: ignore[operator]
+            await methods[cls]([s.delivery for s in group])  # type: ignore[operator]
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -416,10 +417,8 @@ async def ack_all(host: Host, batch: list[Settlement]) -> bool:
     (``message.ack()``/``nack()``) is left as it is."""
     assert host.plain_ack
     cls = type(batch[0].delivery)
-    method = _ACK_MANY.get(cls)
+    method = getattr(cls, "ack_many", None)
     if method is None:
-        method = _ACK_MANY[cls] = getattr(cls, "ack_many", None) or _NO_ACK_MANY
-    if method is _NO_ACK_MANY:
         return False
     group = [s for s in batch if s._state == _OPEN]
     deliveries = [s.delivery for s in group]
@@ -430,7 +429,7 @@ async def ack_all(host: Host, batch: list[Settlement]) -> bool:
     for settlement in group:
         settlement._state = _SETTLING
     try:
-        await method(deliveries)  # type: ignore[operator]
+        await method(deliveries)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
