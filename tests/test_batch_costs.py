@@ -266,3 +266,20 @@ def test_ids_of_and_record_id() -> None:
     assert ids_of([("t", b"", None, [("unimq-id", b"a")])]) == {}  # not a dict
     assert record_id(_Record({"x": "1", "unimq-id": "a"})) == "a"
     assert record_id(_Record({})) == ""
+
+
+async def test_publish_batch_receipts_are_publish_receipts() -> None:
+    """The receipts are built without PublishReceipt's own constructor: still the same type,
+    fields and equality as a publish's receipt."""
+    from unimq import PublishReceipt
+
+    async with Broker("memory://") as broker:
+        receipts = await broker.publish_batch("t", [b"a", b"b"])
+        single = await broker.publish("t", b"c")
+    assert all(type(r) is PublishReceipt for r in (*receipts, single))
+    assert receipts[0] == PublishReceipt(receipts[0].message_id, "t", None)
+    assert receipts[0]._asdict() == {
+        "message_id": receipts[0].message_id,
+        "topic": "t",
+        "deliver_at": None,
+    }
