@@ -1,8 +1,7 @@
 """The cheaper batch paths (issue 14, per-message costs): each must give what the general path
 gives. A batch handler gets only the lists it declares (no ``Message`` per delivery for a
 handler of bodies, no decode for a handler of messages); a batch that succeeded is acked in one
-``ack_many``; Kafka's ``send_many`` uses one delivery-report callback for the whole batch and
-still says which items failed."""
+``ack_many``; ``publish_batch``'s receipts skip their Python-level constructor."""
 
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ import unimq
 from unimq import BatchFailed, BatchPolicy, Broker, Message, RetryPolicy
 from unimq.delivery import settle
 from unimq.delivery.settle import Settlement
-from unimq.errors import PublishError
 from unimq.memory.transport import MemoryDelivery
 from unimq.testing import VirtualClock
 
@@ -193,79 +191,6 @@ async def test_a_batch_of_deliveries_without_ack_many_is_acked_one_by_one() -> N
     settlements = batch(*many)
     assert await settle.ack_all(Host(), settlements) is True  # type: ignore[arg-type]
     assert [d.acks for d in many] == [1, 1] and all(s.settled for s in settlements)
-
-
-# -- Kafka: one delivery-report callback per batch -------------------------------------------
-
-
-class _Error:
-    def str(self) -> str:
-        return "injected"
-
-
-class _Record:
-    def __init__(self, headers: Any) -> None:
-        self._headers = headers
-
-    def headers(self) -> Any:
-        return [(k, v.encode() if isinstance(v, str) else v) for k, v in self._headers.items()]
-
-
-class _FakeProducer:
-    """Records what ``produce`` is given; the test plays librdkafka's delivery reports."""
-
-    def __init__(self) -> None:
-        self.produced: list[tuple[Any, Any]] = []
-
-    def produce(self, topic: str, value: bytes, key: Any, headers: Any, on_delivery: Any) -> None:
-        self.produced.append((headers, on_delivery))
-
-
-async def _send_many_with(failing: set[int], headers: list[Any]) -> tuple[list[Any], int]:
-    """``send_many`` of one item per header dict, reports played in reverse order, the items
-    in ``failing`` failed; returns the results and how many distinct callbacks were used."""
-    from unimq_kafka.producer import KafkaProducer
-
-    producer = KafkaProducer({"bootstrap.servers": "127.0.0.1:1"}, 1_000_000)
-    fake = _FakeProducer()
-    producer._producer = fake
-    producer._loop = asyncio.get_running_loop()
-    items = [("t", b"x", None, h) for h in headers]
-    sending = asyncio.ensure_future(producer.send_many(items))
-    await asyncio.sleep(0)
-    assert len(fake.produced) == len(items)
-    for index in reversed(range(len(items))):
-        wire, callback = fake.produced[index]
-        callback(_Error() if index in failing else None, _Record(wire))
-    producer._flush_reports_now()
-    results = await asyncio.wait_for(sending, 5)
-    return results, len({id(callback) for _, callback in fake.produced})
-
-
-async def test_kafka_send_many_shares_one_callback_and_names_the_failed_items() -> None:
-    results, callbacks = await _send_many_with({1, 3}, [{"unimq-id": f"id-{n}"} for n in range(5)])
-    assert callbacks == 1
-    assert [isinstance(r, PublishError) for r in results] == [False, True, False, True, False]
-
-
-async def test_kafka_send_many_without_distinct_ids_uses_a_callback_per_item() -> None:
-    headers: list[Any] = [{"unimq-id": "same"}, {"unimq-id": "same"}, None, {"unimq-id": "c"}]
-    results, callbacks = await _send_many_with({1}, headers)
-    assert callbacks == 4
-    assert [isinstance(r, PublishError) for r in results] == [False, True, False, False]
-
-
-def test_ids_of_and_record_id() -> None:
-    from unimq_kafka.producer import ids_of, record_id
-
-    assert ids_of([("t", b"", None, {"unimq-id": "a"}), ("t", b"", None, {"unimq-id": "b"})]) == {
-        "a": 0,
-        "b": 1,
-    }
-    assert ids_of([("t", b"", None, {"unimq-id": b"a"})]) == {}  # packed: bytes
-    assert ids_of([("t", b"", None, [("unimq-id", b"a")])]) == {}  # not a dict
-    assert record_id(_Record({"x": "1", "unimq-id": "a"})) == "a"
-    assert record_id(_Record({})) == ""
 
 
 async def test_publish_batch_receipts_are_publish_receipts() -> None:

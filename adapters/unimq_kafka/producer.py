@@ -21,7 +21,6 @@ from typing import Any
 from confluent_kafka import Producer
 
 from unimq.errors import NotConnectedError, PublishError
-from unimq.headers import ID
 
 from .errors import AUTHORIZATION_CODES, ErrorLog, LibrdkafkaLog, not_allowed
 
@@ -139,7 +138,6 @@ class KafkaProducer:
         # under the GIL): no lock per report. Whoever draws the last number completes.
         total = len(items) + 1
         counter = itertools.count(1)
-        index_of = ids_of(items)
 
         def report(index: int, error: Any, _message: Any) -> None:
             if error is not None:
@@ -147,26 +145,12 @@ class KafkaProducer:
             if next(counter) == total:
                 self._reports.append((future, None))  # swapped per poll: look it up
 
-        def report_shared(error: Any, message: Any) -> None:
-            if error is not None:
-                failed = PublishError(f"kafka did not accept the message: {error.str()}")
-                index = index_of.get(record_id(message), -1) if index_of else -1
-                if index >= 0:
-                    results[index] = failed
-                else:  # cannot tell which: every item not known to fail is reported failed
-                    for other in range(len(results)):
-                        results[other] = results[other] or failed
-            if next(counter) == total:
-                self._reports.append((future, None))
-
         def count_down() -> bool:
             return next(counter) == total
 
         self._may_poll.clear()
         try:
-            await self._produce_all(
-                producer, items, report, count_down, results, report_shared if index_of else None
-            )
+            await self._produce_all(producer, items, report, count_down, results)
         finally:
             self._may_poll.set()
         if count_down():  # every report came already
@@ -185,17 +169,11 @@ class KafkaProducer:
         report: Any,
         count_down: Any,
         results: list[BaseException | None],
-        shared: Any = None,
     ) -> None:
         produce = producer.produce
-        # One callback for every item where the items' ids tell their reports apart (see
-        # ids_of): a callable per message, kept alive until its report, cost more than the
-        # produce call itself.
         for index, (topic, value, key, headers) in enumerate(items):
             try:  # the common case first: one call, no loop
-                produce(
-                    topic, value, key, headers=headers, on_delivery=shared or partial(report, index)
-                )
+                produce(topic, value, key, headers=headers, on_delivery=partial(report, index))
                 continue
             except BufferError:
                 pass
@@ -210,13 +188,7 @@ class KafkaProducer:
                 producer = self._producer
                 produce = producer.produce
                 try:
-                    produce(
-                        topic,
-                        value,
-                        key,
-                        headers=headers,
-                        on_delivery=shared or partial(report, index),
-                    )
+                    produce(topic, value, key, headers=headers, on_delivery=partial(report, index))
                     break
                 except BufferError:
                     continue
@@ -280,27 +252,6 @@ class KafkaProducer:
     def _flush_reports_now(self) -> None:
         batch, self._reports = self._reports, []
         _resolve(batch)
-
-
-def ids_of(items: Sequence[tuple[str, bytes, bytes | None, Headers | None]]) -> dict[str, int]:
-    """Each item's index by its ``unimq-id`` header, so one delivery-report callback can tell
-    which item a failed report is about; empty when some item has no id or two share one
-    (then each item gets a callback of its own)."""
-    index_of: dict[str, int] = {}
-    for index, (_, _, _, headers) in enumerate(items):
-        message_id = headers.get(ID) if isinstance(headers, dict) else None
-        if type(message_id) is not str or message_id in index_of:
-            return {}
-        index_of[message_id] = index
-    return index_of
-
-
-def record_id(message: Any) -> str:
-    """The ``unimq-id`` header of a produced record (``""`` if it has none)."""
-    for name, value in message.headers() or ():
-        if name == ID:
-            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return ""
 
 
 def _resolve(batch: list[Report]) -> None:
