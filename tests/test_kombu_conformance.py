@@ -56,11 +56,4 @@ class TestKombuSQSConformance(ConformanceSuite):
             options={"secure": "false"},
             name="kombu+sqs",
             time_scale=2.0,
-            known_defects={
-                "test_one_mebibyte_body": (
-                    "declared capability, not a defect: SQS takes 256 KiB per message, so "
-                    "kombu+sqs declares max_message_size=160 KiB and refuses 1 MiB with "
-                    "MessageTooLargeError; the suite has no feature flag for the size yet"
-                ),
-            },
         )

@@ -130,6 +130,6 @@ def test_url_query_options_are_read_and_keywords_win() -> None:
 
 def test_capabilities_per_transport() -> None:
     sqs = transport("kombu+sqs://k:s@127.0.0.1:1").capabilities
-    assert sqs.max_delay == 900 and not sqs.ordering and sqs.max_message_size == 160 * 1024
+    assert sqs.max_delay == 900 and not sqs.ordering and sqs.max_message_size == 128 * 1024
     redis = transport("kombu+redis://127.0.0.1:1/0").capabilities
     assert redis.max_delay is None and not redis.ordering and not redis.durable
