@@ -50,6 +50,10 @@ if ! command -v initdb >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bi
   missing+=("PostgreSQL (initdb): the PostgreSQL store tests need it")
 fi
 
+if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
+  missing+=("java and mvn: the kombu+sqs:// tests run ElasticMQ from jars Maven resolves")
+fi
+
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 {

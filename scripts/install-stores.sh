@@ -15,8 +15,16 @@ fi
 if ! command -v initdb >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   need+=(postgresql)
 fi
+# The kombu+sqs:// tests run ElasticMQ from its jars, which Maven resolves from the machine's
+# configured sources (tests/test_kombu_servers.py): they need a JDK/JRE and Maven.
+if ! command -v java >/dev/null 2>&1; then
+  need+=(default-jre-headless)
+fi
+if ! command -v mvn >/dev/null 2>&1; then
+  need+=(maven)
+fi
 if [ ${#need[@]} -eq 0 ]; then
-  echo "==> redis-server and PostgreSQL are installed"
+  echo "==> redis-server, PostgreSQL, java and mvn are installed"
   exit 0
 fi
 

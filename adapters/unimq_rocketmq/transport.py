@@ -423,7 +423,7 @@ class RocketMQTransport:
         now = time.monotonic()
         if known is not None and now - known[1] < _ROUTE_TTL:
             return known[0]
-        route = await asyncio.to_thread(self._producer._retrieve_topic_route_data, physical)
+        route = await route_with_retries(self._producer._retrieve_topic_route_data, physical)
         fifo = any(
             _FIFO in queue.accept_message_types and len(queue.accept_message_types) == 1
             for queue in route.message_queues
@@ -691,6 +691,29 @@ class RocketMQTransport:
                 tls=self.options.tls,
             ),
         )
+
+
+#: Pauses between route lookups of a topic (a lookup is a read: repeating it is safe).
+ROUTE_RETRY_PAUSES = (0.5, 1.0, 2.0)
+
+
+async def route_with_retries(lookup: Callable[[str], Any], physical: str) -> Any:
+    """The topic's route, looked up off the loop, asked again after a failed lookup.
+
+    The client raises "failed to fetch topic ... route" for *any* failed route query, including
+    one that timed out on a busy proxy, and a publish then failed although the topic existed
+    (seen once in a CI run, right after the topic was provisioned). A lookup that still fails
+    after the pauses raises the client's error, which :meth:`RocketMQTransport.publish` turns
+    into a typed one (after asking the proxy whether its ACL refused it)."""
+    for pause in ROUTE_RETRY_PAUSES:
+        try:
+            return await asyncio.to_thread(lookup, physical)
+        except Exception as exc:
+            logger.info(
+                "route of %r not fetched (%s); asking again in %.1f s", physical, exc, pause
+            )
+        await asyncio.sleep(pause)
+    return await asyncio.to_thread(lookup, physical)
 
 
 def _is_stale_client(exc: BaseException) -> bool:

@@ -1,0 +1,1 @@
+"""unimq over kombu: every kombu transport (Redis, Amazon SQS, ...) as ``kombu+<transport>://``."""
