@@ -53,7 +53,9 @@ class TestKombuSQSConformance(ConformanceSuite):
     def backend(self, kombu_sqs_server: Any) -> Backend:
         return Backend(
             url=kombu_sqs_server.url,
-            options={"secure": "false"},
+            # connect_timeout: ElasticMQ (a JVM on a small heap) answers the four publishing
+            # connections' first requests slowly while a 2-core CI machine runs other suites.
+            options={"secure": "false", "connect_timeout": 30},
             name="kombu+sqs",
             time_scale=2.0,
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,40 @@ async def test_unreachable_server_is_typed_and_never_shows_the_password() -> Non
     with pytest.raises(ConnectionFailedError) as caught:
         await t.connect()
     assert secret not in str(caught.value)
+
+
+def _publishing_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("unimq-kombu-publish")]
+
+
+async def test_a_failed_connect_leaves_no_publishing_connection_open() -> None:
+    """The publishing connections open side by side; when they fail, none stays open."""
+    before = _publishing_threads()
+    port = kombu_servers.servers.free_port()
+    t = transport(f"kombu+redis://127.0.0.1:{port}/0", publish_connections=3)
+    with pytest.raises(ConnectionFailedError):
+        await t.connect()
+    await asyncio.sleep(0.1)
+    assert _publishing_threads() == before
+
+
+async def test_a_connect_cancelled_midway_leaves_no_publishing_connection_open() -> None:
+    """``connect_timeout`` cancels the connect; what opened meanwhile is closed."""
+    before = _publishing_threads()
+    import socket
+
+    with socket.socket() as silent:  # accepts TCP connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        t = transport(f"kombu+redis://127.0.0.1:{port}/0", publish_connections=3)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(t.connect(), 0.5)
+        for _ in range(250):  # each thread ends when its open gives up (socket_timeout)
+            if _publishing_threads() == before:
+                break
+            await asyncio.sleep(0.1)
+    assert _publishing_threads() == before
 
 
 def test_bad_options_are_configuration_errors() -> None:

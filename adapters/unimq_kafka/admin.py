@@ -10,6 +10,7 @@ AdminClient calls block, so they run in worker threads.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -55,6 +56,18 @@ _AclOperation: Any = kafka_admin.AclOperation  # type: ignore[attr-defined]
 _READ_OPERATIONS = frozenset({_AclOperation.READ, _AclOperation.ALL})
 #: Each metadata or offset request of :meth:`TopicAdmin.log_ends` waits at most this long.
 _REQUEST_SECONDS = 15.0
+#: librdkafka's own timeout for requests routed to a consumer group's coordinator
+#: (DescribeConsumerGroups): its maximum, one hour, so that librdkafka never times such a
+#: request out itself. A coordinator request that times out inside librdkafka while it still
+#: waits for the coordinator, which then turns up, makes librdkafka free the request's state
+#: twice and abort the whole process ("rd_kafka_enq_once_del_source_return: Assertion
+#: `eonce->refcnt > 0' failed"; librdkafka issue 4605, still in librdkafka 2.16). A fresh
+#: multi-node cluster takes that long to elect a coordinator (``__consumer_offsets`` being
+#: created). unimq bounds the wait itself instead (``future.result(timeout=...)``) and leaves
+#: an unanswered request pending: it completes, or is dropped with the client, harmlessly.
+_COORDINATOR_REQUEST_SECONDS = 3600.0
+#: How long unimq waits for a coordinator-routed answer.
+_COORDINATOR_WAIT_SECONDS = _REQUEST_SECONDS + 5
 
 
 class TopicAdmin:
@@ -127,7 +140,7 @@ class TopicAdmin:
 
     def _check_read(self, topic: str, group: str) -> None:
         client: Any = self._client
-        checks: tuple[tuple[Callable[[], Any], str], ...] = (
+        checks: tuple[tuple[Callable[[], Any], str, float], ...] = (
             (
                 lambda: client.describe_topics(
                     TopicCollection([topic]),
@@ -135,21 +148,27 @@ class TopicAdmin:
                     request_timeout=_REQUEST_SECONDS,
                 )[topic],
                 f"read kafka topic {topic!r}",
+                _REQUEST_SECONDS + 5,
             ),
             (
                 lambda: client.describe_consumer_groups(
-                    [group], include_authorized_operations=True, request_timeout=_REQUEST_SECONDS
+                    [group],
+                    include_authorized_operations=True,
+                    request_timeout=_COORDINATOR_REQUEST_SECONDS,
                 )[group],
                 f"read as kafka consumer group {group!r}",
+                _COORDINATOR_WAIT_SECONDS,
             ),
         )
-        for request, action in checks:
+        for request, action, wait in checks:
             try:
-                description = request().result(timeout=_REQUEST_SECONDS + 5)
+                description = request().result(timeout=wait)
             except KafkaException as exc:
                 if error_code(exc) in AUTHORIZATION_CODES:
                     raise not_allowed(self._user, action, describe(exc)) from None
                 continue  # not an ACL answer: the consumer reports what it finds itself
+            except concurrent.futures.TimeoutError:
+                continue  # no coordinator yet: the consumer waits for it and reports itself
             operations = getattr(description, "authorized_operations", None)
             if operations is not None and not _READ_OPERATIONS.intersection(operations):
                 raise not_allowed(self._user, action, "no READ permission")
@@ -177,10 +196,10 @@ class TopicAdmin:
             await asyncio.shield(pending)
 
     def _create(self, topic: str, config: Mapping[str, str]) -> None:
-        # One topic creation at a time per admin client: six threads creating a cluster's
-        # delay tiers at once on one AdminClient saw the process abort once (a native abort,
-        # no librdkafka assertion printed; confluent-kafka documents concurrent use of one
-        # admin handle as racy). Creation is rare, so the lock costs nothing that matters.
+        # One topic creation at a time per admin client. It was added for a native abort seen
+        # while six threads created a cluster's topics; that abort was librdkafka's
+        # coordinator-request bug instead (see _COORDINATOR_REQUEST_SECONDS), which the
+        # creations only happened to overlap. Creation is rare: the lock costs nothing.
         with self._lock:
             self._create_locked(topic, config)
 
@@ -246,12 +265,17 @@ class TopicAdmin:
 
     def active_members(self, group: str) -> int:
         """Blocking: how many members ``group`` has now (0 for an empty or unknown group)."""
-        future = self._client.describe_consumer_groups([group], request_timeout=_REQUEST_SECONDS)
+        future = self._client.describe_consumer_groups(
+            [group], request_timeout=_COORDINATOR_REQUEST_SECONDS
+        )
+        what = f"could not describe kafka consumer group {group!r}"
         try:
-            description = future[group].result(timeout=_REQUEST_SECONDS + 5)
+            description = future[group].result(timeout=_COORDINATOR_WAIT_SECONDS)
         except KafkaException as exc:
-            raise translate_error(
-                exc, f"could not describe kafka consumer group {group!r}"
+            raise translate_error(exc, what) from None
+        except concurrent.futures.TimeoutError:
+            raise ConnectionFailedError(
+                f"{what}: its coordinator did not answer within {_COORDINATOR_WAIT_SECONDS:g}s"
             ) from None
         return len(description.members or [])
 

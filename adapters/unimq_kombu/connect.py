@@ -23,6 +23,7 @@ def load_kombu() -> Any:
 
 
 UNACKED_MUTEX_EXPIRE = 10  # seconds
+SOCKET_TIMEOUT = 10  # seconds: a Redis reply that takes longer is a dead server
 
 
 def open_connection(url: BrokerURL, profile: Profile, options: KombuOptions) -> Any:
@@ -36,6 +37,12 @@ def open_connection(url: BrokerURL, profile: Profile, options: KombuOptions) -> 
         # minutes. Each restore is its own transaction (never done twice), so a short lock
         # only lets two consumers scan at once.
         transport_options["unacked_mutex_expire"] = UNACKED_MUTEX_EXPIRE
+        # redis-py waits for a reply forever by default: a server that accepts the connection
+        # and never answers held a connection thread for good (connect_timeout gave up on it,
+        # the thread stayed). kombu reads blocking commands only once the socket is readable,
+        # so this bounds a silent server, not a long BLMOVE.
+        transport_options["socket_connect_timeout"] = SOCKET_TIMEOUT
+        transport_options["socket_timeout"] = SOCKET_TIMEOUT
     if profile.kombu_scheme == "sqs":
         transport_options.update(
             region=options.region,

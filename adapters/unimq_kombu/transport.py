@@ -8,6 +8,7 @@ What each kombu transport can do is in :mod:`unimq_kombu.profiles`.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import Mapping
@@ -45,18 +46,28 @@ class KombuTransport:
     async def connect(self) -> None:
         if self._publishers:
             return
-        publishers: list[Publisher] = []
+        publishers = [
+            Publisher(self.url, self.profile, self.options, index)
+            for index in range(self.options.publish_connections)
+        ]
+        # Opened side by side: each open is a round trip or more on its own thread (on SQS also
+        # building a boto3 client), and one after the other they took most of connect_timeout
+        # on a busy machine.
         try:
-            for index in range(self.options.publish_connections):
-                publisher = Publisher(self.url, self.profile, self.options, index)
-                await publisher.start(
-                    moves_delays=index == 0 and self.profile.delay == "sorted-set"
-                )
-                publishers.append(publisher)
-        except BaseException:
-            for publisher in publishers:
-                await publisher.stop()
+            started = await asyncio.gather(
+                *(
+                    publisher.start(moves_delays=index == 0 and self.profile.delay == "sorted-set")
+                    for index, publisher in enumerate(publishers)
+                ),
+                return_exceptions=True,
+            )
+        except BaseException:  # cancelled (connect_timeout): close what opened meanwhile
+            await _stop_all(publishers)
             raise
+        failures = [outcome for outcome in started if isinstance(outcome, BaseException)]
+        if failures:
+            await _stop_all(publishers)
+            raise failures[0]
         self._publishers = publishers
         self._next = itertools.cycle(range(len(publishers)))
 
@@ -94,3 +105,14 @@ class KombuTransport:
             raise connect_error(self.url, exc) from None
         self._subscriptions.append(subscription)
         return subscription
+
+
+async def _stop_all(publishers: list[Publisher]) -> None:
+    """Stop every publisher still open (one whose start failed has closed its thread)."""
+    for publisher in publishers:
+        if publisher.thread.closed:
+            continue
+        try:
+            await publisher.stop()
+        except Exception as exc:  # closing after a failed connect: the first error is raised
+            logger.debug("closing a kombu publishing connection: %s", exc)

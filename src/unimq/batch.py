@@ -106,9 +106,13 @@ class PublishBatchError(PublishError):
 class BatchHandler(BoundHandler):
     """A batch handler with its parameter plan worked out once. It is called exactly like a
     single-message handler (``invoke``, inherited); only its parameters are bound differently:
-    ``list[T]`` gets the decoded bodies and ``list[Message]`` the messages."""
+    ``list[T]`` gets the decoded bodies and ``list[Message]`` the messages.
 
-    __slots__ = ()
+    ``takes_bodies`` / ``takes_messages`` say which lists the handler declares: the batch
+    pipeline builds only those (a ``Message`` per delivery costs about as much as reading its
+    headers, and a handler of bodies alone never sees one)."""
+
+    __slots__ = ("takes_bodies", "takes_messages")
 
     def __init__(self, func: Callable[..., Any]) -> None:  # replaces the base binding
         signature, hints = self._bind_callable(func)
@@ -144,12 +148,17 @@ class BatchHandler(BoundHandler):
                 "annotate the other list[Message]"
             )
         self._kinds = tuple(kinds)
+        self.takes_bodies = bodies > 0
+        self.takes_messages = any(is_message for is_message, _ in kinds)
 
-    def decode(self, message: Message) -> Any:
+    def decode(self, body: bytes) -> Any:
         """One message's body for the handler (raises ``codec.DecodeError``)."""
-        return message.body if self._decode is None else self._decode(message.body)
+        return body if self._decode is None else self._decode(body)
 
-    def batch_arguments(self, messages: list[Message], bodies: list[Any]) -> dict[str, Any]:
+    def batch_arguments(
+        self, messages: list[Message] | None, bodies: list[Any] | None
+    ) -> dict[str, Any]:
+        """The keyword arguments of one call; a list the handler does not take may be None."""
         return {name: messages if is_message else bodies for is_message, name in self._kinds}
 
 

@@ -552,6 +552,7 @@ class Broker:
         results = await self.publisher.send_batch(prepared)
         receipts: list[PublishReceipt | None] = []
         failures: dict[int, BaseException] = {}
+        make = tuple.__new__  # PublishReceipt without its Python-level __new__: once per item
         for index, (result, (name, _, _, _, mid, _, due)) in enumerate(
             zip(results, prepared, strict=True)
         ):
@@ -560,7 +561,7 @@ class Broker:
                 receipts.append(None)
                 continue
             at = datetime.fromtimestamp(due, tz=timezone.utc) if due is not None else None
-            receipts.append(PublishReceipt(mid, name, at))
+            receipts.append(make(PublishReceipt, (mid, name, at)))
         if failures:
             raise PublishBatchError(failures, receipts)
         return receipts  # type: ignore[return-value]

@@ -50,20 +50,36 @@ def read(delivery: Delivery) -> Envelope:
     """The envelope of a delivery, with the fallbacks for messages that other clients published
     (no unimq headers; docs/semantics.md): the broker's own id, the physical topic."""
     raw = delivery.headers
-    message_id = raw.get(h.ID)
-    attempt_text = raw.get(h.ATTEMPT)
-    content_type = raw.get(h.CONTENT_TYPE)
-    due_text = raw.get(h.DELIVER_AT)
-    topic = raw.get(h.TOPIC)
-    published_text = raw.get(h.PUBLISHED_AT)
-    reply_to = correlation_id = None
+    get = raw.get
+    message_id = get(_ID)
+    attempt_text = get(_ATTEMPT)
+    content_type = get(_CONTENT_TYPE)
+    published_text = get(_PUBLISHED_AT)
     if len(raw) == 4 and message_id and attempt_text and content_type and published_text:
-        user: dict[str, str] = {}  # a plain publish without headers: nothing else to copy
-    else:
-        user = {k: v for k, v in raw.items() if k not in _BOOKKEEPING}
-        reply_to = raw.get(h.REPLY_TO)  # a request (Broker.request) has both
-        correlation_id = raw.get(h.CORRELATION_ID)
-    # Runs once per delivery: tuple.__new__ skips NamedTuple's Python-level constructor.
+        # A plain publish without headers (nearly every delivery): these four are all there
+        # is, so there is no due time, logical topic, request or user header to look for.
+        # Runs once per delivery: tuple.__new__ skips NamedTuple's Python-level constructor.
+        try:
+            published_at: float | None = int(published_text) / 1000
+        except ValueError:
+            published_at = None  # as parse_due says of it
+        return _make(
+            Envelope,
+            (
+                message_id,
+                delivery.topic,
+                1 if attempt_text == "1" else parse_attempt(attempt_text),
+                content_type,
+                None,
+                {},
+                None,
+                None,
+                published_at,
+            ),
+        )
+    due_text = get(_DELIVER_AT)
+    topic = get(_TOPIC)
+    user = {k: v for k, v in raw.items() if k not in _BOOKKEEPING}
     return _make(
         Envelope,
         (
@@ -73,8 +89,8 @@ def read(delivery: Delivery) -> Envelope:
             content_type,
             None if due_text is None else parse_due(due_text),
             user,
-            reply_to,
-            correlation_id,
+            get(_REPLY_TO),  # a request (Broker.request) has both
+            get(_CORRELATION_ID),
             parse_due(published_text) if published_text is not None else _broker_time(delivery),
         ),
     )
@@ -88,6 +104,10 @@ def _broker_time(delivery: Delivery) -> float | None:
 
 _make = tuple.__new__
 _BOOKKEEPING = h.BOOKKEEPING
+# Module constants rather than attribute look-ups on ``headers`` in the per-delivery path.
+_ID, _ATTEMPT, _CONTENT_TYPE, _PUBLISHED_AT = h.ID, h.ATTEMPT, h.CONTENT_TYPE, h.PUBLISHED_AT
+_DELIVER_AT, _TOPIC = h.DELIVER_AT, h.TOPIC
+_REPLY_TO, _CORRELATION_ID = h.REPLY_TO, h.CORRELATION_ID
 
 
 def parse_attempt(text: str | None) -> int:

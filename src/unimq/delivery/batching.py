@@ -24,13 +24,13 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from .. import envelope
 from ..batch import BatchFailed, BatchHandler
 from ..codec import DecodeError
+from ..envelope import read
 from ..slots import Slots
 from ..transport import Delivery, Subscription, SupportsPark, SupportsReceiveMany
 from .outcome import ACK, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff, decide
-from .settle import Settlement, ack_together
+from .settle import Settlement, ack_all, ack_together
 from .stages import HOLD_IN_PLACE
 
 if TYPE_CHECKING:
@@ -70,6 +70,13 @@ class Batches:
         self._holds: set[asyncio.Task[None]] = set()
         self.group = subscriber.group
         self.idempotent = subscriber.idempotent
+        # Build only the lists the handler takes (a Message per delivery only for a handler of
+        # messages; decode only for a handler of bodies). A message that fails without one is
+        # settled from its envelope; nothing downstream of the handler reads the Message.
+        self.takes_messages = self.handler.takes_messages
+        self.takes_bodies = self.handler.takes_bodies
+        # A batch that succeeded as a whole is acked in one step (settle.ack_all).
+        self.ack_at_once = self.success is ACK and runtime.plain_ack
 
     @property
     def prefetch(self) -> int:
@@ -211,7 +218,7 @@ class Batches:
         if runtime.revocable and delivery.revoked:  # type: ignore[attr-defined]
             self.room.give()
             return None
-        env = envelope.read(delivery)
+        env = read(delivery)
         settlement = Settlement(runtime, delivery, env)
         if env.due is not None:
             early = env.due - runtime.now()
@@ -222,11 +229,13 @@ class Batches:
                 self._holds.add(task)
                 task.add_done_callback(self._holds.discard)
                 return None
-        message = settlement.open_message(self.group)
-        try:
-            settlement.body = self.handler.decode(message)
-        except DecodeError as error:
-            return self._alone(settlement, DeadLetter("decode-error", error, str(error)))
+        if self.takes_messages:
+            settlement.open_message(self.group)
+        if self.takes_bodies:
+            try:
+                settlement.body = self.handler.decode(delivery.body)
+            except DecodeError as error:
+                return self._alone(settlement, DeadLetter("decode-error", error, str(error)))
         if self.idempotent:
             return self._admit_once(settlement, batch)
         batch.append(settlement)
@@ -272,6 +281,10 @@ class Batches:
             pending = batch
             while pending:
                 outcomes = await self._invoke(pending)
+                if outcomes is None:  # every message succeeded
+                    if self.ack_at_once and await ack_all(runtime, pending):
+                        return
+                    outcomes = [self.success] * len(pending)
                 if not runtime.retry_in_place:
                     await self._settle(pending, outcomes)
                     return
@@ -286,11 +299,12 @@ class Batches:
             runtime.in_flight -= len(batch)
             self.room.give_many(len(batch))
 
-    async def _invoke(self, batch: list[Settlement]) -> list[Outcome]:
+    async def _invoke(self, batch: list[Settlement]) -> list[Outcome] | None:
+        """One handler call; the outcome of each message, or None when all succeeded."""
         runtime = self.runtime
         policy = runtime.subscriber.retry
-        messages = [s.message for s in batch]
-        bodies = [s.body for s in batch]
+        messages = [s.message for s in batch] if self.takes_messages else None
+        bodies = [s.body for s in batch] if self.takes_bodies else None
         kwargs = self.handler.batch_arguments(messages, bodies)  # type: ignore[arg-type]
         try:
             await self.handler.invoke(kwargs, runtime.executor)
@@ -306,7 +320,7 @@ class Batches:
             return outcomes
         except Exception as error:
             return [s.after_failure(error) for s in batch]
-        return [self.success] * len(batch)
+        return None
 
     async def _settle(self, batch: list[Settlement], outcomes: list[Outcome]) -> None:
         """Acks one after another (an ack only queues work on every backend here); copies
@@ -342,8 +356,8 @@ class Batches:
                     pause = max(pause, backoff(policy, attempt) if delay is None else delay)
                     if key is not None:
                         retrying_keys.add(key)
-                    assert settlement.message is not None
-                    settlement.message.attempt += 1
+                    if settlement.message is not None:  # (a handler of bodies has none)
+                        settlement.message.attempt += 1
                     settlement.envelope = settlement.envelope._replace(attempt=attempt + 1)
                 again.append(settlement)
             else:

@@ -363,7 +363,6 @@ def log_after_settle(handler: str, message_id: str, error: BaseException) -> Non
 
 
 _NO_ACK_MANY = object()
-_ACK_MANY: dict[type, object] = {}  # delivery class -> its ack_many (or _NO_ACK_MANY)
 
 
 async def ack_together(
@@ -379,20 +378,22 @@ async def ack_together(
     if not host.plain_ack:
         return done
     groups: dict[type, list[Settlement]] = {}
+    # Looked up once per call and class (not cached across calls: per batch it costs nothing).
+    methods: dict[type, object] = {}
     for settlement, outcome in zip(batch, outcomes, strict=True):
         if outcome is not ACK or settlement._state != _OPEN or settlement.reply is not None:
             continue
         cls = type(settlement.delivery)
-        method = _ACK_MANY.get(cls)
+        method = methods.get(cls)
         if method is None:
-            method = _ACK_MANY[cls] = getattr(cls, "ack_many", None) or _NO_ACK_MANY
+            method = methods[cls] = getattr(cls, "ack_many", None) or _NO_ACK_MANY
         if method is not _NO_ACK_MANY:
             groups.setdefault(cls, []).append(settlement)
     for cls, group in groups.items():
         for settlement in group:
             settlement._state = _SETTLING
         try:
-            await _ACK_MANY[cls]([s.delivery for s in group])  # type: ignore[operator]
+            await methods[cls]([s.delivery for s in group])  # type: ignore[operator]
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -404,3 +405,40 @@ async def ack_together(
             settlement._state = _SETTLED
         done.update(group)
     return done
+
+
+async def ack_all(host: Host, batch: list[Settlement]) -> bool:
+    """Every message of a batch succeeded and an ack is only an ack (``host.plain_ack``): one
+    ``ack_many`` call for the batch when all its deliveries are of one class that has it,
+    without the per-message outcome book-keeping of :func:`ack_together`. Returns False, having
+    settled nothing, when it cannot (mixed classes, no ``ack_many``): the caller then settles
+    the batch the general way. If ``ack_many`` fails, each message is acked on its own and
+    retried as :meth:`Settlement.carry_out` does. A message its handler settled itself
+    (``message.ack()``/``nack()``) is left as it is."""
+    assert host.plain_ack
+    cls = type(batch[0].delivery)
+    method = getattr(cls, "ack_many", None)
+    if method is None:
+        return False
+    group = [s for s in batch if s._state == _OPEN]
+    deliveries = [s.delivery for s in group]
+    if any(type(d) is not cls for d in deliveries):
+        return False
+    if not group:
+        return True
+    for settlement in group:
+        settlement._state = _SETTLING
+    try:
+        await method(deliveries)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        logger.warning("acking %d messages at once failed (%s); one by one", len(group), exc)
+        for settlement in group:
+            settlement._state = _OPEN
+        for settlement in group:
+            await settlement.carry_out(ACK)
+        return True
+    for settlement in group:
+        settlement._state = _SETTLED
+    return True

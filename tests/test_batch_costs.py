@@ -1,0 +1,210 @@
+"""The cheaper batch paths (issue 14, per-message costs): each must give what the general path
+gives. A batch handler gets only the lists it declares (no ``Message`` per delivery for a
+handler of bodies, no decode for a handler of messages); a batch that succeeded is acked in one
+``ack_many``; ``publish_batch``'s receipts skip their Python-level constructor."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import unimq
+from unimq import BatchFailed, BatchPolicy, Broker, Message, RetryPolicy
+from unimq.delivery import settle
+from unimq.delivery.settle import Settlement
+from unimq.memory.transport import MemoryDelivery
+from unimq.testing import VirtualClock
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Line(BaseModel):
+    n: int
+
+
+async def test_a_handler_of_bodies_gets_no_message_built_and_still_retries_and_dead_letters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``list[T]`` alone: no ``Message`` is opened, yet retries count attempts per message and
+    the last attempt dead-letters, with the attempt count on the dead letter."""
+    opened: list[str] = []
+    original = Settlement.open_message
+
+    def counting(self: Settlement, group: str) -> Message:
+        opened.append(group)
+        return original(self, group)
+
+    monkeypatch.setattr(Settlement, "open_message", counting)
+    clock = VirtualClock()
+    broker = Broker("memory://", clock=clock)
+    calls: list[list[int]] = []
+    dead: list[tuple[int, str]] = []
+
+    @broker.subscriber(
+        "t",
+        group="g",
+        batch=BatchPolicy(max_size=3, max_wait=0.05),
+        retry=RetryPolicy(max_attempts=2, backoff=unimq.fixed(1)),
+    )
+    async def handle(lines: list[Line]) -> None:
+        calls.append([line.n for line in lines])
+        failures = {i: RuntimeError("odd") for i, line in enumerate(lines) if line.n % 2}
+        if failures:
+            raise BatchFailed(failures)
+
+    @broker.subscriber("t.g.dlq", group="ops")
+    async def read_dead(message: Message) -> None:
+        dead.append((Line.model_validate_json(message.body).n, message.headers["unimq-attempts"]))
+
+    async with broker:
+        await broker.publish_batch("t", [Line(n=n) for n in range(3)])
+        for _ in range(4):
+            await asyncio.sleep(0.2)
+            await clock.advance(1)
+        await broker.drain(timeout=5)
+    assert sorted(n for call in calls for n in call) == [0, 1, 1, 2]
+    assert dead == [(1, "2")]
+    assert opened == ["ops"]  # only the per-message DLQ reader built a Message
+
+
+async def test_an_ordered_handler_of_bodies_retries_in_place_without_a_message() -> None:
+    """Ordered batches retry in place; with no ``Message`` to update, the attempt still
+    counts (the dead letter says 3 attempts)."""
+    clock = VirtualClock()
+    broker = Broker("memory://", clock=clock)
+    seen: list[int] = []
+    dead: list[str] = []
+
+    @broker.subscriber(
+        "t",
+        group="g",
+        ordered=True,
+        batch=BatchPolicy(max_size=2, max_wait=0.05),
+        retry=RetryPolicy(max_attempts=3, backoff=unimq.fixed(1)),
+    )
+    async def handle(lines: list[Line]) -> None:
+        seen.extend(line.n for line in lines)
+        raise RuntimeError("always")
+
+    @broker.subscriber("t.g.dlq", group="ops")
+    async def read_dead(message: Message) -> None:
+        dead.append(message.headers["unimq-attempts"])
+
+    async with broker:
+        await broker.publish_batch("t", [Line(n=1), Line(n=2)], key="k")
+        for _ in range(6):
+            await asyncio.sleep(0.2)
+            await clock.advance(1)
+        await broker.drain(timeout=5)
+    assert seen == [1, 2, 1, 2, 1, 2]
+    assert dead == ["3", "3"]
+
+
+async def test_a_handler_of_messages_gets_bodies_as_published_without_decoding() -> None:
+    broker = Broker("memory://")
+    got: list[tuple[bytes, int]] = []
+
+    @broker.subscriber("t", group="g", batch=BatchPolicy(max_size=10, max_wait=0.05))
+    async def handle(messages: list[Message]) -> None:
+        got.extend((m.body, m.attempt) for m in messages)
+
+    async with broker:
+        await broker.publish_batch("t", [b"not json", b"\xff"])
+        await asyncio.sleep(0.2)
+        await broker.drain(timeout=5)
+    assert got == [(b"not json", 1), (b"\xff", 1)]
+
+
+async def test_a_successful_batch_is_acked_in_one_ack_many_and_own_acks_are_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One ``ack_many`` for the batch, holding only what the handler did not settle itself;
+    a message the handler nacked is retried, not acked."""
+    calls: list[int] = []
+    original = MemoryDelivery.__dict__["ack_many"].__func__
+
+    async def counting(cls: type, deliveries: Sequence[Any]) -> None:
+        calls.append(len(deliveries))
+        await original(cls, deliveries)
+
+    monkeypatch.setattr(MemoryDelivery, "ack_many", classmethod(counting))
+    clock = VirtualClock()
+    broker = Broker("memory://", clock=clock)
+    seen: list[tuple[bytes, int]] = []
+
+    @broker.subscriber(
+        "t",
+        group="g",
+        batch=BatchPolicy(max_size=4, max_wait=0.05),
+        retry=RetryPolicy(max_attempts=3, backoff=unimq.fixed(1)),
+    )
+    async def handle(messages: list[Message]) -> None:
+        seen.extend((m.body, m.attempt) for m in messages)
+        for m in messages:
+            if m.body == b"own" and m.attempt == 1:
+                await m.ack()
+            if m.body == b"again" and m.attempt == 1:
+                await m.nack()
+
+    async with broker:
+        await broker.publish_batch("t", [b"a", b"own", b"again", b"b"])
+        await asyncio.sleep(0.2)
+        await clock.advance(1)
+        await asyncio.sleep(0.2)
+        await broker.drain(timeout=5)
+    assert sorted(seen) == sorted([(b"a", 1), (b"own", 1), (b"again", 1), (b"b", 1), (b"again", 2)])
+    assert calls == [2, 1]  # a and b; then the retried copy
+
+
+async def test_a_batch_of_deliveries_without_ack_many_is_acked_one_by_one() -> None:
+    """``ack_all`` declines a delivery class without ``ack_many`` (the caller then settles the
+    batch the general way), and one with mixed classes."""
+
+    class Plain:
+        def __init__(self) -> None:
+            self.acks = 0
+
+        async def ack(self) -> None:
+            self.acks += 1
+
+    class Many(Plain):
+        @classmethod
+        async def ack_many(cls, deliveries: Sequence[Plain]) -> None:
+            for delivery in deliveries:
+                delivery.acks += 1
+
+    class Host:
+        plain_ack = True
+
+    def batch(*deliveries: Plain) -> list[Settlement]:
+        return [Settlement(Host(), d, None) for d in deliveries]  # type: ignore[arg-type]
+
+    assert await settle.ack_all(Host(), batch(Plain(), Plain())) is False  # type: ignore[arg-type]
+    mixed = [Many(), Plain()]
+    assert await settle.ack_all(Host(), batch(*mixed)) is False  # type: ignore[arg-type]
+    assert [d.acks for d in mixed] == [0, 0]
+    many = [Many(), Many()]
+    settlements = batch(*many)
+    assert await settle.ack_all(Host(), settlements) is True  # type: ignore[arg-type]
+    assert [d.acks for d in many] == [1, 1] and all(s.settled for s in settlements)
+
+
+async def test_publish_batch_receipts_are_publish_receipts() -> None:
+    """The receipts are built without PublishReceipt's own constructor: still the same type,
+    fields and equality as a publish's receipt."""
+    from unimq import PublishReceipt
+
+    async with Broker("memory://") as broker:
+        receipts = await broker.publish_batch("t", [b"a", b"b"])
+        single = await broker.publish("t", b"c")
+    assert all(type(r) is PublishReceipt for r in (*receipts, single))
+    assert receipts[0] == PublishReceipt(receipts[0].message_id, "t", None)
+    assert receipts[0]._asdict() == {
+        "message_id": receipts[0].message_id,
+        "topic": "t",
+        "deliver_at": None,
+    }
