@@ -1,11 +1,13 @@
 """Pull-based consumption on a SimpleConsumer, without blocking the event loop.
 
 The core runs ``prefetch`` workers per subscription, each calling :meth:`receive`. One fetch
-task per subscription long-polls the proxy (``receive_async``, a ``concurrent.futures`` future
-the client resolves on its own threads, awaited through ``asyncio.wrap_future``) for at most as
-many messages as there is room for, and puts them on an in-process queue: at most ``prefetch``
-deliveries are ever held, so no received message waits long enough to reach its invisible
-duration unnoticed. Messages of one receive call come in queue order and are queued in that
+task per master broker of the topic (:mod:`.brokers`: an empty broker's long poll must not
+hold up another broker's backlog) long-polls the proxy (``receive_async``, a
+``concurrent.futures`` future the client resolves on its own threads, awaited through
+``asyncio.wrap_future``) for at most as many messages as there is room for, and puts them on
+an in-process queue: at most ``prefetch`` deliveries are ever held (receives in flight
+included), so no received message waits long enough to reach its invisible duration
+unnoticed. Messages of one receive call come in queue order and are queued in that
 order, so FIFO message groups reach the core's per-key lanes in order.
 
 A received message stays invisible to the group's other consumers for ``invisible_duration``
@@ -33,7 +35,7 @@ from typing import Any
 
 from unimq.transport import SubscriptionSpec
 
-from . import codec, names
+from . import brokers, codec, names
 
 logger = logging.getLogger("unimq.rocketmq")
 
@@ -111,6 +113,7 @@ class RocketMQSubscription:
         invisible_duration: int,
         batch_size: int,
         release_delay: int,
+        await_duration: int = 5,
     ) -> None:
         self.consumer = consumer
         self._factory = factory
@@ -120,6 +123,7 @@ class RocketMQSubscription:
         self.invisible_duration = invisible_duration
         self.batch_size = batch_size
         self.release_delay = release_delay
+        self.await_duration = await_duration
         self._ready: deque[RocketMQDelivery] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._unsettled: set[RocketMQDelivery] = set()
@@ -127,11 +131,15 @@ class RocketMQSubscription:
         self._room.set()
         self._stopped = False
         self._closed = False
-        self._fetcher: asyncio.Task[None] | None = None
+        #: One fetch task per master broker of the route (:mod:`.brokers`); slot 0 also
+        #: starts the others as brokers appear.
+        self._fetchers: list[asyncio.Task[None]] = []
+        #: Messages asked for by receives in flight (they count against ``prefetch``).
+        self._asking = 0
         self._renewer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._fetcher = asyncio.create_task(self._fetch(), name=f"unimq-rocketmq:{self.topic}")
+        self._add_fetcher()
         self._renewer = asyncio.create_task(
             self._renew(), name=f"unimq-rocketmq-renew:{self.topic}"
         )
@@ -169,22 +177,53 @@ class RocketMQSubscription:
                 waiter.set_result(None)
                 return
 
-    async def _fetch(self) -> None:
+    def _add_fetcher(self) -> None:
+        slot = len(self._fetchers)
+        self._fetchers.append(
+            asyncio.create_task(self._fetch(slot), name=f"unimq-rocketmq:{self.topic}:{slot}")
+        )
+
+    async def _fetch(self, slot: int) -> None:
+        """Fetch loop number ``slot``: receives from the slot-th master broker of the route
+        (by name), so an empty broker's long poll never holds up another broker's backlog
+        (:mod:`.brokers`); slot 0 falls back to the client's round-robin receive when the
+        route is unknown."""
         loop_errors = 0
         failing_since: float | None = None
         loop = asyncio.get_running_loop()
         while not self._stopped:
-            room = self.prefetch - len(self._unsettled)
+            targets = brokers.broker_queues(self.consumer, self.physical_topic)
+            if slot == 0:
+                while len(self._fetchers) < len(targets):
+                    self._add_fetcher()
+            elif slot >= len(targets):  # that broker left the route: wait for it
+                await asyncio.sleep(1.0)
+                continue
+            room = self.prefetch - len(self._unsettled) - self._asking
             if room <= 0:
                 self._room.clear()
                 await self._room.wait()
                 continue
+            consumer = self.consumer
+            # a fair share of prefetch per broker: a slot long-polling an empty broker must not
+            # hold all the room while another broker has a backlog
+            share = max(1, self.prefetch // max(1, len(targets)))
+            ask = min(room, self.batch_size, share)
+            self._asking += ask
             try:
                 # Invisibility starts when the broker hands the messages out, after this.
                 asked = loop.time()
-                future = self.consumer.receive_async(
-                    min(room, self.batch_size), self.invisible_duration
-                )
+                if targets:
+                    future = brokers.receive_from(
+                        consumer,
+                        self.physical_topic,
+                        targets[slot],
+                        ask,
+                        self.invisible_duration,
+                        self.await_duration,
+                    )
+                else:
+                    future = consumer.receive_async(ask, self.invisible_duration)
                 messages = await asyncio.wrap_future(future)
             except asyncio.CancelledError:
                 raise
@@ -198,7 +237,8 @@ class RocketMQSubscription:
                     # A restarted proxy forgets the client's settings ("cannot find client
                     # settings", 40015) and client 5.1.2 never sends them again: start afresh.
                     failing_since = None
-                    await self._recreate(exc)
+                    if consumer is self.consumer:  # not restarted by another slot already
+                        await self._recreate(exc)
                     continue
                 if is_transient(exc):
                     await asyncio.sleep(0.2)
@@ -208,6 +248,9 @@ class RocketMQSubscription:
                 log("receiving from %r failed (retrying): %s", self.topic, exc)
                 await asyncio.sleep(min(0.5 * loop_errors, 2.0))
                 continue
+            finally:
+                self._asking -= ask
+                self._room.set()  # room this receive did not fill is free again
             loop_errors = 0
             failing_since = None
             for message in messages or ():
@@ -337,10 +380,12 @@ class RocketMQSubscription:
         such messages back at once, as it does for anything received after ``stop``. Bounded
         by the long-polling time (a receive that hangs longer is cancelled as before).
         """
-        fetcher = self._fetcher
-        if fetcher is None or fetcher.done():
+        await asyncio.gather(*(self._finish_fetcher(fetcher) for fetcher in self._fetchers))
+
+    async def _finish_fetcher(self, fetcher: asyncio.Task[None]) -> None:
+        if fetcher.done():
             return
-        limit = float(getattr(self.consumer, "await_duration", None) or 5) + 1.0
+        limit = float(self.await_duration) + 1.0
         try:
             await asyncio.wait_for(asyncio.shield(fetcher), limit)
         except asyncio.TimeoutError:

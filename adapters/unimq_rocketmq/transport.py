@@ -588,6 +588,7 @@ class RocketMQTransport:
             invisible_duration=options.invisible_duration,
             batch_size=options.batch_size,
             release_delay=options.release_delay,
+            await_duration=options.await_duration,
         )
         subscription.start()
         self._subscriptions.append(subscription)
