@@ -77,12 +77,13 @@ def _fixture_scope(item: pytest.Item, name: str) -> str | None:
 
 
 def _backend_fixtures(item: pytest.Item) -> list[tuple[str, str]]:
-    """(backend label, tier) for each session-scoped ``*_broker`` / ``*_server`` fixture used."""
+    """(backend label, tier) for each session- or module-scoped (clusters) ``*_broker`` /
+    ``*_server`` fixture used."""
     found: list[tuple[str, str]] = []
     params: dict[str, Any] = getattr(getattr(item, "callspec", None), "params", {})
     for name in getattr(item, "fixturenames", ()):
         match = _BACKEND_FIXTURE.match(name)
-        if match is None or _fixture_scope(item, name) not in (None, "session"):
+        if match is None or _fixture_scope(item, name) not in (None, "session", "module"):
             continue
         label = match["kind"]
         if match["variant"]:
@@ -161,12 +162,21 @@ def _register(config: pytest.Config, marker: str, doc: str) -> None:
         config.addinivalue_line("markers", f"{marker}: {doc}")
 
 
+#: The one xdist group of every test that runs a multi-node cluster.
+CLUSTERS_GROUP = "clusters"
+
+
 def xdist_group(item: pytest.Item, suite: Suite) -> str | None:
     """The xdist group of a real-broker test: the brokers it starts (store servers are cheap to
     start twice, brokers are not). ``None`` for the quick and store tiers."""
     if suite.tier != REALBROKER:
         return None
     brokers = sorted({label for label, tier in _backend_fixtures(item) if tier == REALBROKER})
+    if any(" cluster" in label for label in brokers):
+        # Every multi-node cluster on one worker, one after the other (each is stopped at the
+        # end of its module): two clusters at once (six JVMs) on a 2-core machine slowed
+        # every other test of the run several times over.
+        return CLUSTERS_GROUP
     return "+".join(brokers) if brokers else f"{suite.backend}"
 
 

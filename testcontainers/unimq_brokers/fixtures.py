@@ -172,7 +172,7 @@ def rocketmq_secure_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
     yield from _secure_broker(request, "rocketmq")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kafka_cluster_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A 3-node Kafka KRaft cluster (primary version; RF 3, min ISR 2) on the host network,
     every node on its own 127.0.0.1 ports (``unimq_brokers.cluster_kafka.KafkaCluster``):
@@ -198,9 +198,10 @@ def kafka_cluster_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
         _shared[key] = handle
         request.config.add_cleanup(lambda: _release(key))
     yield handle
+    _release(key)  # the end of its module: a cluster is several JVMs or Erlang nodes
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def rabbitmq_cluster_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A 3-node RabbitMQ cluster (primary version) on loopback
     (``unimq_brokers.cluster_rabbitmq.RabbitMQCluster``): ``.url`` names every node, ``.nodes``,
@@ -219,9 +220,10 @@ def rabbitmq_cluster_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
         _shared[key] = handle  # type: ignore[assignment]
         request.config.add_cleanup(lambda: _release(key))
     yield handle
+    _release(key)  # the end of its module: a cluster is several JVMs or Erlang nodes
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def rocketmq_cluster_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A RocketMQ 5 cluster (primary version) on loopback: a name server and two nodes, each
     a master broker with a cluster-mode gRPC proxy (``unimq_brokers.cluster_rocketmq``):
@@ -246,3 +248,4 @@ def rocketmq_cluster_broker(request: pytest.FixtureRequest) -> Iterator[Any]:
         _shared[key] = handle  # type: ignore[assignment]
         request.config.add_cleanup(lambda: _release(key))
     yield handle
+    _release(key)  # the end of its module: a cluster is several JVMs or Erlang nodes
