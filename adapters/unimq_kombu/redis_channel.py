@@ -15,10 +15,10 @@ kombu's visibility-timeout restore reads. This channel instead
    so one wait and one script serve a whole window of messages instead of one each.
 
 A consumer killed after step 1 leaves the message in the queue; after step 2 every message the
-script popped is in kombu's unacked hash, and kombu's own restore (``visibility_timeout``, ``restore_unacked`` when a
-channel closes) gives it back, unchanged. ``QoS.append`` then only does kombu's in-process
-bookkeeping for messages the script recorded. Two consumers woken for one message both run the
-script; one gets it, the other waits again.
+script popped is in kombu's unacked hash, and kombu's own restore (``visibility_timeout``,
+``restore_unacked`` when a channel closes) gives it back, unchanged. ``QoS.append`` then only
+does kombu's in-process bookkeeping for messages the script recorded. Two consumers woken for
+one message both run the script; one gets it, the other waits again.
 
 Used only where it is exact: a channel with a ``global_keyprefix`` or a no-ack consumer falls
 back to kombu's own ``BRPOP`` (the adapter sets neither). Needs Redis 6.2 or later (``BLMOVE``).
