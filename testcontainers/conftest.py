@@ -105,6 +105,11 @@ def redis_server():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", REALBROKER_MARKER)
+    try:
+        import unimq_test_tiers
+    except ImportError:  # run without the repository's conftest.py
+        return
+    unimq_test_tiers.PRIMARY_VERSIONS.update({kind: versions.primary(kind) for kind in KINDS})
 
 
 def pytest_generate_tests(metafunc):

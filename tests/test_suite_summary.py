@@ -278,3 +278,56 @@ test_missing.__module__ = "unimq.testing.conformance.cases_fake"
     result = _run(project, "test_capability.py")
     result.assert_outcomes(skipped=1, errors=1)
     result.stdout.fnmatch_lines(["*CI=true: a realbroker test may not be skipped*no Docker*"])
+
+
+def test_clusters_share_one_group_and_a_fixtureless_test_joins_its_primary_broker(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every multi-node cluster runs on one worker, one after the other (two at once loaded a
+    2-core CI machine to load average 100); a test that reaches a broker without its fixture
+    (a parameter names the kind) joins the primary version's group, so the other worker does
+    not start a second container of it."""
+    import unimq_test_tiers
+
+    monkeypatch.setitem(unimq_test_tiers.PRIMARY_VERSIONS, "rocketmq", "5.5.0")
+    project.makeconftest(
+        CONFTEST
+        + """
+
+@pytest.fixture(scope="module")
+def kafka_cluster_broker():
+    return "kafka://127.0.0.1:1"
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_cluster_broker():
+    return "amqp://127.0.0.1:1"
+"""
+    )
+    project.makepyfile(
+        test_groups="""
+import pytest
+
+def test_kafka_cluster(kafka_cluster_broker):
+    pass
+
+def test_rabbitmq_cluster(rabbitmq_cluster_broker):
+    pass
+
+@pytest.mark.realbroker
+@pytest.mark.parametrize("real", ["rocketmq"])
+def test_operations(real):
+    pass
+"""
+    )
+    quiet = ("no:cacheprovider", "no:asyncio", "no:hypothesispytest", "no:timeout")
+    items, _ = project.inline_genitems(*(a for p in quiet for a in ("-p", p)), "test_groups.py")
+    groups = {}
+    for item in items:
+        marker = item.get_closest_marker("xdist_group")
+        groups[item.name] = marker.kwargs["name"] if marker is not None else None
+    assert groups == {
+        "test_kafka_cluster": "clusters",
+        "test_rabbitmq_cluster": "clusters",
+        "test_operations[rocketmq]": "rocketmq 5.5.0",
+    }

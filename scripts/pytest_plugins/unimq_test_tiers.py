@@ -165,6 +165,12 @@ def _register(config: pytest.Config, marker: str, doc: str) -> None:
 #: The one xdist group of every test that runs a multi-node cluster.
 CLUSTERS_GROUP = "clusters"
 
+#: kind -> primary broker version, filled by testcontainers/conftest.py. A test that reaches a
+#: broker without the fixture (``request.getfixturevalue``, or a parameter naming the kind) uses
+#: the primary version's container, so it joins that version's group: otherwise the other
+#: worker could start a second container of the same broker and keep it to the end.
+PRIMARY_VERSIONS: dict[str, str] = {}
+
 
 def xdist_group(item: pytest.Item, suite: Suite) -> str | None:
     """The xdist group of a real-broker test: the brokers it starts (store servers are cheap to
@@ -177,7 +183,12 @@ def xdist_group(item: pytest.Item, suite: Suite) -> str | None:
         # end of its module): two clusters at once (six JVMs) on a 2-core machine slowed
         # every other test of the run several times over.
         return CLUSTERS_GROUP
-    return "+".join(brokers) if brokers else f"{suite.backend}"
+    if brokers:
+        return "+".join(brokers)
+    named = _named_backend(item) or suite.backend
+    if named in PRIMARY_VERSIONS:
+        return f"{named} {PRIMARY_VERSIONS[named]}"
+    return suite.backend
 
 
 def pytest_configure(config: pytest.Config) -> None:

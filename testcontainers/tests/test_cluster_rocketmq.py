@@ -325,15 +325,26 @@ async def _failover(cluster: Any, *, connected: bool) -> dict[str, Any]:
         reporter.cancel()
         await broker.stop()
         # leave the cluster whole for the next test
-        if victim and not NEGATIVE and not cluster.node_ready(victim):
+        # node_ready runs its own event loop (asyncio.run): called on this one it failed and
+        # said "not ready" every time
+        if victim and not NEGATIVE and not await asyncio.to_thread(cluster.node_ready, victim):
             await asyncio.to_thread(cluster.start, victim)
     return figures
 
 
+#: The failover tests' own deadlines (30 % handled within 120 s, the flows, a node's restart,
+#: DRAIN) add up to more than pytest-timeout's 300 s: a loaded CI worker took longer than that
+#: once (about 80 s on a quiet machine), and the timeout cut the test off before its own
+#: deadlines could name what was slow.
+FAILOVER_TIMEOUT = 600
+
+
+@pytest.mark.timeout(FAILOVER_TIMEOUT)
 async def test_failover_kill_broker(rocketmq_cluster_broker: Any) -> None:
     await _failover(rocketmq_cluster_broker, connected=False)
 
 
+@pytest.mark.timeout(FAILOVER_TIMEOUT)
 async def test_failover_kill_connected_node(rocketmq_cluster_broker: Any) -> None:
     await _failover(rocketmq_cluster_broker, connected=True)
 

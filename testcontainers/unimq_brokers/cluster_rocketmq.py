@@ -300,8 +300,16 @@ exit 1
 
     # -- readiness ---------------------------------------------------------------------------
     def registered(self) -> dict[str, str]:
-        """Broker name -> master address, as the name server lists them now."""
+        """Broker name -> master address, as the name server lists them now. Blocking: from a
+        coroutine, call it (or :meth:`node_ready`) through ``asyncio.to_thread``."""
         from unimq_rocketmq import remoting
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("RocketMQCluster.registered() blocks: use asyncio.to_thread")
 
         async def ask() -> Any:
             response = await remoting.call(

@@ -36,6 +36,7 @@ __all__ = [
     "rocketmq_broker",
     "rocketmq_cluster_broker",
     "rocketmq_secure_broker",
+    "shared_broker",
     "version_params",
 ]
 
@@ -65,8 +66,14 @@ def _release(key: tuple[str, str]) -> None:
         remove()
 
 
-def _broker(request: pytest.FixtureRequest, kind: str) -> Iterator[BrokerHandle]:
-    version = getattr(request, "param", None) or versions.primary(kind)
+def shared_broker(config: pytest.Config, kind: str, version: str | None = None) -> BrokerHandle:
+    """The process's broker of ``kind`` (default: the primary version), started on first use.
+
+    For tests outside testcontainers/ that need a real broker without the fixtures (e.g.
+    tests/contrib's outbox crash test): they reuse the container the fixtures started on this
+    worker instead of starting one of their own. A primary-version broker is removed when the
+    session ends; unavailable means skip, or fail under CI=true."""
+    version = version or versions.primary(kind)
     key = (kind, version)
     handle = _shared.get(key)
     if handle is None:
@@ -77,7 +84,14 @@ def _broker(request: pytest.FixtureRequest, kind: str) -> Iterator[BrokerHandle]
             raise  # unreachable
         _shared[key] = handle
         if version == versions.primary(kind):
-            request.config.add_cleanup(lambda: _release(key))
+            config.add_cleanup(lambda: _release(key))
+    return handle
+
+
+def _broker(request: pytest.FixtureRequest, kind: str) -> Iterator[BrokerHandle]:
+    version = getattr(request, "param", None) or versions.primary(kind)
+    key = (kind, version)
+    handle = shared_broker(request.config, kind, version)
     try:
         yield handle
     finally:
