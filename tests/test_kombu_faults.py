@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import subprocess
 import sys
 import time
@@ -194,3 +195,68 @@ async def test_published_and_delayed_messages_survive_a_server_restart(
         await got.wait_for(201, timeout=30)
     assert b"later" in got.items
     assert len(set(got.items)) == 201
+
+
+async def test_a_take_pops_no_more_than_the_prefetch_window(kombu_redis_server: Any) -> None:
+    """The take pops a whole window per round trip (redis_channel.py), never more: with every
+    handler busy, the server holds exactly ``prefetch`` messages as unacked, the rest ready."""
+    import redis
+
+    topic, group = unique("window"), "fault-window"
+    started, release = asyncio.Event(), asyncio.Event()
+    busy = 0
+    consumer = Broker(kombu_redis_server.url)
+
+    @consumer.subscriber(topic, group=group, concurrency=3, dead_letter=False)
+    async def handle(message: Message) -> None:
+        nonlocal busy
+        busy += 1
+        if busy == 3:
+            started.set()
+        await release.wait()
+
+    async with consumer:  # declares the group queue
+        pass
+    async with Broker(kombu_redis_server.url) as producer:
+        await publish_many(producer, topic, [b"w-%d" % i for i in range(20)])
+    client = redis.Redis(host="127.0.0.1", port=kombu_redis_server.port,
+                         password=kombu_redis_server.password)  # fmt: skip
+    try:
+        async with consumer:
+            await asyncio.wait_for(started.wait(), 30)
+            await asyncio.sleep(0.5)  # time for a take that would overrun the window
+            queue = f"{topic}::{group}"
+            # kombu's unacked entry: [message, exchange, routing key (the queue, see routing.py)]
+            unacked = sum(1 for value in client.hvals("unacked") if json.loads(value)[2] == queue)
+            ready = client.llen(queue)
+            release.set()
+        assert (unacked, ready, busy) == (3, 17, 3)
+    finally:
+        client.close()
+
+
+async def test_a_full_window_does_not_wait_for_the_poll_interval(
+    kombu_redis_server: Any,
+) -> None:
+    """A consumer whose prefetch window is full waits for the acks that reopen it, not for
+    ``poll_interval``: it slept the whole interval once per window (60 messages, a window of
+    2 and poll_interval=0.5 took 15 s; now well under one second)."""
+    topic, group = unique("fullwindow"), "fault-fullwindow"
+    got = Collector()
+    declaring = Broker(kombu_redis_server.url)  # the default poll_interval: it stops at once
+    consumer = Broker(f"{kombu_redis_server.url}?poll_interval=0.5")
+    for broker in (declaring, consumer):
+
+        @broker.subscriber(topic, group=group, concurrency=2, dead_letter=False)
+        async def handle(message: Message) -> None:
+            got.add(message.body)
+
+    async with declaring:  # declares the group queue
+        pass
+    async with Broker(kombu_redis_server.url) as producer:
+        await publish_many(producer, topic, [b"f-%d" % i for i in range(60)])
+    async with consumer:
+        started = time.monotonic()
+        await got.wait_for(60, timeout=30)
+        elapsed = time.monotonic() - started
+    assert elapsed < 5, f"60 messages took {elapsed:.1f} s"

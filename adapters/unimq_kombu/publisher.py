@@ -46,6 +46,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._pending: list[tuple[OutgoingMessage, asyncio.Future[None]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._targets: dict[str, list[tuple[Any, str]]] = {}
 
     async def submit(self, message: OutgoingMessage) -> None:
         """Publish ``message`` with the next batch; returns when the batch was sent."""
@@ -66,6 +67,7 @@ class Publisher:
         if not batch:
             return
         outcomes: list[BaseException | None] = [None] * len(batch)
+        self._targets = {}  # looked up once per topic and batch: see send()
         try:
             with self._producer.batch():
                 for index, (message, _) in enumerate(batch):
@@ -121,12 +123,20 @@ class Publisher:
         self.send(message, math.ceil(delay) if delay > 0.01 else 0)
 
     def send(self, message: OutgoingMessage, delay_seconds: int) -> None:
+        """Runs on the thread: send one copy to each queue of the topic.
+
+        The queues are looked up once per topic in a batch (on Redis a round trip each, most
+        of a publish's cost otherwise). Every publish in a batch was submitted before the
+        batch was taken, so a group whose subscribe returned before any of them is seen."""
         assert self._router is not None
+        targets = self._targets.get(message.topic)
+        if targets is None:
+            targets = self._targets[message.topic] = self._router.targets(message.topic)
         headers = dict(message.headers)
         if message.key is not None:
             headers[KEY_HEADER] = message.key
         extra: dict[str, Any] = {"DelaySeconds": delay_seconds} if delay_seconds else {}
-        for exchange, routing_key in self._router.targets(message.topic):
+        for exchange, routing_key in targets:
             self._producer.publish(
                 message.body,
                 exchange=exchange,
@@ -143,6 +153,7 @@ class Publisher:
         if self._connection is None:
             return
         client = self._connection.default_channel.client
+        self._targets = {}
         try:
             delays.move_due(client, lambda m: self.send(m, 0))
         except Exception as exc:

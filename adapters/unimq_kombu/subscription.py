@@ -82,6 +82,7 @@ class KombuSubscription:
             f"unimq-kombu-{spec.topic}-{spec.group}", poll=options.poll_interval
         )
         self._unacked: dict[int, KombuDelivery] = {}
+        self._arrived: list[KombuDelivery] = []  # delivered by kombu, not yet passed to the loop
         self._ack_lock = threading.Lock()
         self._acks: list[Any] = []  # kombu messages whose ack waits for the thread
         self._connection: Any = None
@@ -100,6 +101,7 @@ class KombuSubscription:
             await self._thread.stop()
             raise
         self._thread.set_idle(self._drain, idle_blocks=True)
+        self._thread.submit(_nothing)  # wakes the thread now, not after a poll_interval
 
     def _open(self) -> None:
         kombu = load_kombu()
@@ -158,26 +160,46 @@ class KombuSubscription:
             ).delete()
 
     def _on_message(self, message: Any) -> None:  # on the connection thread
-        delivery = KombuDelivery(self.spec.topic, message, self)
-        self._loop.call_soon_threadsafe(self._hand_out, delivery)
+        self._arrived.append(KombuDelivery(self.spec.topic, message, self))
 
-    def _hand_out(self, delivery: KombuDelivery) -> None:
-        self._unacked[id(delivery)] = delivery
-        if self._stopped:
-            return  # kept unacked: close() gives it back
-        self._queue.put_nowait(delivery)
+    def _pass_arrived(self) -> None:  # on the connection thread, after each drain_events
+        """Hand what one ``drain_events`` delivered to the loop in one wake-up (a Redis take
+        delivers up to a whole prefetch window at once: one cross-thread call serves it)."""
+        if not self._arrived:
+            return
+        arrived, self._arrived = self._arrived, []
+        self._loop.call_soon_threadsafe(self._hand_out, arrived)
 
-    def _drain(self) -> None:
+    def _hand_out(self, deliveries: list[KombuDelivery]) -> None:
+        for delivery in deliveries:
+            self._unacked[id(delivery)] = delivery
+            if not self._stopped:  # otherwise kept unacked: close() gives it back
+                self._queue.put_nowait(delivery)
+
+    def _drain(self) -> bool:
+        """One step of the consumer thread; ``False`` when the prefetch window is full.
+
+        With the window full kombu sends no wait to the broker, and ``drain_events`` would
+        only sleep its timeout while the acks that reopen the window queue up behind it
+        (that capped a consumer at one window per ``poll_interval``). It then runs once
+        without waiting (kombu's housekeeping: restoring expired unacked messages, the
+        connection health check, the liveness check), and the thread waits for calls (the
+        acks) instead."""
         if self._stopped:
             self._thread_sleep()
-            return
+            return True
         if self._connection is None:  # a reconnect failed: try again
             self._reconnect()
-            return
+            return True
+        full = not self._consumer.channel.qos.can_consume()
         try:
-            self._connection.drain_events(timeout=self.options.poll_interval)
+            try:
+                self._connection.drain_events(timeout=0 if full else self.options.poll_interval)
+            finally:
+                self._pass_arrived()
         except TimeoutError:
-            self._check_alive()
+            self._check_alive()  # also when full: failing acks would keep it full for good
+            return not full
         except Exception as exc:
             logger.warning(
                 "kombu consumer of %r lost its connection: %s",
@@ -185,6 +207,7 @@ class KombuSubscription:
                 self.url.mask(f"{type(exc).__name__}: {exc}"),
             )
             self._reconnect()
+        return True
 
     def _check_alive(self) -> None:
         """Reconnect if the Redis server restarted while this consumer was idle.
@@ -320,6 +343,10 @@ class KombuSubscription:
         if self._connection is not None:
             self._connection.release()
             self._connection = None
+
+
+def _nothing() -> None:
+    pass
 
 
 def _give_back_sqs(message: Any) -> None:

@@ -19,16 +19,20 @@ from typing import Any, TypeVar
 logger = logging.getLogger("unimq.kombu")
 
 T = TypeVar("T")
+Idle = Callable[[], "bool | None"]
 _STOP = object()
 
 
 class ConnectionThread:
     """A daemon thread that owns one kombu connection and runs calls on it in order."""
 
-    def __init__(self, name: str, idle: Callable[[], None] | None = None, poll: float = 0.05):
+    def __init__(self, name: str, idle: Idle | None = None, poll: float = 0.05):
         """``idle`` either blocks for up to ``poll`` itself (``drain_events``: then pass
         ``idle_blocks=True`` to :meth:`set_idle`) or returns at once (then the thread waits
-        ``poll`` for calls before it runs ``idle`` again)."""
+        ``poll`` for calls before it runs ``idle`` again). A blocking ``idle`` that returns
+        ``False`` had nothing to wait for (a consumer whose prefetch window is full): the
+        thread then waits up to ``poll`` for calls, so the acks that reopen the window run
+        as soon as they are submitted."""
         self._calls: queue.Queue[Any] = queue.Queue()
         self._idle = idle
         self._idle_blocks = False
@@ -43,7 +47,7 @@ class ConnectionThread:
     def closed(self) -> bool:
         return self._closed
 
-    def set_idle(self, idle: Callable[[], None] | None, idle_blocks: bool = False) -> None:
+    def set_idle(self, idle: Idle | None, idle_blocks: bool = False) -> None:
         self._idle = idle
         self._idle_blocks = idle_blocks
 
@@ -70,19 +74,22 @@ class ConnectionThread:
         await asyncio.to_thread(self._thread.join, 30)
 
     def _run(self) -> None:
+        wait = False  # the blocking idle step had nothing to wait for: wait for calls
         while True:
             try:
-                if self._idle is not None and self._idle_blocks:
+                if self._idle is not None and self._idle_blocks and not wait:
                     item = self._calls.get_nowait()
                 else:
                     item = self._calls.get(timeout=self._poll)
             except queue.Empty:
+                wait = False
                 if self._idle is not None:
                     try:
-                        self._idle()
+                        wait = self._idle() is False
                     except Exception:  # the idle step reports its own faults; keep serving
                         logger.exception("kombu connection thread: idle step failed")
                 continue
+            wait = False
             if item is _STOP:
                 return
             fn, loop, future = item
