@@ -44,6 +44,9 @@ from unimq.idempotency import MemoryIdempotencyStore
 pytestmark = pytest.mark.realbroker
 
 QUEUE_TYPE = os.environ.get("UNIMQ_TEST_RABBITMQ_CLUSTER_QUEUE_TYPE", "quorum")
+#: A freshly started 3-node cluster beside a full CI run once took more than the default 10 s
+#: to accept the first connection (before any kill).
+CONNECT_TIMEOUT = 30.0
 MAIN, ORDERED, KEYS = 4000, 1000, 10
 RATE = 200.0  # publishes per second, both topics together: 25 s of publishing
 KILL_AFTER = 1500  # confirmed publishes before the kill
@@ -101,7 +104,13 @@ class Flow:
 
 
 def consumer(url: str, topic: str, otopic: str, flow: Flow, store: CountingStore) -> Broker:
-    broker = Broker(url, idempotency_store=store, queue_type=QUEUE_TYPE, reconnect_interval=0.5)
+    broker = Broker(
+        url,
+        idempotency_store=store,
+        queue_type=QUEUE_TYPE,
+        reconnect_interval=0.5,
+        connect_timeout=CONNECT_TIMEOUT,
+    )
     group = "cluster-main"
 
     @broker.subscriber(
@@ -190,7 +199,12 @@ async def run_failover(
     print(f"queue leaders before the kill: {ours}")
 
     async with consumer(clients_url, topic, otopic, flow, store):
-        async with Broker(clients_url, queue_type=QUEUE_TYPE, reconnect_interval=0.5) as producer:
+        async with Broker(
+            clients_url,
+            queue_type=QUEUE_TYPE,
+            reconnect_interval=0.5,
+            connect_timeout=CONNECT_TIMEOUT,
+        ) as producer:
             publishing = asyncio.create_task(publish_all(producer, topic, otopic, flow))
             while len(flow.confirmed) < KILL_AFTER:
                 assert not publishing.done(), publishing

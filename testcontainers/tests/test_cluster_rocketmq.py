@@ -55,7 +55,7 @@ DELAY = 3.0
 RATE = 120.0
 NEGATIVE = os.environ.get("UNIMQ_RMQ_CLUSTER_NEGATIVE") == "1"
 #: seconds to wait, once the flows ended, for every message to be handled
-DRAIN = float(os.environ.get("UNIMQ_RMQ_CLUSTER_DRAIN", "150"))
+DRAIN = float(os.environ.get("UNIMQ_RMQ_CLUSTER_DRAIN", "240"))
 
 
 class CountingStore(MemoryIdempotencyStore):
@@ -250,7 +250,8 @@ async def _failover(cluster: Any, *, connected: bool) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     try:
         flows = asyncio.gather(main_flow(), ordered_flow())
-        await _wait(lambda: len(handled) >= TOTAL * 0.3, 120, "30% handled", lambda: len(handled))
+        # (a wait for progress, not a speed target: a CI run handled 27 in the first 120 s)
+        await _wait(lambda: len(handled) >= TOTAL * 0.3, 240, "30% handled", lambda: len(handled))
         victim = _connected_node(cluster) if connected else ""
         if not victim:
             used = _connected_node(cluster)
@@ -332,11 +333,11 @@ async def _failover(cluster: Any, *, connected: bool) -> dict[str, Any]:
     return figures
 
 
-#: The failover tests' own deadlines (30 % handled within 120 s, the flows, a node's restart,
+#: The failover tests' own deadlines (30 % handled within 240 s, the flows, a node's restart,
 #: DRAIN) add up to more than pytest-timeout's 300 s: a loaded CI worker took longer than that
 #: once (about 80 s on a quiet machine), and the timeout cut the test off before its own
 #: deadlines could name what was slow.
-FAILOVER_TIMEOUT = 600
+FAILOVER_TIMEOUT = 900
 
 
 @pytest.mark.timeout(FAILOVER_TIMEOUT)
