@@ -101,7 +101,6 @@ class KombuSubscription:
             await self._thread.stop()
             raise
         self._thread.set_idle(self._drain, idle_blocks=True)
-        self._thread.submit(_nothing)  # wakes the thread now, not after a poll_interval
 
     def _open(self) -> None:
         kombu = load_kombu()
@@ -343,10 +342,6 @@ class KombuSubscription:
         if self._connection is not None:
             self._connection.release()
             self._connection = None
-
-
-def _nothing() -> None:
-    pass
 
 
 def _give_back_sqs(message: Any) -> None:

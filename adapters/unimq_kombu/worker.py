@@ -21,6 +21,7 @@ logger = logging.getLogger("unimq.kombu")
 T = TypeVar("T")
 Idle = Callable[[], "bool | None"]
 _STOP = object()
+_WAKE = object()  # no call: makes the thread look at its idle step again at once
 
 
 class ConnectionThread:
@@ -48,8 +49,11 @@ class ConnectionThread:
         return self._closed
 
     def set_idle(self, idle: Idle | None, idle_blocks: bool = False) -> None:
+        """Set the idle step; the thread starts on it at once, not after a ``poll`` wait."""
         self._idle = idle
         self._idle_blocks = idle_blocks
+        if not self._closed:
+            self._calls.put(_WAKE)
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the thread and return its result (or raise its exception)."""
@@ -92,6 +96,8 @@ class ConnectionThread:
             wait = False
             if item is _STOP:
                 return
+            if item is _WAKE:
+                continue
             fn, loop, future = item
             try:
                 result = fn()
