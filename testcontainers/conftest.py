@@ -182,9 +182,9 @@ def _rocketmq_transaction_key(item):
 
 def _spinning_threads(key):
     """Host thread ids of the op batch threads of the container behind ``key``."""
-    from unimq_brokers import fixtures as broker_fixtures
+    from unimq_brokers.fixtures import started_broker
 
-    container = getattr(broker_fixtures._shared.get(key), "container", None)
+    container = getattr(started_broker(*key), "container", None)
     if container is None:
         return []
     try:

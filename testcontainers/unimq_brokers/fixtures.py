@@ -37,6 +37,7 @@ __all__ = [
     "rocketmq_cluster_broker",
     "rocketmq_secure_broker",
     "shared_broker",
+    "started_broker",
     "version_params",
 ]
 
@@ -86,6 +87,12 @@ def shared_broker(config: pytest.Config, kind: str, version: str | None = None) 
         if version == versions.primary(kind):
             config.add_cleanup(lambda: _release(key))
     return handle
+
+
+def started_broker(kind: str, version: str) -> BrokerHandle | None:
+    """The process's broker of ``kind`` and ``version`` if one is running, else None (never
+    starts one: for hooks that act on a broker the tests already use)."""
+    return _shared.get((kind, version))
 
 
 def _broker(request: pytest.FixtureRequest, kind: str) -> Iterator[BrokerHandle]:
