@@ -161,8 +161,8 @@ async def test_a_successful_batch_is_acked_in_one_ack_many_and_own_acks_are_kept
 
 
 async def test_a_batch_of_deliveries_without_ack_many_is_acked_one_by_one() -> None:
-    """``ack_all`` declines a delivery class without ``ack_many`` (the caller then settles the
-    batch the general way), and one with mixed classes."""
+    """``ack_deliveries`` acks each class that has ``ack_many`` in one call and hands back the
+    deliveries of a class without it (the caller acks those one by one), mixed or not."""
 
     class Plain:
         def __init__(self) -> None:
@@ -172,25 +172,22 @@ async def test_a_batch_of_deliveries_without_ack_many_is_acked_one_by_one() -> N
             self.acks += 1
 
     class Many(Plain):
+        calls = 0
+
         @classmethod
         async def ack_many(cls, deliveries: Sequence[Plain]) -> None:
+            cls.calls += 1
             for delivery in deliveries:
                 delivery.acks += 1
 
-    class Host:
-        plain_ack = True
-
-    def batch(*deliveries: Plain) -> list[Settlement]:
-        return [Settlement(Host(), d, None) for d in deliveries]  # type: ignore[arg-type]
-
-    assert await settle.ack_all(Host(), batch(Plain(), Plain())) is False  # type: ignore[arg-type]
-    mixed = [Many(), Plain()]
-    assert await settle.ack_all(Host(), batch(*mixed)) is False  # type: ignore[arg-type]
-    assert [d.acks for d in mixed] == [0, 0]
+    plain = [Plain(), Plain()]
+    assert await settle.ack_deliveries(plain) == plain  # type: ignore[arg-type]
+    mixed = [Many(), Plain(), Many()]
+    assert await settle.ack_deliveries(mixed) == [mixed[1]]  # type: ignore[arg-type]
+    assert [d.acks for d in mixed] == [1, 0, 1] and Many.calls == 1
     many = [Many(), Many()]
-    settlements = batch(*many)
-    assert await settle.ack_all(Host(), settlements) is True  # type: ignore[arg-type]
-    assert [d.acks for d in many] == [1, 1] and all(s.settled for s in settlements)
+    assert await settle.ack_deliveries(many) == []  # type: ignore[arg-type]
+    assert [d.acks for d in many] == [1, 1] and Many.calls == 2
 
 
 async def test_publish_batch_receipts_are_publish_receipts() -> None:
