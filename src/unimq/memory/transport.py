@@ -69,14 +69,18 @@ class MemoryDelivery(StoredView):
 
     @classmethod
     async def ack_many(cls, deliveries: Sequence[MemoryDelivery]) -> None:
-        """``SupportsAckMany``: ``ack`` for each, without an await per delivery."""
+        """``SupportsAckMany``: ``ack`` for each, without an await (or a call) per delivery."""
         for delivery in deliveries:
             if not delivery._settled:
                 delivery._settled = True
+                subscription = delivery._subscription
                 if delivery._parked:
                     delivery._parked = False
-                    delivery._subscription._hub.parked -= 1
-                delivery._subscription.settled(delivery)
+                    subscription._hub.parked -= 1
+                unsettled = subscription._unsettled  # (subscription.settled, inline)
+                if delivery in unsettled:
+                    unsettled.discard(delivery)
+                    subscription._hub.unsettled -= 1
 
     def park(self) -> None:
         """Held by the pipeline on the clock: delayed, not in flight (``SupportsPark``).
