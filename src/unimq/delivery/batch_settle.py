@@ -102,8 +102,9 @@ class Batch:
 
     def close(self) -> None:
         """Settled: forget the messages (a Message still held by the handler settles nothing
-        more), which also ends the batch <-> message reference cycle."""
+        more), which also ends the batch <-> message reference cycle, and the bodies."""
         self.messages = None
+        self.bodies = None
         self._index = None
 
     # -- the Settler of the batch's messages (a message not yet with a Settlement of its own)

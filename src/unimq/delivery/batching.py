@@ -134,6 +134,7 @@ class Batches:
                     if isinstance(delivery, SupportsPark):
                         delivery.park()
             waiting.extend(deliveries)
+            del deliveries  # (not kept while waiting for room: they may be long settled)
             self._arrived.set()
 
     def _put(self, item: Delivery | None) -> None:
@@ -215,6 +216,8 @@ class Batches:
                         item = await self._get(max(0.0, deadline - loop.time()))
             if deliveries:
                 await self._run(batch)
+            # Not kept while waiting for the next batch (up to ``concurrency`` collectors wait).
+            del batch, deliveries, first, item
             if stop:
                 return
 
