@@ -298,3 +298,33 @@ async def test_a_settled_batch_keeps_no_message_alive() -> None:
             gc.enable()
     assert handled == 820
     assert (messages, deliveries) == (0, 0)
+
+
+async def test_manual_batch_messages_can_be_settled_after_the_handler_returned() -> None:
+    """``ack="manual"``: a batch's messages settle through the batch, which stays their settler
+    after the handler returned (a handler may ack them once its own write is flushed)."""
+    broker = Broker("memory://")
+    kept: list[Message] = []
+    calls = 0
+
+    @broker.subscriber("t", group="g", ack="manual", batch=BatchPolicy(max_size=3, max_wait=0.05))
+    async def handle(messages: list[Message]) -> None:
+        nonlocal calls
+        calls += 1
+        kept.extend(messages)
+
+    lag = broker.transport.lag  # type: ignore[attr-defined]
+    async with broker:
+        await broker.publish_batch("t", [b"a", b"b", b"c"])
+        for _ in range(50):
+            if len(kept) == 3:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # the handler has returned, the batch is done
+        assert await lag("t", "g") == 3  # nothing acked yet
+        await kept[0].ack()
+        await kept[1].nack(0)  # a retry: handled again, then left unacked again
+        await kept[2].reject("no")
+        await asyncio.sleep(0.2)
+        assert await lag("t", "g") == 0  # each settled: acked, retried (a copy), dead-lettered
+    assert calls == 2 and len(kept) == 4  # the retry copy was handled again

@@ -102,7 +102,8 @@ class Batch:
 
     def close(self) -> None:
         """Settled: forget the messages (a Message still held by the handler settles nothing
-        more), which also ends the batch <-> message reference cycle, and the bodies."""
+        more), which also ends the batch <-> message reference cycle, and the bodies. Not
+        for ``ack="manual"``: its handler may settle its messages after it returned."""
         self.messages = None
         self.bodies = None
         self._index = None

@@ -378,7 +378,8 @@ class Batches:
                 "unexpected error in the batch pipeline of %r", runtime.subscriber.topic
             )
         finally:
-            batch.close()
+            if self.success is ACK:  # (ack="manual": its messages may be settled later still)
+                batch.close()
             runtime.in_flight -= size
             self.room.give_many(size)
 
@@ -412,7 +413,8 @@ class Batches:
                 return None
             return Batch.again(runtime, again, self.takes_messages, self.takes_bodies)
         finally:
-            batch.close()
+            if self.success is ACK:
+                batch.close()
 
     async def _invoke(self, batch: Batch) -> dict[int, Outcome] | None:
         """One handler call; the outcome of each failed message by index, or None when all
