@@ -186,7 +186,7 @@ class Batches:
         loop = asyncio.get_running_loop()
         waiting = self.waiting
         max_size = self.max_size
-        plain = not (self.runtime.revocable or self.idempotent)
+        plain = not self.idempotent
         while True:
             async with self._collecting:
                 first = await self._get(None)
@@ -223,7 +223,7 @@ class Batches:
 
     def _admit_ready(self, batch: Batch) -> None:
         """``_admit`` in one loop for what already waits, as far as each is the common case
-        (no delay, decodes; the subscriber neither idempotent nor revocable): a batch of 500 is
+        (not revoked, no delay, decodes; the subscriber not idempotent): a batch of 500 is
         mostly admitted here. It stops at the first item that is not, which the caller admits
         the general way."""
         waiting = self.waiting
@@ -234,9 +234,10 @@ class Batches:
         add_body = batch.bodies.append if batch.bodies is not None else None
         add_message = batch.messages.append if batch.messages is not None else None
         group = self.group
+        revocable = self.runtime.revocable
         while room > 0 and waiting:
             delivery = waiting[0]
-            if delivery is None:
+            if delivery is None or (revocable and delivery.revoked):  # type: ignore[attr-defined]
                 return
             env = read(delivery)
             if env.due is not None:
