@@ -143,6 +143,25 @@ async def test_a_connect_cancelled_midway_leaves_no_publishing_connection_open()
     assert _publishing_threads() == before
 
 
+async def test_an_sqs_server_that_never_answers_fails_the_connect_in_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """botocore waits 60 s for a reply by default and retries: a stalled SQS call held a
+    connection thread for minutes. The adapter bounds each call (``client-config``)."""
+    import socket
+
+    from unimq_kombu import connect
+
+    monkeypatch.setattr(connect, "SQS_READ_MARGIN", 0.5, raising=False)
+    with socket.socket() as silent:  # accepts TCP connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        t = transport(f"kombu+sqs://k:s@127.0.0.1:{port}", secure=False, publish_connections=1)
+        with pytest.raises(ConnectionFailedError):
+            await asyncio.wait_for(t.connect(), 20)
+
+
 def test_bad_options_are_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="unknown kombu option"):
         transport("kombu+redis://127.0.0.1:1/0", prefetch_multiplier="4")
