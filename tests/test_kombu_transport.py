@@ -4,11 +4,8 @@ routing between groups, requeue, secrets in error texts, options."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import threading
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,20 +19,8 @@ from unimq.url import BrokerURL
 pytest.importorskip("kombu")
 
 
-def _servers() -> Any:
-    name = "unimq_kombu_test_servers_module"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_kombu_servers.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from . import kombu_servers
 
-
-kombu_servers = _servers()
 kombu_redis_server = kombu_servers.kombu_redis_server
 
 
