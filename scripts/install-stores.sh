@@ -16,7 +16,7 @@ if ! command -v initdb >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bi
   need+=(postgresql)
 fi
 # The kombu+sqs:// tests run ElasticMQ from its jars, which Maven resolves from the machine's
-# configured sources (tests/test_kombu_servers.py): they need a JDK/JRE and Maven.
+# configured sources (tests/kombu_servers.py): they need a JDK/JRE and Maven.
 if ! command -v java >/dev/null 2>&1; then
   need+=(default-jre-headless)
 fi

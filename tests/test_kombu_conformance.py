@@ -1,12 +1,9 @@
 """The conformance suite on kombu+redis:// (a throwaway redis-server with AOF, so the restart
-cases run) and kombu+sqs:// (ElasticMQ). See test_kombu_servers.py for the servers."""
+cases run) and kombu+sqs:// (ElasticMQ). See kombu_servers.py for the servers."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,20 +13,8 @@ from unimq.testing.conformance import Backend, ConformanceSuite
 pytest.importorskip("kombu")
 
 
-def _servers() -> Any:
-    name = "unimq_kombu_test_servers_module"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_kombu_servers.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from . import kombu_servers
 
-
-kombu_servers = _servers()
 kombu_redis_server = kombu_servers.kombu_redis_server
 kombu_sqs_server = kombu_servers.kombu_sqs_server
 

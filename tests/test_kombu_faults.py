@@ -6,7 +6,6 @@ delayed or in flight survive a server restart (AOF, ``appendfsync always``)."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import subprocess
 import sys
@@ -24,20 +23,8 @@ from unimq.testing.conformance.cases_delivery import publish_many
 pytest.importorskip("kombu")
 
 
-def _servers() -> Any:
-    name = "unimq_kombu_test_servers_module"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_kombu_servers.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from . import kombu_servers
 
-
-kombu_servers = _servers()
 kombu_redis_server = kombu_servers.kombu_redis_server
 
 WORKER = Path(__file__).parent.parent / "testcontainers" / "tests" / "fault_worker.py"

@@ -4,11 +4,8 @@ routing between groups, requeue, secrets in error texts, options."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import threading
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,20 +19,8 @@ from unimq.url import BrokerURL
 pytest.importorskip("kombu")
 
 
-def _servers() -> Any:
-    name = "unimq_kombu_test_servers_module"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_kombu_servers.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from . import kombu_servers
 
-
-kombu_servers = _servers()
 kombu_redis_server = kombu_servers.kombu_redis_server
 
 
@@ -141,6 +126,25 @@ async def test_a_connect_cancelled_midway_leaves_no_publishing_connection_open()
                 break
             await asyncio.sleep(0.1)
     assert _publishing_threads() == before
+
+
+async def test_an_sqs_server_that_never_answers_fails_the_connect_in_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """botocore waits 60 s for a reply by default and retries: a stalled SQS call held a
+    connection thread for minutes. The adapter bounds each call (``client-config``)."""
+    import socket
+
+    from unimq_kombu import connect
+
+    monkeypatch.setattr(connect, "SQS_READ_MARGIN", 0.5, raising=False)
+    with socket.socket() as silent:  # accepts TCP connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        t = transport(f"kombu+sqs://k:s@127.0.0.1:{port}", secure=False, publish_connections=1)
+        with pytest.raises(ConnectionFailedError):
+            await asyncio.wait_for(t.connect(), 20)
 
 
 def test_bad_options_are_configuration_errors() -> None:

@@ -24,6 +24,12 @@ def load_kombu() -> Any:
 
 UNACKED_MUTEX_EXPIRE = 10  # seconds
 SOCKET_TIMEOUT = 10  # seconds: a Redis reply that takes longer is a dead server
+#: Seconds an SQS reply may take beyond the long-polling wait (``wait_time_seconds``) before
+#: botocore gives up on the call and retries it.
+SQS_READ_MARGIN = 10.0
+SQS_CONNECT_TIMEOUT = 5
+#: botocore attempts per SQS call (the first included).
+SQS_ATTEMPTS = 3
 
 
 def open_connection(url: BrokerURL, profile: Profile, options: KombuOptions) -> Any:
@@ -49,6 +55,10 @@ def open_connection(url: BrokerURL, profile: Profile, options: KombuOptions) -> 
             is_secure=options.secure,
             wait_time_seconds=options.wait_time_seconds,
             polling_interval=options.poll_interval,
+            # botocore's defaults (60 s connect and read timeouts, retried) let one stalled
+            # HTTP call hold a connection thread for minutes: a publish or a receive behind
+            # it waited that long. Bounded, a stalled call is retried within seconds.
+            **{"client-config": sqs_client_config(options)},
         )
     password = url.password.get_secret_value() if url.password else None
     connection = kombu.Connection(
@@ -69,6 +79,15 @@ def open_connection(url: BrokerURL, profile: Profile, options: KombuOptions) -> 
         connection.release()
         raise connect_error(url, exc) from None
     return connection
+
+
+def sqs_client_config(options: KombuOptions) -> dict[str, Any]:
+    """botocore ``Config`` settings for the adapter's SQS clients (kombu's ``client-config``)."""
+    return {
+        "connect_timeout": SQS_CONNECT_TIMEOUT,
+        "read_timeout": options.wait_time_seconds + SQS_READ_MARGIN,
+        "retries": {"total_max_attempts": SQS_ATTEMPTS},
+    }
 
 
 def _transport(profile: Profile) -> Any:

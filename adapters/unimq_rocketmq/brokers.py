@@ -11,10 +11,18 @@ two-broker test cluster: about 4 messages/s, so its delayed messages arrived 5-7
 after a 37 s outage (issue 15). Asking each broker on its own drains every broker at full speed
 whatever the others hold.
 
-The client has no public call for "receive from this broker": this uses its protected
-``_retrieve_topic_route_data``, ``_receive_req`` and ``_receive_async`` (rocketmq-python-client
-5.x). Without them :func:`broker_queues` returns nothing and the caller falls back to the public
-round-robin ``receive_async``.
+A broker that died leaves the topic's route (the proxy drops it within its route refresh), and
+comes back to it when restarted; but the client asks for routes every 30 s only, so a restarted
+master stayed unread for up to 30 s more than its outage, with its delayed messages falling
+due behind it (measured: lateness up to 30 s beyond outage plus queueing, issue 15). While a
+broker the subscription has read from is missing, :func:`refresh_route` asks for the route
+every :data:`ROUTE_REFRESH_WHILE_MISSING` seconds instead.
+
+The client has no public call for "receive from this broker" or "refresh this route": this uses
+its protected ``_retrieve_topic_route_data``, ``_receive_req`` and ``_receive_async`` and its
+route manager's ``update_topic_route`` (rocketmq-python-client 5.x). Without them
+:func:`broker_queues` returns nothing and the caller falls back to the public round-robin
+``receive_async``; :func:`refresh_route` does nothing and the client's own 30 s refresh remains.
 """
 
 from __future__ import annotations
@@ -23,6 +31,10 @@ from concurrent.futures import Future
 from typing import Any
 
 _NEEDED = ("_retrieve_topic_route_data", "_receive_req", "_receive_async", "client_configuration")
+
+#: Seconds between route queries while a broker the subscription read from is missing from the
+#: route (the client's own period is 30 s).
+ROUTE_REFRESH_WHILE_MISSING = 2.0
 
 
 def broker_queues(consumer: Any, topic: str) -> list[Any]:
@@ -50,3 +62,17 @@ def receive_from(
     timeout = consumer.client_configuration.request_timeout + await_duration
     future: Future[Any] = consumer._receive_async(queue, request, timeout, Future())
     return future
+
+
+def refresh_route(consumer: Any, topic: str) -> bool:
+    """Ask the proxy for ``topic``'s route now and cache it in ``consumer`` (blocking, at most the
+    client's ``request_timeout``: run it in a worker thread). ``False`` when this client has no
+    route manager to ask or the query failed (the client's own periodic refresh remains)."""
+    manager = getattr(consumer, "_Client__route_manager", None)
+    update = getattr(manager, "update_topic_route", None)
+    if update is None:
+        return False
+    try:
+        return update(topic) is not None
+    except Exception:  # proxy unreachable right now: the next refresh tries again
+        return False

@@ -137,6 +137,8 @@ class RocketMQSubscription:
         #: Messages asked for by receives in flight (they count against ``prefetch``).
         self._asking = 0
         self._renewer: asyncio.Task[None] | None = None
+        #: When the route was last queried because a broker was missing from it (loop time).
+        self._route_asked = float("-inf")
 
     def start(self) -> None:
         self._add_fetcher()
@@ -196,7 +198,8 @@ class RocketMQSubscription:
             if slot == 0:
                 while len(self._fetchers) < len(targets):
                     self._add_fetcher()
-            elif slot >= len(targets):  # that broker left the route: wait for it
+            elif slot >= len(targets):  # that broker left the route: wait for it to return
+                await self._refresh_route(loop)
                 await asyncio.sleep(1.0)
                 continue
             room = self.prefetch - len(self._unsettled) - self._asking
@@ -261,6 +264,16 @@ class RocketMQSubscription:
                     continue
                 self._ready.append(delivery)
                 self._wake_one()
+
+    async def _refresh_route(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Query the route now if nobody did for :data:`brokers.ROUTE_REFRESH_WHILE_MISSING`
+        seconds, so a restarted broker is read again within seconds of its return instead of
+        at the client's next 30 s refresh (its delayed messages fall due behind it)."""
+        now = loop.time()
+        if now - self._route_asked < brokers.ROUTE_REFRESH_WHILE_MISSING:
+            return
+        self._route_asked = now
+        await asyncio.to_thread(brokers.refresh_route, self.consumer, self.physical_topic)
 
     async def _recreate(self, error: BaseException) -> None:
         logger.warning(

@@ -8,8 +8,9 @@ cluster refused is published again with the same message id (a refused publish t
 stored is then a duplicate, dropped by idempotency).
 
 Asserted: every confirmed message handled (none lost), each handled once, every delayed message
-arrives (late by at most the outage plus slack), the DLQ holds exactly the rejected ones, and
-the ordered subscriber saw each key in publish order up to the kill. After the kill RocketMQ does
+arrives (late by at most the outage: the bound is explained where it is asserted, and in
+docs/deployment.md), the DLQ holds exactly the rejected ones, and the ordered subscriber saw
+each key in publish order up to the kill. After the kill RocketMQ does
 not keep per-key order for keys whose queue was on the dead broker (their later messages move to
 the live broker while the earlier ones wait on the dead one): the figure is recorded, not
 asserted (docs/deployment.md, RocketMQ).
@@ -153,6 +154,11 @@ async def _failover(cluster: Any, *, connected: bool) -> dict[str, Any]:
     #: alone causes (a delayed message joins the end of its queue when due)
     before_kill: list[float] = []
     killed = False
+    #: when each message's publish was confirmed (wall clock), and how long each ordinary
+    #: message then waited to be handled: the cost of the failover to any message, the
+    #: yardstick of the delayed ones (below)
+    confirmed_at: dict[str, float] = {}
+    waits: list[float] = []
     letters: Counter[str] = Counter()
     seen: dict[str, list[int]] = defaultdict(list)
     seen_at: dict[str, list[float]] = defaultdict(list)
@@ -176,6 +182,8 @@ async def _failover(cluster: Any, *, connected: bool) -> dict[str, Any]:
             lateness.append(time.time() - message.due)
             if not killed:
                 before_kill.append(time.time() - message.due)
+        if kind == "ok" and message.id in confirmed_at:
+            waits.append(time.time() - confirmed_at[message.id])
         handled[message.id] += 1
 
     @broker.subscriber(dlq_topic, group=f"{group}-dlq-reader", concurrency=8)
@@ -212,6 +220,7 @@ async def _failover(cluster: Any, *, connected: bool) -> dict[str, Any]:
 
             async def one(mid: str = mid, kind: str = kind, kw: dict[str, Any] = kw) -> None:
                 await publish(topic, {"kind": kind}, mid, **kw)
+                confirmed_at[mid] = time.time()
                 confirmed.add(mid)
 
             task = asyncio.ensure_future(one())
@@ -300,6 +309,7 @@ async def _failover(cluster: Any, *, connected: bool) -> dict[str, Any]:
             "publishes_refused_and_repeated": refused,
             "max_delay_lateness_s": round(max(lateness, default=0.0), 1),
             "max_delay_lateness_before_kill_s": round(max(before_kill, default=0.0), 1),
+            "max_ordinary_wait_s": round(max(waits, default=0.0), 1),
             "outage_s": round(outage, 1),
             "time_to_recover_s": round(recovered, 1),
             "dlq_letters": len(letters),
@@ -315,9 +325,18 @@ async def _failover(cluster: Any, *, connected: bool) -> dict[str, Any]:
         assert all(n == 1 for n in handled.values()), "a message was handled twice"
         assert set(letters) == expected_dlq, "the DLQ must hold exactly the rejected messages"
         assert len(lateness) == sum(1 for i in range(TOTAL) if kind_of(i) == "delayed")
-        # late by at most the outage, on top of the queueing delay the load alone caused
-        bound = outage + max(before_kill, default=0.0) + 15.0
-        assert max(lateness) <= bound, f"a delayed message came {max(lateness):.1f}s late"
+        # Late by at most the outage: on top of the queueing the load alone caused before the
+        # kill, or by at most what the failover cost an ordinary message (one stranded on the
+        # killed node waits for its restart, its recovery and the backlog behind it: on a
+        # loaded machine that exceeds the first figure, seen in CI). A delayed message must
+        # not come later than both: its delay must add nothing to the failover's cost.
+        strict = outage + max(before_kill, default=0.0)
+        bound = max(strict, max(waits, default=0.0)) + 15.0
+        assert max(lateness) <= bound, (
+            f"a delayed message came {max(lateness):.1f}s late; outage + queueing before the "
+            f"kill {strict:.1f}s, the longest wait of an ordinary message "
+            f"{max(waits, default=0.0):.1f}s"
+        )
         for key, values in seen.items():
             before = values[: handled_at_kill.get(key, 0)]
             assert before == sorted(before), f"key {key} out of order before the kill: {before}"

@@ -3,8 +3,8 @@ data) and ElasticMQ, an SQS-compatible server run from its Maven Central jars on
 
 The fixtures are session-scoped and named ``<kind>_<variant>_server``, so the test-tier
 plugin (scripts/pytest_plugins) files these tests under the ``store`` tier and ``--quick``
-leaves them out. The kombu test modules load this file by path (pytest imports them with
-importlib, so they cannot import each other). A server that cannot start skips the tests
+leaves them out. The kombu test modules import this one (``from . import kombu_servers``) and
+re-export the fixtures they use. A server that cannot start skips the tests
 with the reason, except under ``CI=true``, where that is a failure: CI must run them.
 ``scripts/install-stores.sh`` installs redis-server; ElasticMQ needs Java 17 and Maven
 (``UNIMQ_ELASTICMQ_CLASSPATH`` may name a ready classpath instead).
