@@ -56,6 +56,14 @@ class Batch:
         batch.settlements = dict(enumerate(settlements))
         return batch
 
+    def add(self, delivery: Delivery, message: Message | None, body: Any) -> None:
+        """One more admitted delivery, with what the handler takes of it."""
+        self.deliveries.append(delivery)
+        if self.messages is not None:
+            self.messages.append(message)  # type: ignore[arg-type]
+        if self.bodies is not None:
+            self.bodies.append(body)
+
     def __len__(self) -> int:
         return len(self.deliveries)
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from ..batch import BatchFailed, BatchHandler
 from ..codec import DecodeError
-from ..envelope import read
+from ..envelope import Envelope, read
 from ..message import Message
 from ..slots import Slots
 from ..transport import Delivery, Subscription, SupportsPark, SupportsReceiveMany
@@ -248,7 +248,7 @@ class Batches:
                 except DecodeError:
                     return  # (decoded again by _admit, which dead-letters it)
                 add_body(body)  # type: ignore[misc]
-            if add_message is not None:
+            if add_message is not None:  # (self._message, inline: this is the hot loop)
                 add_message(
                     Message(
                         env.id,
@@ -295,30 +295,28 @@ class Batches:
                     Settlement(runtime, delivery, env),
                     DeadLetter("decode-error", error, str(error)),
                 )
-        message = None
-        if self.takes_messages:
-            # Positional: this runs once per delivery, and keyword parsing is measurable here.
-            message = Message(
-                env.id,
-                env.topic,
-                delivery.key,
-                delivery.body,
-                env.headers,
-                env.attempt,
-                self.group,
-                env.content_type,
-                batch,
-                env.published_at,
-                env.due,
-            )
+        message = self._message(delivery, env, batch) if self.takes_messages else None
         if self.idempotent:
             return self._admit_once(delivery, env.id, message, body, batch)
-        batch.deliveries.append(delivery)
-        if message is not None:
-            batch.messages.append(message)  # type: ignore[union-attr]
-        if self.takes_bodies:
-            batch.bodies.append(body)  # type: ignore[union-attr]
+        batch.add(delivery, message, body)
         return None
+
+    def _message(self, delivery: Delivery, env: Envelope, batch: Batch) -> Message:
+        """The Message of a delivery of ``batch`` (which settles it)."""
+        # Positional: this runs once per delivery, and keyword parsing is measurable here.
+        return Message(
+            env.id,
+            env.topic,
+            delivery.key,
+            delivery.body,
+            env.headers,
+            env.attempt,
+            self.group,
+            env.content_type,
+            batch,
+            env.published_at,
+            env.due,
+        )
 
     async def _admit_once(
         self,
@@ -340,11 +338,7 @@ class Batches:
             settlement.completed = True
             await self._alone(settlement, ACK)
             return
-        batch.deliveries.append(delivery)
-        if message is not None:
-            batch.messages.append(message)  # type: ignore[union-attr]
-        if self.takes_bodies:
-            batch.bodies.append(body)  # type: ignore[union-attr]
+        batch.add(delivery, message, body)
 
     async def _requeue_when_due(self, delivery: Delivery, early: float) -> None:
         self.room.give()  # it re-enters through the queue, and takes room again there
