@@ -5,7 +5,8 @@ a ``publish`` loop, 100-byte messages, in one run.
   transport's publish never yields), then the clock runs from the first handler call to the
   N-th message acked. Per-message: ``async def handle(message: Message)`` with the defaults
   (concurrency 16). Batch: ``batch=BatchPolicy(max_size=--batch-size, max_wait=0.05)``,
-  ``async def handle(messages: list[Message])``.
+  ``async def handle(messages: list[Message])``; batch bytes: the same with
+  ``async def handle(items: list[bytes])`` (no ``Message`` is built for it).
 - **publish**: N publishes awaited one after another, against ``publish_batch`` calls of
   ``--batch-size`` items each (no subscriber).
 
@@ -90,6 +91,30 @@ async def consume_batch(n: int, size: int) -> float:
     return elapsed
 
 
+async def consume_batch_bytes(n: int, size: int) -> float:
+    broker = Broker("memory://")
+    done = asyncio.Event()
+    seen = 0
+    start = 0.0
+
+    @broker.subscriber("bench", group="g", batch=BatchPolicy(max_size=size, max_wait=0.05))
+    async def handle(items: list[bytes]) -> None:
+        nonlocal seen, start
+        if not seen:
+            start = clock()
+        seen += len(items)
+        if seen >= n:
+            done.set()
+
+    async with broker:
+        for _ in range(n):
+            await broker.publish("bench", PAYLOAD)
+        await asyncio.wait_for(done.wait(), WAIT)
+        await broker.drain(timeout=WAIT)
+        elapsed = clock() - start
+    return elapsed
+
+
 async def publish_loop(n: int, size: int) -> float:
     async with Broker("memory://") as broker:
         start = clock()
@@ -106,10 +131,12 @@ async def publish_batches(n: int, size: int) -> float:
         return clock() - start
 
 
-PAIRS: dict[str, tuple[tuple[str, Runner], tuple[str, Runner]]] = {
+# The first of each row is the base the others are compared with.
+PAIRS: dict[str, tuple[tuple[str, Runner], ...]] = {
     "consume (first handler call -> N-th message acked)": (
         ("per-message", consume_per_message),
         ("batch", consume_batch),
+        ("batch bytes", consume_batch_bytes),
     ),
     "publish (awaited, no subscriber)": (
         ("publish loop", publish_loop),
@@ -133,13 +160,14 @@ async def run(n: int, size: int, repeat: int) -> None:
                     file=sys.stderr,
                     flush=True,
                 )
-        (base, _), (new, _) = pair
+        base = pair[0][0]
         medians = {name: statistics.median(values) for name, values in rates.items()}
         print(f"\n{title}, {n:,} x 100 B, median of {repeat}:")
         for name, values in rates.items():
             runs = " ".join(f"{v:10,.0f}" for v in values)
             print(f"  {name:14s} {runs}   median {medians[name]:10,.0f} msg/s")
-        print(f"  {new} / {base}: {medians[new] / medians[base]:.2f}x")
+        for new, _ in pair[1:]:
+            print(f"  {new} / {base}: {medians[new] / medians[base]:.2f}x")
 
 
 def main() -> None:

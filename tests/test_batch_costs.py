@@ -6,6 +6,7 @@ handler of bodies, no decode for a handler of messages); a batch that succeeded 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Sequence
 from typing import Any
 
@@ -161,8 +162,8 @@ async def test_a_successful_batch_is_acked_in_one_ack_many_and_own_acks_are_kept
 
 
 async def test_a_batch_of_deliveries_without_ack_many_is_acked_one_by_one() -> None:
-    """``ack_all`` declines a delivery class without ``ack_many`` (the caller then settles the
-    batch the general way), and one with mixed classes."""
+    """``ack_deliveries`` acks each class that has ``ack_many`` in one call and hands back the
+    deliveries of a class without it (the caller acks those one by one), mixed or not."""
 
     class Plain:
         def __init__(self) -> None:
@@ -172,25 +173,22 @@ async def test_a_batch_of_deliveries_without_ack_many_is_acked_one_by_one() -> N
             self.acks += 1
 
     class Many(Plain):
+        calls = 0
+
         @classmethod
         async def ack_many(cls, deliveries: Sequence[Plain]) -> None:
+            cls.calls += 1
             for delivery in deliveries:
                 delivery.acks += 1
 
-    class Host:
-        plain_ack = True
-
-    def batch(*deliveries: Plain) -> list[Settlement]:
-        return [Settlement(Host(), d, None) for d in deliveries]  # type: ignore[arg-type]
-
-    assert await settle.ack_all(Host(), batch(Plain(), Plain())) is False  # type: ignore[arg-type]
-    mixed = [Many(), Plain()]
-    assert await settle.ack_all(Host(), batch(*mixed)) is False  # type: ignore[arg-type]
-    assert [d.acks for d in mixed] == [0, 0]
+    plain = [Plain(), Plain()]
+    assert await settle.ack_deliveries(plain) == plain  # type: ignore[arg-type]
+    mixed = [Many(), Plain(), Many()]
+    assert await settle.ack_deliveries(mixed) == [mixed[1]]  # type: ignore[arg-type]
+    assert [d.acks for d in mixed] == [1, 0, 1] and Many.calls == 1
     many = [Many(), Many()]
-    settlements = batch(*many)
-    assert await settle.ack_all(Host(), settlements) is True  # type: ignore[arg-type]
-    assert [d.acks for d in many] == [1, 1] and all(s.settled for s in settlements)
+    assert await settle.ack_deliveries(many) == []  # type: ignore[arg-type]
+    assert [d.acks for d in many] == [1, 1] and Many.calls == 2
 
 
 async def test_publish_batch_receipts_are_publish_receipts() -> None:
@@ -208,3 +206,125 @@ async def test_publish_batch_receipts_are_publish_receipts() -> None:
         "topic": "t",
         "deliver_at": None,
     }
+
+
+def _count_settlements(monkeypatch: pytest.MonkeyPatch) -> list[Settlement]:
+    """Every Settlement made from now on (the per-message state a batch should not need)."""
+    made: list[Settlement] = []
+    original = Settlement.__init__
+
+    def counting(self: Settlement, *args: Any) -> None:
+        made.append(self)
+        original(self, *args)
+
+    monkeypatch.setattr(Settlement, "__init__", counting)
+    return made
+
+
+async def _one_batch(size: int, fail: set[int] | None = None, own_ack: int | None = None) -> int:
+    """Publish ``size`` messages, handle them as one batch (``list[Message]``), wait until
+    settled; returns how many messages were handled."""
+    broker = Broker("memory://")
+    handled = 0
+
+    @broker.subscriber(
+        "t", group="g", batch=BatchPolicy(max_size=size, max_wait=5), retry=RetryPolicy(1)
+    )
+    async def handle(messages: list[Message]) -> None:
+        nonlocal handled
+        handled += len(messages)
+        if own_ack is not None:
+            await messages[own_ack].ack()
+        if fail:
+            raise BatchFailed({i: RuntimeError("no") for i in fail})
+
+    async with broker:
+        await broker.publish_batch("t", [b"x"] * size)
+        await broker.drain(timeout=10)
+    return handled
+
+
+async def test_a_successful_batch_makes_no_settlement_per_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One settlement per batch: a batch that succeeds is acked in one step and builds no
+    Settlement (before: one per message, each in a cycle with its Message)."""
+    made = _count_settlements(monkeypatch)
+    assert await _one_batch(200) == 200
+    assert made == []
+
+
+async def test_only_failed_or_self_settled_messages_get_a_settlement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Per-message state only where a message needs its own fate: BatchFailed's two, and the
+    one its handler acked itself; the other messages of the batch are acked together."""
+    made = _count_settlements(monkeypatch)
+    assert await _one_batch(50, fail={3, 7}, own_ack=10) == 50
+    batch_settlements = [s for s in made if s.envelope.topic == "t"]  # (not the DLQ's)
+    assert sorted(s.envelope.id for s in batch_settlements) == sorted(
+        {s.envelope.id for s in batch_settlements}
+    )
+    assert len(batch_settlements) == 3
+    assert all(s.settled for s in batch_settlements)
+
+
+async def test_a_settled_batch_keeps_no_message_alive() -> None:
+    """The messages and deliveries of a settled batch are freed by reference counting alone
+    (the collector is off here): no Message <-> settler cycle is left for the garbage
+    collector, and no collector task holds its last batch while it waits for the next one.
+    Before, every one of them stayed alive (up to ``concurrency`` batches of them, kept across
+    young collections: a third of a batch's time went to collections)."""
+    broker = Broker("memory://")
+    handled = 0
+
+    @broker.subscriber("t", group="g", batch=BatchPolicy(max_size=400, max_wait=0.01))
+    async def handle(messages: list[Message]) -> None:
+        nonlocal handled
+        handled += len(messages)
+
+    def alive(kind: type) -> int:
+        return sum(type(o) is kind for o in gc.get_objects())
+
+    async with broker:
+        gc.collect()
+        gc.disable()
+        try:
+            for size in (20, 400, 400):
+                await broker.publish_batch("t", [b"x"] * size)
+                await broker.drain(timeout=10)
+            messages, deliveries = alive(Message), alive(MemoryDelivery)
+        finally:
+            gc.enable()
+    assert handled == 820
+    assert (messages, deliveries) == (0, 0)
+
+
+async def test_manual_batch_messages_can_be_settled_after_the_handler_returned() -> None:
+    """``ack="manual"``: a batch's messages settle through the batch, which stays their settler
+    after the handler returned (a handler may ack them once its own write is flushed)."""
+    broker = Broker("memory://")
+    kept: list[Message] = []
+    calls = 0
+
+    @broker.subscriber("t", group="g", ack="manual", batch=BatchPolicy(max_size=3, max_wait=0.05))
+    async def handle(messages: list[Message]) -> None:
+        nonlocal calls
+        calls += 1
+        kept.extend(messages)
+
+    lag = broker.transport.lag  # type: ignore[attr-defined]
+    async with broker:
+        await broker.publish_batch("t", [b"a", b"b", b"c"])
+        for _ in range(50):
+            if len(kept) == 3:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # the handler has returned, the batch is done
+        assert await lag("t", "g") == 3  # nothing acked yet
+        await kept[0].ack()
+        await kept[1].nack(0)  # a retry: handled again, then left unacked again
+        await kept[2].reject("no")
+        await asyncio.sleep(0.2)
+        assert await lag("t", "g") == 0  # each settled: acked, retried (a copy), dead-lettered
+    assert calls == 2 and len(kept) == 4  # the retry copy was handled again

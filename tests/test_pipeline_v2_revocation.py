@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from unimq import Broker
+from unimq import BatchPolicy, Broker
 from unimq.hookspecs import hookimpl
 from unimq.memory.transport import MemoryDelivery, MemorySubscription, MemoryTransport
 from unimq.plugins import TransportRegistry, register_plugin
@@ -31,8 +31,13 @@ class RevocableDelivery(MemoryDelivery):
 class RevocableSubscription(MemorySubscription):
     async def receive(self) -> MemoryDelivery | None:
         delivery = await super().receive()
-        if delivery is None:
-            return None
+        return None if delivery is None else self._revocable(delivery)
+
+    async def receive_many(self, max_n: int) -> list[MemoryDelivery]:
+        got = await super().receive_many(max_n)  # (its first is already revocable)
+        return [d if isinstance(d, RevocableDelivery) else self._revocable(d) for d in got]
+
+    def _revocable(self, delivery: MemoryDelivery) -> RevocableDelivery:
         revocable = RevocableDelivery(delivery._message, self)
         self._unsettled.discard(delivery)
         self._unsettled.add(revocable)
@@ -86,3 +91,23 @@ async def test_revoked_deliveries_queued_in_a_lane_do_not_run() -> None:
         await asyncio.sleep(0.1)
         REVOKED.clear()
     assert seen == ["0"]
+
+
+async def test_revoked_deliveries_never_join_a_batch() -> None:
+    """A batch subscriber drops revoked deliveries before the call, also those admitted in
+    one loop with the rest of the batch (delivery.batching._admit_ready)."""
+    broker = Broker("revocable-memory://")
+    seen: list[bytes] = []
+
+    @broker.subscriber("t", group="g", batch=BatchPolicy(max_size=10, max_wait=0.05))
+    async def handle(items: list[bytes]) -> None:
+        seen.extend(items)
+
+    async with broker:
+        REVOKED.update({"2", "4"})
+        try:
+            await broker.publish_batch("t", [str(i).encode() for i in range(6)])
+            await asyncio.sleep(0.2)
+        finally:
+            REVOKED.clear()
+    assert seen == [b"0", b"1", b"3", b"5"]

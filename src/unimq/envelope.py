@@ -59,10 +59,16 @@ def read(delivery: Delivery) -> Envelope:
         # A plain publish without headers (nearly every delivery): these four are all there
         # is, so there is no due time, logical topic, request or user header to look for.
         # Runs once per delivery: tuple.__new__ skips NamedTuple's Python-level constructor.
-        try:
-            published_at: float | None = int(published_text) / 1000
-        except ValueError:
-            published_at = None  # as parse_due says of it
+        # Messages published in the same millisecond (a publish_batch, a burst) share the
+        # stamp: the last one parsed is kept (a str compare instead of an int parse).
+        global _last_stamp
+        last_text, published_at = _last_stamp
+        if published_text != last_text:
+            try:
+                published_at = int(published_text) / 1000
+            except ValueError:
+                published_at = None  # as parse_due says of it
+            _last_stamp = (published_text, published_at)
         return _make(
             Envelope,
             (
@@ -103,6 +109,7 @@ def _broker_time(delivery: Delivery) -> float | None:
 
 
 _make = tuple.__new__
+_last_stamp: tuple[str, float | None] = ("", None)  # the last unimq-published-at read
 _BOOKKEEPING = h.BOOKKEEPING
 # Module constants rather than attribute look-ups on ``headers`` in the per-delivery path.
 _ID, _ATTEMPT, _CONTENT_TYPE, _PUBLISHED_AT = h.ID, h.ATTEMPT, h.CONTENT_TYPE, h.PUBLISHED_AT

@@ -8,13 +8,16 @@ from typing import Protocol
 
 
 class Settler(Protocol):
-    """The delivery pipeline's side of a message: how ack/nack/reject are carried out."""
+    """The delivery pipeline's side of a message: how ack/nack/reject are carried out.
 
-    async def ack(self) -> None: ...
+    Each call names the message, so one settler can serve many messages: a batch settles its
+    messages through one object instead of one per message (``delivery.batch_settle``)."""
 
-    async def nack(self, delay: float | None) -> None: ...
+    async def ack(self, message: Message) -> None: ...
 
-    async def reject(self, reason: str) -> None: ...
+    async def nack(self, message: Message, delay: float | None) -> None: ...
+
+    async def reject(self, message: Message, reason: str) -> None: ...
 
 
 class Message:
@@ -81,7 +84,7 @@ class Message:
     async def ack(self) -> None:
         """Mark the message handled; it will not be delivered to this group again."""
         if self._settler is not None:
-            await self._settler.ack()
+            await self._settler.ack(self)
 
     async def nack(self, delay: float | timedelta | None = None) -> None:
         """Retry the message (counts an attempt; after the policy's last attempt: the DLQ).
@@ -91,12 +94,12 @@ class Message:
         if isinstance(delay, timedelta):
             delay = delay.total_seconds()
         if self._settler is not None:
-            await self._settler.nack(delay)
+            await self._settler.nack(self, delay)
 
     async def reject(self, reason: str = "") -> None:
         """Send the message to the dead-letter queue now, without retries."""
         if self._settler is not None:
-            await self._settler.reject(reason)
+            await self._settler.reject(self, reason)
 
     def __repr__(self) -> str:
         return (

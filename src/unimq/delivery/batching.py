@@ -3,11 +3,12 @@ settle every message on its own.
 
 Each delivery first passes the per-message stages that do not need the handler — revocation,
 hold/forward of early deliveries, decode (a poison body is dead-lettered alone), idempotency (a
-known id is acked, never handed to the handler) — then waits in the batch being collected. The
-batch goes to the handler when it is full or ``max_wait`` after its first message. The handler's
-ending becomes one outcome per message (success: ack all; an exception: each message as if its
-own handler had raised it; ``BatchFailed``: only those), and each is settled by its own
-:class:`~unimq.delivery.settle.Settlement`, concurrently, so copies and acks of one batch go out
+known id is acked, never handed to the handler) — then waits in the batch being collected
+(:class:`~unimq.delivery.batch_settle.Batch`). The batch goes to the handler when it is full or
+``max_wait`` after its first message. Success acks the whole batch in one step, with no object
+per message; an exception fails each message as if its own handler had raised it;
+``BatchFailed`` only those. Each failed message is settled by its own
+:class:`~unimq.delivery.settle.Settlement`, concurrently, so the copies of one batch go out
 together (one write per loop turn on RabbitMQ).
 
 Ordered batch subscribers run one batch at a time and retry failed messages in place (the rest
@@ -26,11 +27,13 @@ from typing import TYPE_CHECKING
 
 from ..batch import BatchFailed, BatchHandler
 from ..codec import DecodeError
-from ..envelope import read
+from ..envelope import Envelope, read
+from ..message import Message
 from ..slots import Slots
 from ..transport import Delivery, Subscription, SupportsPark, SupportsReceiveMany
+from .batch_settle import Batch, settle_failures
 from .outcome import ACK, MANUAL, DeadLetter, Forward, Outcome, Retry, backoff, decide
-from .settle import Settlement, ack_all, ack_together
+from .settle import Settlement, ack_together
 from .stages import HOLD_IN_PLACE
 
 if TYPE_CHECKING:
@@ -75,7 +78,7 @@ class Batches:
         # settled from its envelope; nothing downstream of the handler reads the Message.
         self.takes_messages = self.handler.takes_messages
         self.takes_bodies = self.handler.takes_bodies
-        # A batch that succeeded as a whole is acked in one step (settle.ack_all).
+        # A batch that succeeded as a whole is acked in one step (Batch.ack_all).
         self.ack_at_once = self.success is ACK and runtime.plain_ack
 
     @property
@@ -131,6 +134,7 @@ class Batches:
                     if isinstance(delivery, SupportsPark):
                         delivery.park()
             waiting.extend(deliveries)
+            del deliveries  # (not kept while waiting for room: they may be long settled)
             self._arrived.set()
 
     def _put(self, item: Delivery | None) -> None:
@@ -154,13 +158,13 @@ class Batches:
         for _ in range(self.collectors):
             self._put(None)
 
-    async def _pause(self, seconds: float, batch: list[Settlement]) -> bool:
+    async def _pause(self, seconds: float, batch: list[Delivery]) -> bool:
         """Wait on the clock with the batch parked, and, when ordered, what waits behind it."""
         behind: list[Delivery] = []
         if self.ordered:
             self._parked = True
             behind = [d for d in self.waiting if d is not None]
-        deliveries = [s.delivery for s in batch] + behind
+        deliveries = batch + behind
         try:
             return await self.runtime.pause(seconds, deliveries[0], *deliveries[1:])
         finally:
@@ -182,12 +186,14 @@ class Batches:
         loop = asyncio.get_running_loop()
         waiting = self.waiting
         max_size = self.max_size
+        plain = not self.idempotent
         while True:
             async with self._collecting:
                 first = await self._get(None)
                 if first is None or isinstance(first, _TimedOut):
                     return
-                batch: list[Settlement] = []
+                batch = Batch(self.runtime, self.takes_messages, self.takes_bodies)
+                deliveries = batch.deliveries
                 stop = False
                 item: Delivery | _TimedOut | None = first
                 deadline = loop.time() + self.max_wait
@@ -200,61 +206,139 @@ class Batches:
                     pending = self._admit(item, batch)
                     if pending is not None:  # a delivery with more to do than decoding
                         await pending
-                    if len(batch) >= max_size:
+                    if plain and waiting:
+                        self._admit_ready(batch)
+                    if len(deliveries) >= max_size:
                         break
                     if waiting:  # what is already here joins without a wait
                         item = waiting.popleft()
                     else:
                         item = await self._get(max(0.0, deadline - loop.time()))
-            if batch:
+            if deliveries:
                 await self._run(batch)
+            # Not kept while waiting for the next batch (up to ``concurrency`` collectors wait).
+            del batch, deliveries, first, item
             if stop:
                 return
 
-    def _admit(self, delivery: Delivery, batch: list[Settlement]) -> Awaitable[None] | None:
+    def _admit_ready(self, batch: Batch) -> None:
+        """``_admit`` in one loop for what already waits, as far as each is the common case
+        (not revoked, no delay, decodes; the subscriber not idempotent): a batch of 500 is
+        mostly admitted here. It stops at the first item that is not, which the caller admits
+        the general way."""
+        waiting = self.waiting
+        deliveries = batch.deliveries
+        room = self.max_size - len(deliveries)
+        add = deliveries.append
+        decode = self.handler.decode if self.takes_bodies else None
+        add_body = batch.bodies.append if batch.bodies is not None else None
+        add_message = batch.messages.append if batch.messages is not None else None
+        group = self.group
+        revocable = self.runtime.revocable
+        while room > 0 and waiting:
+            delivery = waiting[0]
+            if delivery is None or (revocable and delivery.revoked):  # type: ignore[attr-defined]
+                return
+            env = read(delivery)
+            if env.due is not None:
+                return
+            if decode is not None:
+                try:
+                    body = decode(delivery.body)
+                except DecodeError:
+                    return  # (decoded again by _admit, which dead-letters it)
+                add_body(body)  # type: ignore[misc]
+            if add_message is not None:  # (self._message, inline: this is the hot loop)
+                add_message(
+                    Message(
+                        env.id,
+                        env.topic,
+                        delivery.key,
+                        delivery.body,
+                        env.headers,
+                        env.attempt,
+                        group,
+                        env.content_type,
+                        batch,
+                        env.published_at,
+                        None,
+                    )
+                )
+            waiting.popleft()
+            add(delivery)
+            room -= 1
+
+    def _admit(self, delivery: Delivery, batch: Batch) -> Awaitable[None] | None:
         """The per-message stages. The common case (no delay, not idempotent, decodes) is
-        appended here without awaiting; anything else returns the work to await."""
+        appended here without awaiting, and without a Settlement; anything else returns the
+        work to await."""
         runtime = self.runtime
         if runtime.revocable and delivery.revoked:  # type: ignore[attr-defined]
             self.room.give()
             return None
         env = read(delivery)
-        settlement = Settlement(runtime, delivery, env)
         if env.due is not None:
             early = env.due - runtime.now()
             if early > HOLD_IN_PLACE:
-                return self._alone(settlement, Forward(env.due))
+                return self._alone(Settlement(runtime, delivery, env), Forward(env.due))
             if early > 0:
                 task = asyncio.create_task(self._requeue_when_due(delivery, early))
                 self._holds.add(task)
                 task.add_done_callback(self._holds.discard)
                 return None
-        if self.takes_messages:
-            settlement.open_message(self.group)
+        body: object = None
         if self.takes_bodies:
             try:
-                settlement.body = self.handler.decode(delivery.body)
+                body = self.handler.decode(delivery.body)
             except DecodeError as error:
-                return self._alone(settlement, DeadLetter("decode-error", error, str(error)))
+                return self._alone(
+                    Settlement(runtime, delivery, env),
+                    DeadLetter("decode-error", error, str(error)),
+                )
+        message = self._message(delivery, env, batch) if self.takes_messages else None
         if self.idempotent:
-            return self._admit_once(settlement, batch)
-        batch.append(settlement)
+            return self._admit_once(delivery, env.id, message, body, batch)
+        batch.add(delivery, message, body)
         return None
 
-    async def _admit_once(self, settlement: Settlement, batch: list[Settlement]) -> None:
+    def _message(self, delivery: Delivery, env: Envelope, batch: Batch) -> Message:
+        """The Message of a delivery of ``batch`` (which settles it)."""
+        # Positional: this runs once per delivery, and keyword parsing is measurable here.
+        return Message(
+            env.id,
+            env.topic,
+            delivery.key,
+            delivery.body,
+            env.headers,
+            env.attempt,
+            self.group,
+            env.content_type,
+            batch,
+            env.published_at,
+            env.due,
+        )
+
+    async def _admit_once(
+        self,
+        delivery: Delivery,
+        message_id: str,
+        message: Message | None,
+        body: object,
+        batch: Batch,
+    ) -> None:
         """``idempotent=True``: a known id is acked, never handed to the handler."""
         runtime = self.runtime
-        message_id = settlement.envelope.id
         try:
             first = await runtime.store.begin(runtime.group, message_id, runtime.idempotency_lease)
         except Exception as exc:
             logger.warning("idempotency store failed for message %s (%s)", message_id, exc)
             first = True  # run it: at-least-once allows a duplicate, not a loss
         if not first:
+            settlement = Settlement(runtime, delivery, read(delivery))
             settlement.completed = True
             await self._alone(settlement, ACK)
             return
-        batch.append(settlement)
+        batch.add(delivery, message, body)
 
     async def _requeue_when_due(self, delivery: Delivery, early: float) -> None:
         self.room.give()  # it re-enters through the queue, and takes room again there
@@ -270,25 +354,18 @@ class Batches:
 
     # -- running -----------------------------------------------------------------------------
 
-    async def _run(self, batch: list[Settlement]) -> None:
+    async def _run(self, batch: Batch) -> None:
         runtime = self.runtime
-        runtime.in_flight += len(batch)
+        size = len(batch)
+        runtime.in_flight += size
         try:
             if runtime.throttle is not None and not await runtime.throttle.admit(
-                len(batch), lambda seconds: self._pause(seconds, batch)
+                size, lambda seconds: self._pause(seconds, batch.deliveries)
             ):
                 return  # stopping: unacked, the broker redelivers them
-            pending = batch
-            while pending:
-                outcomes = await self._invoke(pending)
-                if outcomes is None:  # every message succeeded
-                    if self.ack_at_once and await ack_all(runtime, pending):
-                        return
-                    outcomes = [self.success] * len(pending)
-                if not runtime.retry_in_place:
-                    await self._settle(pending, outcomes)
-                    return
-                pending = await self._settle_in_place(pending, outcomes)
+            current: Batch | None = batch
+            while current is not None:  # more than one round: retried in place
+                current = await self._round(current)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -296,30 +373,69 @@ class Batches:
                 "unexpected error in the batch pipeline of %r", runtime.subscriber.topic
             )
         finally:
-            runtime.in_flight -= len(batch)
-            self.room.give_many(len(batch))
+            if self.success is ACK:  # (ack="manual": its messages may be settled later still)
+                batch.close()
+            runtime.in_flight -= size
+            self.room.give_many(size)
 
-    async def _invoke(self, batch: list[Settlement]) -> list[Outcome] | None:
-        """One handler call; the outcome of each message, or None when all succeeded."""
+    async def _round(self, batch: Batch) -> Batch | None:
+        """One handler call and the settlement of its ending; the batch to retry in place
+        next, if any."""
+        runtime = self.runtime
+        failed = await self._invoke(batch)
+        try:
+            if failed is None:  # every message succeeded
+                if self.ack_at_once:
+                    await batch.ack_all()  # the common case: one step, no object per message
+                    return None
+                if self.success is MANUAL and runtime.plain_ack:
+                    return None  # each message is settled by its handler
+            elif runtime.plain_ack and not runtime.retry_in_place:
+                if self.success is ACK:
+                    await batch.ack_all(failed)
+                await settle_failures(batch, failed)
+                return None
+            # The general way: a Settlement per message (idempotent, or retried in place).
+            settlements = batch.every_settlement()
+            outcomes: list[Outcome] = [self.success] * len(settlements)
+            for index, outcome in (failed or {}).items():
+                outcomes[index] = outcome
+            if not runtime.retry_in_place:
+                await self._settle(settlements, outcomes)
+                return None
+            again = await self._settle_in_place(settlements, outcomes)
+            if not again:
+                return None
+            return Batch.again(runtime, again, self.takes_messages, self.takes_bodies)
+        finally:
+            if self.success is ACK:
+                batch.close()
+
+    async def _invoke(self, batch: Batch) -> dict[int, Outcome] | None:
+        """One handler call; the outcome of each failed message by index, or None when all
+        succeeded. Only a failed message gets a Settlement (its attempt decides its fate)."""
         runtime = self.runtime
         policy = runtime.subscriber.retry
-        messages = [s.message for s in batch] if self.takes_messages else None
-        bodies = [s.body for s in batch] if self.takes_bodies else None
-        kwargs = self.handler.batch_arguments(messages, bodies)  # type: ignore[arg-type]
+        kwargs = self.handler.batch_arguments(batch.messages, batch.bodies)
         try:
             await self.handler.invoke(kwargs, runtime.executor)
         except asyncio.CancelledError:
             raise
         except BatchFailed as failed:
-            outcomes: list[Outcome] = [self.success] * len(batch)
+            outcomes: dict[int, Outcome] = {}
+            size = len(batch)
             for index, error in failed.failures.items():
-                if 0 <= index < len(batch):
-                    outcomes[index] = decide(error, batch[index].envelope.attempt, policy)
+                if 0 <= index < size:
+                    outcomes[index] = decide(
+                        error, batch.settlement(index).envelope.attempt, policy
+                    )
                 else:
-                    logger.error("BatchFailed names index %d of a batch of %d", index, len(batch))
-            return outcomes
+                    logger.error("BatchFailed names index %d of a batch of %d", index, size)
+            return outcomes or None
         except Exception as error:
-            return [s.after_failure(error) for s in batch]
+            return {
+                index: batch.settlement(index).after_failure(error) for index in range(len(batch))
+            }
         return None
 
     async def _settle(self, batch: list[Settlement], outcomes: list[Outcome]) -> None:
@@ -364,7 +480,7 @@ class Batches:
                 done.append((settlement, outcome))
         if done:
             await self._settle([s for s, _ in done], [o for _, o in done])
-        if again and not await self._pause(pause, again):
+        if again and not await self._pause(pause, [s.delivery for s in again]):
             return []
         return again
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+from collections.abc import Sequence
 
 import uuid_utils
 
@@ -114,10 +115,10 @@ class Settlement:
 
     # -- the handler's side (Message.ack/nack/reject) --------------------------------------
 
-    async def ack(self) -> None:
+    async def ack(self, message: object = None) -> None:
         await self.carry_out(Ack())
 
-    async def nack(self, delay: float | None) -> None:
+    async def nack(self, message: object, delay: float | None) -> None:
         if self._state != _OPEN:
             return
         outcome = nacked(delay, self.envelope.attempt, self.host.subscriber.retry)
@@ -126,7 +127,7 @@ class Settlement:
             return
         await self.carry_out(outcome)
 
-    async def reject(self, reason: str) -> None:
+    async def reject(self, message: object, reason: str) -> None:
         await self.carry_out(DeadLetter("rejected", None, reason))
 
     # -- carrying out ----------------------------------------------------------------------
@@ -362,83 +363,61 @@ def log_after_settle(handler: str, message_id: str, error: BaseException) -> Non
     logger.error("handler %s raised after settling message %s: %s", handler, message_id, detail)
 
 
-_NO_ACK_MANY = object()
+async def ack_deliveries(deliveries: Sequence[Delivery]) -> list[Delivery]:
+    """Ack ``deliveries`` with one ``ack_many`` call per delivery class that has it
+    (:class:`~unimq.transport.SupportsAckMany`); returns those it did not ack (of a class
+    without ``ack_many``, or whose call failed) for the caller to settle one by one with
+    :meth:`Settlement.carry_out`, which retries. A delivery's ``ack`` is at most once, so a
+    second try after a partly done ``ack_many`` is harmless."""
+    if not deliveries:
+        return []
+    first = type(deliveries[0])
+    groups: dict[type, Sequence[Delivery]]
+    if all(type(d) is first for d in deliveries):  # one class: nearly always
+        groups = {first: deliveries}
+    else:
+        groups = {}
+        for delivery in deliveries:
+            groups.setdefault(type(delivery), []).append(delivery)  # type: ignore[attr-defined]
+    left: list[Delivery] = []
+    for cls, group in groups.items():
+        method = getattr(cls, "ack_many", None)
+        if method is None:
+            left.extend(group)
+            continue
+        try:
+            await method(group)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("acking %d messages at once failed (%s); one by one", len(group), exc)
+            left.extend(group)
+    return left
 
 
 async def ack_together(
     host: Host, batch: list[Settlement], outcomes: list[Outcome]
 ) -> set[Settlement]:
-    """A batch's plain acks, in one ``ack_many`` call per delivery class that has it
-    (:class:`~unimq.transport.SupportsAckMany`); returns the settlements it settled. What it
-    does not settle (no ``ack_many``, a request's reply, an idempotent subscriber, already
-    settled, or ``ack_many`` failed) is left open for :meth:`Settlement.carry_out`, which acks
-    one by one and retries: a delivery's ``ack`` is at most once, so a second try after a
-    partly done ``ack_many`` is harmless."""
+    """A batch's plain acks through :func:`ack_deliveries`; returns the settlements it settled.
+    What it does not settle (no ``ack_many``, a request's reply, an idempotent subscriber,
+    already settled, or ``ack_many`` failed) is left open for :meth:`Settlement.carry_out`."""
     done: set[Settlement] = set()
     if not host.plain_ack:
         return done
-    groups: dict[type, list[Settlement]] = {}
-    # Looked up once per call and class (not cached across calls: per batch it costs nothing).
-    methods: dict[type, object] = {}
-    for settlement, outcome in zip(batch, outcomes, strict=True):
-        if outcome is not ACK or settlement._state != _OPEN or settlement.reply is not None:
-            continue
-        cls = type(settlement.delivery)
-        method = methods.get(cls)
-        if method is None:
-            method = methods[cls] = getattr(cls, "ack_many", None) or _NO_ACK_MANY
-        if method is not _NO_ACK_MANY:
-            groups.setdefault(cls, []).append(settlement)
-    for cls, group in groups.items():
-        for settlement in group:
-            settlement._state = _SETTLING
-        try:
-            await methods[cls]([s.delivery for s in group])  # type: ignore[operator]
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            logger.warning("acking %d messages at once failed (%s); one by one", len(group), exc)
-            for settlement in group:
-                settlement._state = _OPEN
-            continue
-        for settlement in group:
-            settlement._state = _SETTLED
-        done.update(group)
-    return done
-
-
-async def ack_all(host: Host, batch: list[Settlement]) -> bool:
-    """Every message of a batch succeeded and an ack is only an ack (``host.plain_ack``): one
-    ``ack_many`` call for the batch when all its deliveries are of one class that has it,
-    without the per-message outcome book-keeping of :func:`ack_together`. Returns False, having
-    settled nothing, when it cannot (mixed classes, no ``ack_many``): the caller then settles
-    the batch the general way. If ``ack_many`` fails, each message is acked on its own and
-    retried as :meth:`Settlement.carry_out` does. A message its handler settled itself
-    (``message.ack()``/``nack()``) is left as it is."""
-    assert host.plain_ack
-    cls = type(batch[0].delivery)
-    method = getattr(cls, "ack_many", None)
-    if method is None:
-        return False
-    group = [s for s in batch if s._state == _OPEN]
-    deliveries = [s.delivery for s in group]
-    if any(type(d) is not cls for d in deliveries):
-        return False
+    group = [
+        settlement
+        for settlement, outcome in zip(batch, outcomes, strict=True)
+        if outcome is ACK and settlement._state == _OPEN and settlement.reply is None
+    ]
     if not group:
-        return True
+        return done
     for settlement in group:
         settlement._state = _SETTLING
-    try:
-        await method(deliveries)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        logger.warning("acking %d messages at once failed (%s); one by one", len(group), exc)
-        for settlement in group:
-            settlement._state = _OPEN
-        for settlement in group:
-            await settlement.carry_out(ACK)
-        return True
+    left = {id(delivery) for delivery in await ack_deliveries([s.delivery for s in group])}
     for settlement in group:
-        settlement._state = _SETTLED
-    return True
+        if id(settlement.delivery) in left:
+            settlement._state = _OPEN
+        else:
+            settlement._state = _SETTLED
+            done.add(settlement)
+    return done
