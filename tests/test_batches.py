@@ -354,3 +354,36 @@ async def test_concurrent_batches_are_filled_one_at_a_time_in_arrival_order() ->
             await asyncio.sleep(0)  # arrivals trickle in while batches are being collected
         await broker.drain(timeout=10)
     assert calls == [list(range(start, start + 50)) for start in range(0, 200, 50)]
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_a_message_nacked_inside_a_batch_that_succeeds_is_retried(ordered: bool) -> None:
+    """``message.nack()`` in a batch handler asks for that message again, even though the
+    batch as a whole succeeded. With ``ordered=True`` the nack retries in place, and the
+    successful batch acked it instead: the retry was lost."""
+    clock = VirtualClock()
+    broker = Broker("memory://", clock=clock)
+    seen: list[tuple[int, int]] = []
+
+    @broker.subscriber(
+        "t",
+        group="g",
+        ordered=ordered,
+        batch=BatchPolicy(max_size=3, max_wait=0.05),
+        retry=RetryPolicy(max_attempts=3, backoff=unimq.fixed(1)),
+    )
+    async def handle(messages: list[Message]) -> None:
+        for message in messages:
+            n = int(message.body)
+            seen.append((n, message.attempt))
+            if n == 1 and message.attempt == 1:
+                await message.nack()
+
+    async with broker:
+        for n in range(3):
+            await broker.publish("t", str(n).encode(), key="k")
+        for _ in range(10):
+            await asyncio.sleep(0.05)
+            await clock.advance(1)
+        await broker.drain(timeout=5)
+    assert (1, 2) in seen, f"the nacked message was not delivered again: {seen}"

@@ -383,6 +383,8 @@ class Batches:
         next, if any."""
         runtime = self.runtime
         failed = await self._invoke(batch)
+        if runtime.retry_in_place and batch.settlements:
+            failed = self._nacked_in_place(batch, failed)
         try:
             if failed is None:  # every message succeeded
                 if self.ack_at_once:
@@ -410,6 +412,20 @@ class Batches:
         finally:
             if self.success is ACK:
                 batch.close()
+
+    @staticmethod
+    def _nacked_in_place(
+        batch: Batch, failed: dict[int, Outcome] | None
+    ) -> dict[int, Outcome] | None:
+        """Add the messages the handler nacked itself to ``failed``. With retry in place a
+        ``message.nack()`` only records its Retry (``Settlement.in_place``) for the pipeline
+        to carry out; a batch that succeeded as a whole would otherwise ack them."""
+        for index, settlement in batch.settlements.items():
+            if settlement.in_place is not None and (failed is None or index not in failed):
+                failed = {} if failed is None else failed
+                failed[index] = settlement.in_place
+                settlement.in_place = None
+        return failed
 
     async def _invoke(self, batch: Batch) -> dict[int, Outcome] | None:
         """One handler call; the outcome of each failed message by index, or None when all
