@@ -29,6 +29,13 @@ names = st.one_of(
 ).filter(lambda name: len(name.encode()) <= wire_headers.MAX_NAME_BYTES)
 values = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 
+# The headers the property sets itself on every message. A generated user header of one of these
+# names would be overwritten when the two maps are merged, so the property leaves them out; it
+# still covers every other ``unimq-`` name (hypothesis draws string literals from the code under
+# test, so those names do come up). CI failed once on ``user={"unimq-id": ""}``.
+FIXED_WIRE_NAMES = frozenset({h.ID, h.ATTEMPT, h.CONTENT_TYPE})
+user_names = names.filter(lambda name: name not in FIXED_WIRE_NAMES)
+
 
 def through_the_wire(message: OutgoingMessage) -> Basic.Properties:
     """The AMQP properties a consumer decodes for ``message``."""
@@ -43,9 +50,11 @@ def through_the_wire(message: OutgoingMessage) -> Basic.Properties:
 
 
 @settings(max_examples=300, deadline=None)
-@given(user=st.dictionaries(names, values, max_size=8), key=st.none() | values)
+@given(user=st.dictionaries(user_names, values, max_size=8), key=st.none() | values)
 def test_every_user_header_and_the_key_come_back(user: dict[str, str], key: str | None) -> None:
-    wire = {**user, h.ID: "id-1", h.ATTEMPT: "2", h.CONTENT_TYPE: "text/plain"}
+    fixed = {h.ID: "id-1", h.ATTEMPT: "2", h.CONTENT_TYPE: "text/plain"}
+    assert FIXED_WIRE_NAMES == fixed.keys()
+    wire = {**user, **fixed}
     message = OutgoingMessage("t", b"", dict(wire), key=key, message_id="id-1")
     properties = through_the_wire(message)
     raw = properties.headers or {}
