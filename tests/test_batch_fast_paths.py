@@ -107,6 +107,15 @@ class _Record:
     def offset(self) -> int:
         return self._offset
 
+    def value(self) -> bytes:
+        return b"body"
+
+    def key(self) -> bytes | None:
+        return None
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return None
+
 
 def _deliveries(tracker: OffsetTracker, count: int) -> list[KafkaDelivery]:
     tracker.assign([("t", 0)])

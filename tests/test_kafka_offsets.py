@@ -35,6 +35,15 @@ class _Record:
     def offset(self) -> int:
         return self._offset
 
+    def value(self) -> bytes:
+        return b"body"
+
+    def key(self) -> bytes | None:
+        return None
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return None
+
 
 def _expected(handed: list[int], acked: set[int]) -> int | None:
     """One past the last offset of the longest acknowledged prefix of ``handed``."""
