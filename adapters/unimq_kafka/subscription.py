@@ -64,6 +64,10 @@ class KafkaDelivery(KafkaRecord):
             if PACKED in headers:
                 from_wire(headers)
 
+    @property
+    def native_id(self) -> str:
+        return f"{self.topic}/{self._state.tp[1]}/{self._message.offset()}"
+
     def group_metadata(self) -> Any:
         """The consumer group metadata of the consumer that read this delivery (what a
         transaction commits its offset with, so a fenced zombie cannot commit it)."""
