@@ -44,12 +44,6 @@ ELASTICMQ_POM = f"""<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVer
 """
 
 
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: the kombu real-server tests must run)", pytrace=False)
-    pytest.skip(reason)
-
-
 class RedisAof:
     """A redis-server that persists every write (AOF, fsync always), so it can restart."""
 
@@ -168,27 +162,25 @@ class ElasticMQ:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+NEEDED_BY = "the kombu real-server tests"
+
+
 @pytest.fixture(scope="session")
 def kombu_redis_server() -> Iterator[RedisAof]:
-    try:
-        server = RedisAof()
-    except (servers.ServerUnavailable, RuntimeError) as exc:
-        unavailable(str(exc))
-        raise AssertionError("unreachable") from None
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from servers.serve(
+        RedisAof, needed_by=NEEDED_BY, unavailable_on=(servers.ServerUnavailable, RuntimeError)
+    )
 
 
 @pytest.fixture(scope="session")
 def kombu_sqs_server() -> Iterator[ElasticMQ]:
-    try:
-        server = ElasticMQ()
-    except (servers.ServerUnavailable, RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        unavailable(f"ElasticMQ unavailable: {exc}")
-        raise AssertionError("unreachable") from None
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from servers.serve(
+        ElasticMQ,
+        needed_by=NEEDED_BY,
+        unavailable_on=(
+            servers.ServerUnavailable,
+            RuntimeError,
+            OSError,
+            subprocess.SubprocessError,
+        ),
+    )

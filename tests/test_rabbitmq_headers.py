@@ -53,7 +53,7 @@ def through_the_wire(message: OutgoingMessage) -> Basic.Properties:
 @given(user=st.dictionaries(user_names, values, max_size=8), key=st.none() | values)
 def test_every_user_header_and_the_key_come_back(user: dict[str, str], key: str | None) -> None:
     fixed = {h.ID: "id-1", h.ATTEMPT: "2", h.CONTENT_TYPE: "text/plain"}
-    assert FIXED_WIRE_NAMES == fixed.keys()
+    assert fixed.keys() == FIXED_WIRE_NAMES
     wire = {**user, **fixed}
     message = OutgoingMessage("t", b"", dict(wire), key=key, message_id="id-1")
     properties = through_the_wire(message)

@@ -82,18 +82,7 @@ class Requests:
                     env.correlation_id,
                 )
                 continue
-            future.set_result(
-                Message(
-                    id=env.id,
-                    topic=env.topic,
-                    key=delivery.key,
-                    body=delivery.body,
-                    headers=env.headers,
-                    attempt=env.attempt,
-                    group=self.group,
-                    content_type=env.content_type,
-                )
-            )
+            future.set_result(envelope.message(delivery, env, self.group))
 
     async def close(self) -> None:
         subscription, self._subscription = self._subscription, None

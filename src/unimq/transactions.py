@@ -74,17 +74,7 @@ def checker_adapter(checker: Any) -> TransactionCheck | None:
         )
 
     async def check(delivery: Delivery) -> bool:
-        env = envelope.read(delivery)
-        message = Message(
-            env.id,
-            env.topic,
-            delivery.key,
-            delivery.body,
-            env.headers,
-            env.attempt,
-            "",
-            env.content_type,
-        )
+        message = envelope.message(delivery, envelope.read(delivery), "")
         verdict = checker(message)
         if isinstance(verdict, Awaitable):
             verdict = await verdict

@@ -6,41 +6,20 @@ under ``CI=true``, where that is a failure (CI must run them: ``scripts/install-
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
-from .servers import PostgresServer, RedisServer, ServerUnavailable
+from .servers import PostgresServer, RedisServer, serve
 
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: the real-server store tests must run)", pytrace=False)
-    pytest.skip(reason)
+NEEDED_BY = "the real-server store tests"
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    try:
-        server = RedisServer.start()
-    except ServerUnavailable as exc:
-        _unavailable(str(exc))
-        raise AssertionError("unreachable") from None
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serve(RedisServer.start, needed_by=NEEDED_BY)
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    try:
-        server = PostgresServer.start()
-    except ServerUnavailable as exc:
-        _unavailable(str(exc))
-        raise AssertionError("unreachable") from None
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serve(PostgresServer.start, needed_by=NEEDED_BY)

@@ -20,9 +20,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 REDIS_PASSWORD = "r3dis-s3cret"
 PG_USER = "unimq"
@@ -32,6 +33,42 @@ PG_DATABASE = "unimq_test"
 
 class ServerUnavailable(Exception):
     """The server's binaries are missing (the caller skips, or fails under CI=true)."""
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Stoppable)
+
+
+def unavailable(reason: str, needed_by: str) -> None:
+    """Skip with ``reason``, except under ``CI=true``, where a test server that cannot start is
+    a failure: CI must run the tests that need it."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: {needed_by} must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def serve(
+    start: Callable[[], S],
+    *,
+    needed_by: str,
+    unavailable_on: tuple[type[BaseException], ...] = (ServerUnavailable,),
+) -> Iterator[S]:
+    """The body of a session fixture of one server: start it (a failure listed in
+    ``unavailable_on`` is :func:`unavailable`), yield it, stop it at the end."""
+    try:
+        server = start()
+    except unavailable_on as exc:
+        unavailable(str(exc), needed_by)
+        raise AssertionError("unreachable") from None
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def free_port() -> int:

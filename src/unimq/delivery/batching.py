@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from ..batch import BatchFailed, BatchHandler
 from ..codec import DecodeError
 from ..envelope import Envelope, read
+from ..envelope import message as message_of
 from ..message import Message
 from ..slots import Slots
 from ..transport import Delivery, Subscription, SupportsPark, SupportsReceiveMany
@@ -248,7 +249,7 @@ class Batches:
                 except DecodeError:
                     return  # (decoded again by _admit, which dead-letters it)
                 add_body(body)  # type: ignore[misc]
-            if add_message is not None:  # (self._message, inline: this is the hot loop)
+            if add_message is not None:  # (envelope.message, inline: this is the hot loop)
                 add_message(
                     Message(
                         env.id,
@@ -303,20 +304,7 @@ class Batches:
 
     def _message(self, delivery: Delivery, env: Envelope, batch: Batch) -> Message:
         """The Message of a delivery of ``batch`` (which settles it)."""
-        # Positional: this runs once per delivery, and keyword parsing is measurable here.
-        return Message(
-            env.id,
-            env.topic,
-            delivery.key,
-            delivery.body,
-            env.headers,
-            env.attempt,
-            self.group,
-            env.content_type,
-            batch,
-            env.published_at,
-            env.due,
-        )
+        return message_of(delivery, env, self.group, batch)
 
     async def _admit_once(
         self,

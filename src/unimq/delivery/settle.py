@@ -90,22 +90,7 @@ class Settlement:
 
     def open_message(self, group: str) -> Message:
         """The :class:`Message` a handler sees for this delivery (settled through ``self``)."""
-        env = self.envelope
-        delivery = self.delivery
-        # Positional: this runs once per delivery, and keyword parsing is measurable here.
-        message = self.message = Message(
-            env.id,
-            env.topic,
-            delivery.key,
-            delivery.body,
-            env.headers,
-            env.attempt,
-            group,
-            env.content_type,
-            self,
-            env.published_at,
-            env.due,
-        )
+        message = self.message = envelope.message(self.delivery, self.envelope, group, self)
         return message
 
     @property
