@@ -14,7 +14,7 @@ confluent-kafka:
 Each run also prints the CPU the whole process (Python and librdkafka's threads) spent per
 message between the same two clock readings, and the acceptance lines give the CPU ratio beside
 the wall-clock one: on a shared machine the wall clock mostly measures the scheduler. ``--only``
-runs the named runners alone (comma-separated).
+runs the named runners alone (comma-separated); ``--consume-only`` skips produce.
 
 Broker: ``--bootstrap host:port``, or a container started through the real-broker fixtures
 (``testcontainers/unimq_brokers``). FastStream (``pip install "faststream[kafka,confluent]"``)
@@ -559,6 +559,11 @@ async def main() -> None:
         "--only",
         help="comma-separated runner names to run (e.g. 'raw produce-all,unimq publish_batch')",
     )
+    parser.add_argument(
+        "--consume-only",
+        action="store_true",
+        help="run only the consume measurements (the runner names are shared with produce)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     handle = None
@@ -600,11 +605,14 @@ async def main() -> None:
             wanted = {name.strip() for name in args.only.split(",")}
             producers = {k: v for k, v in producers.items() if k in wanted}
             consumers = {k: v for k, v in consumers.items() if k in wanted}
+        if args.consume_only:
+            producers = {}
         produce, produce_cpu = await measure("produce", producers, bootstrap, n, window, repeat, {})
         consume, consume_cpu = await measure(
             "consume", consumers, bootstrap, n, window, repeat, caps
         )
-        report("durable produce", produce, produce_cpu)
+        if produce:
+            report("durable produce", produce, produce_cpu)
         report("end-to-end consume (handler + commit)", consume, consume_cpu)
         acceptance(produce, consume, produce_cpu, consume_cpu)
         print(f"load average at end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from unimq_kafka.offsets import OffsetTracker
-from unimq_kafka.subscription import KafkaDelivery
+from unimq_kafka.subscription import KafkaDelivery, delivery_class
 
 from unimq import BatchPolicy, Broker, Message
 from unimq.batch_prepare import prepare_bodies
@@ -107,12 +107,22 @@ class _Record:
     def offset(self) -> int:
         return self._offset
 
+    def value(self) -> bytes:
+        return b"body"
+
+    def key(self) -> bytes | None:
+        return None
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return None
+
 
 def _deliveries(tracker: OffsetTracker, count: int) -> list[KafkaDelivery]:
     tracker.assign([("t", 0)])
     with tracker.lock:
-        batch = tracker.handed_locked([_Record(offset) for offset in range(count)])
-    deliveries = [KafkaDelivery(message, state, tracker) for message, state in batch]
+        deliveries = tracker.handed_locked(
+            [_Record(offset) for offset in range(count)], delivery_class(tracker, None)
+        )
     assert tracker.take_many(deliveries) == deliveries
     return deliveries
 

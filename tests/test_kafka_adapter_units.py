@@ -17,7 +17,7 @@ pytest.importorskip("confluent_kafka")
 from unimq_kafka.headers import PACKED, from_wire, to_wire
 from unimq_kafka.offsets import OffsetTracker
 from unimq_kafka.options import parse_settings
-from unimq_kafka.subscription import KafkaDelivery
+from unimq_kafka.subscription import KafkaDelivery, delivery_class
 
 from unimq.errors import ConfigurationError
 from unimq.url import BrokerURL
@@ -61,12 +61,22 @@ class _Record:
     def offset(self) -> int:
         return self._offset
 
+    def value(self) -> bytes:
+        return b"body"
+
+    def key(self) -> bytes | None:
+        return None
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return None
+
 
 def _deliveries(tracker: OffsetTracker, count: int) -> list[KafkaDelivery]:
     tracker.assign([("t", 0)])
     with tracker.lock:
-        batch = tracker.handed_locked([_Record(offset) for offset in range(count)])
-    deliveries = [KafkaDelivery(message, state, tracker) for message, state in batch]
+        deliveries = tracker.handed_locked(
+            [_Record(offset) for offset in range(count)], delivery_class(tracker, None)
+        )
     for delivery in deliveries:
         assert tracker.take(delivery._state)
     return deliveries

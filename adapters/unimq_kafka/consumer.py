@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
@@ -37,6 +37,7 @@ from .errors import AUTHORIZATION_CODES, ErrorLog, LibrdkafkaLog
 from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
 
 logger = logging.getLogger("unimq.kafka")
+T = TypeVar("T")
 
 CONSUMER_DEFAULTS: dict[str, Any] = {
     # Incremental rebalancing: a joining or leaving member moves only the partitions that
@@ -323,9 +324,10 @@ class ConsumerThread:
     def has_ready(self) -> bool:
         return bool(self._ready)
 
-    def take(self, room: int) -> list[tuple[Any, PartitionOffsets]]:
-        """Called by the event loop: up to ``room`` read messages, each with its partition's
-        state, registered as handed out (in offset order within a partition)."""
+    def take(self, room: int, make: Callable[[Any, PartitionOffsets], T]) -> list[T]:
+        """Called by the event loop: up to ``room`` read messages, as ``make(message, state)``
+        with their partition's state, registered as handed out (in offset order within a
+        partition)."""
         ready = self._ready
         if not ready or room <= 0:
             return []
@@ -334,7 +336,7 @@ class ConsumerThread:
             # popleft only (the thread appends meanwhile, on the other end)
             popleft = ready.popleft
             messages = [popleft() for _ in range(min(room, len(ready)))]
-            batch = tracker.handed_locked(messages)
+            batch = tracker.handed_locked(messages, make)
         if self.wants_wake:
             self.wants_wake = False
             self.wake.set()

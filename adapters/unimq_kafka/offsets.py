@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any
+from collections.abc import Callable, Mapping
+from itertools import islice
+from typing import Any, TypeVar
 
 TopicPartition = tuple[str, int]
+T = TypeVar("T")
 
 
 class PartitionOffsets:
@@ -45,6 +48,18 @@ class PartitionOffsets:
         self.released = False  # forgotten: late acknowledgements are ignored
 
 
+def _advance(state: PartitionOffsets) -> None:
+    """Move ``state``'s commit point across the acknowledged head of what it handed out."""
+    acked = state.acked
+    handed = state.handed
+    last: int | None = None
+    while handed and handed[0] in acked:
+        last = handed.popleft()
+        acked.discard(last)
+    if last is not None:
+        state.commit_point = last + 1
+
+
 class OffsetTracker:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -58,20 +73,25 @@ class OffsetTracker:
                     old.revoked = old.released = True
                 self._parts[tp] = PartitionOffsets(tp)
 
-    def handed_locked(self, messages: list[Any]) -> list[tuple[Any, PartitionOffsets]]:
+    def handed_locked(
+        self, messages: list[Any], make: Callable[[Any, PartitionOffsets], T]
+    ) -> list[T]:
         """Hand out a batch of consumed messages (in offset order within a partition), ``lock``
-        held by the caller: those of assigned partitions, each with its partition's state."""
-        out: list[tuple[Any, PartitionOffsets]] = []
+        held by the caller: ``make(message, state)`` for those of assigned partitions."""
+        out: list[T] = []
+        add = out.append
         parts = self._parts
         last: TopicPartition | None = None
         state: PartitionOffsets | None = None
+        hand = None
         for message in messages:
             tp = (message.topic(), message.partition())
             if tp != last:
                 last, state = tp, parts.get(tp)
-            if state is not None:
-                state.handed.append(message.offset())
-                out.append((message, state))
+                hand = state.handed.append if state is not None else None
+            if hand is not None:
+                hand(message.offset())
+                add(make(message, state))  # type: ignore[arg-type]
         return out
 
     def take(self, state: PartitionOffsets) -> bool:
@@ -99,36 +119,45 @@ class OffsetTracker:
             state.in_flight -= 1
             if state.released:
                 return  # released already: the new owner redelivers it (at-least-once)
-            acked = state.acked
-            acked.add(offset)
             handed = state.handed
-            last: int | None = None
-            while handed and handed[0] in acked:
-                last = handed.popleft()
-                acked.discard(last)
-            if last is not None:
-                state.commit_point = last + 1
+            acked = state.acked
+            if not acked and handed and handed[0] == offset:
+                # In order (the common case): the head itself, nothing acked beyond it.
+                handed.popleft()
+                state.commit_point = offset + 1
+                return
+            acked.add(offset)
+            _advance(state)
 
-    def ack_many(self, acks: list[tuple[PartitionOffsets, int]]) -> None:
-        """``ack`` for many (a batch handler's success), under one lock; each partition's
-        commit point is advanced once, after all its offsets are in."""
-        touched: dict[int, PartitionOffsets] = {}
+    def ack_many(self, acks: Mapping[PartitionOffsets, list[int]]) -> None:
+        """``ack`` for many (a batch handler's success), offsets grouped by partition, under
+        one lock; each partition's commit point is advanced once, after all its offsets are
+        in. The common case, a partition's offsets being exactly the head of what it handed
+        out with nothing acked beyond it, is one comparison and a bulk removal."""
         with self.lock:
-            for state, offset in acks:
-                state.in_flight -= 1
+            for state, offsets in acks.items():
+                state.in_flight -= len(offsets)
                 if state.released:
-                    continue  # released already: the new owner redelivers it
-                state.acked.add(offset)
-                touched[id(state)] = state
-            for state in touched.values():
-                acked = state.acked
+                    continue  # released already: the new owner redelivers them
                 handed = state.handed
-                last: int | None = None
-                while handed and handed[0] in acked:
-                    last = handed.popleft()
-                    acked.discard(last)
-                if last is not None:
-                    state.commit_point = last + 1
+                acked = state.acked
+                count = len(offsets)
+                if (
+                    not acked
+                    and count <= len(handed)
+                    and handed[0] == offsets[0]
+                    and list(islice(handed, count)) == offsets
+                ):
+                    if count == len(handed):
+                        handed.clear()
+                    else:
+                        popleft = handed.popleft
+                        for _ in range(count):
+                            popleft()
+                    state.commit_point = offsets[-1] + 1
+                    continue
+                acked.update(offsets)
+                _advance(state)
 
     def drop(self, state: PartitionOffsets) -> None:
         """A taken delivery of a revoked partition is given up unacknowledged (the core will

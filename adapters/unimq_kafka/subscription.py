@@ -21,26 +21,52 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .consumer import ConsumerThread, Gate
+from .headers import PACKED, from_wire
 from .offsets import OffsetTracker, PartitionOffsets
 from .record import KafkaRecord
 
+READ_AHEAD = 500
+
 
 class KafkaDelivery(KafkaRecord):
-    __slots__ = ("_settled", "_source", "_state", "_tracker")
+    """A delivery of a :class:`KafkaSubscription`. Each subscription makes its own subclass
+    (:func:`delivery_class`) that carries its offset tracker and consumer as class
+    attributes: a delivery is built once per message, so it holds only its record and its
+    partition's state, and a batch's ``ack_many`` (called per class by the core) needs no
+    grouping by consumer."""
 
-    def __init__(
-        self,
-        message: Any,
-        state: PartitionOffsets,
-        tracker: OffsetTracker,
-        source: ConsumerThread | None = None,
-    ) -> None:
-        self._message = message  # KafkaRecord.__init__, inlined: this runs once per message
-        self._headers = None
+    # What the core reads of every delivery is read from the record once, here, into plain
+    # attributes (they shadow KafkaRecord's properties): one Python call per message instead
+    # of one per attribute read.
+    __slots__ = ("_settled", "_state", "body", "headers", "key", "topic")
+
+    _tracker: OffsetTracker | None = None
+    _source: ConsumerThread | None = None
+
+    def __init__(self, message: Any, state: PartitionOffsets) -> None:
+        self._message = message
+        self._headers = None  # (KafkaRecord's cache; unused here)
         self._state = state
-        self._tracker = tracker
-        self._source = source
         self._settled = False
+        self.topic: str = state.tp[0]
+        value = message.value()
+        self.body: bytes = value if value is not None else b""
+        key = message.key()
+        self.key: str | None = None if key is None else key.decode("utf-8", "replace")
+        raw = message.headers()
+        if raw is None:
+            self.headers: dict[str, str] = {}
+        else:
+            headers = self.headers = {
+                name: value.decode("utf-8", "replace") if value is not None else ""
+                for name, value in raw
+            }
+            if PACKED in headers:
+                from_wire(headers)
+
+    @property
+    def native_id(self) -> str:
+        return f"{self.topic}/{self._state.tp[1]}/{self._message.offset()}"
 
     def group_metadata(self) -> Any:
         """The consumer group metadata of the consumer that read this delivery (what a
@@ -53,24 +79,37 @@ class KafkaDelivery(KafkaRecord):
     async def ack(self) -> None:
         if not self._settled:
             self._settled = True
-            self._tracker.ack(self._state, self._message.offset())
+            self._tracker.ack(self._state, self._message.offset())  # type: ignore[union-attr]
 
     @classmethod
     async def ack_many(cls, deliveries: Sequence[KafkaDelivery]) -> None:
-        """``SupportsAckMany``: a batch's acks, one tracker lock per consumer (not per
-        message); each delivery is acked at most once, as by ``ack``."""
-        by_tracker: dict[int, tuple[OffsetTracker, list[tuple[PartitionOffsets, int]]]] = {}
+        """``SupportsAckMany``: a batch's acks, grouped by partition, under one tracker lock;
+        each delivery is acked at most once, as by ``ack``."""
+        tracker = cls._tracker
+        if tracker is None or not all(type(d) is cls for d in deliveries):
+            # Not one subscription's class (the core groups by class, so not from it).
+            groups: dict[type[KafkaDelivery], list[KafkaDelivery]] = {}
+            for delivery in deliveries:
+                groups.setdefault(type(delivery), []).append(delivery)
+            for kind, group in groups.items():
+                if kind._tracker is None:
+                    raise TypeError(f"{kind.__name__} belongs to no subscription")
+                await kind.ack_many(group)
+            return
+        by_state: dict[PartitionOffsets, list[int]] = {}
+        last: PartitionOffsets | None = None
+        offsets: list[int] = []
         for delivery in deliveries:
             if delivery._settled:
                 continue
             delivery._settled = True
-            tracker = delivery._tracker
-            entry = by_tracker.get(id(tracker))
-            if entry is None:
-                entry = by_tracker[id(tracker)] = (tracker, [])
-            entry[1].append((delivery._state, delivery._message.offset()))
-        for tracker, acks in by_tracker.values():
-            tracker.ack_many(acks)
+            state = delivery._state
+            if state is not last:
+                last = state
+                offsets = by_state.setdefault(state, [])
+            offsets.append(delivery._message.offset())
+        if by_state:
+            tracker.ack_many(by_state)
 
     @property
     def revoked(self) -> bool:
@@ -88,8 +127,17 @@ class KafkaDelivery(KafkaRecord):
             return False
         if not self._settled:
             self._settled = True
-            self._tracker.drop(state)
+            self._tracker.drop(state)  # type: ignore[union-attr]
         return True
+
+
+def delivery_class(tracker: OffsetTracker, source: ConsumerThread | None) -> type[KafkaDelivery]:
+    """The delivery class of one subscription (see :class:`KafkaDelivery`)."""
+    return type(
+        "KafkaDelivery",
+        (KafkaDelivery,),
+        {"__slots__": (), "_tracker": tracker, "_source": source, "__module__": __name__},
+    )
 
 
 class KafkaSubscription:
@@ -111,7 +159,10 @@ class KafkaSubscription:
         self._prefetch = max(1, prefetch)
         self._tracker = OffsetTracker()
         self._ready: deque[KafkaDelivery] = deque()
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Workers waiting for a delivery. A waiter is woken with True by _wake (counted in
+        # _woken until it runs) or with False by stop.
+        self._waiters: deque[asyncio.Future[bool]] = deque()
+        self._woken = 0  # waiters woken by _wake that have not run yet
         self._notified = False  # an _arrive is scheduled (set by the thread, cleared here)
         self._refilled = False  # receive refilled the queue itself in this loop iteration
         self._stopped = False
@@ -123,13 +174,16 @@ class KafkaSubscription:
             tracker=self._tracker,
             notify=self._notify,
             name=name,
-            # Read ahead: up to one more prefetch (at most a thousand) beyond the loop's queue.
-            buffer=min(self._prefetch, 1000),
+            # Read ahead beyond the loop's queue: one more prefetch, at least READ_AHEAD (a
+            # small prefetch made the thread poll, and wake the loop, every few messages),
+            # at most a thousand. librdkafka's own fetch queue is far larger.
+            buffer=min(max(self._prefetch, READ_AHEAD), 1000),
             revoke_timeout=revoke_timeout,
             manual_latest=manual_latest,
             gate=gate,
             commits=commits,
         )
+        self._make = delivery_class(self._tracker, self._thread)
 
     async def start(self) -> None:
         try:
@@ -157,12 +211,9 @@ class KafkaSubscription:
         thread = self._thread
         room = self._prefetch - len(ready)
         while room > 0 and thread.has_ready():
-            batch = thread.take(room)  # may drop messages of partitions no longer assigned
+            batch = thread.take(room, self._make)  # may drop messages no longer assigned
             if batch:
-                tracker, thread = self._tracker, self._thread
-                ready.extend(
-                    [KafkaDelivery(message, state, tracker, thread) for message, state in batch]
-                )
+                ready.extend(batch)
                 return len(batch)
         return 0
 
@@ -190,13 +241,23 @@ class KafkaSubscription:
         if self._stopped:
             return
         self._refill()
+        if self._ready and not self._woken:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake one waiting worker. Deliveries wake workers one at a time, as a chain: a worker
+        that takes a delivery and leaves more behind wakes the next (``receive``) unless one
+        is already on its way. Waking one per delivery made the first worker take them all
+        (a handler that never waits does not yield) and the others wake for nothing: a
+        future, a task step and a new future per message. A chain costs one spare wake per
+        refill, and still gets every worker going when handlers wait."""
         waiters = self._waiters
-        wake = len(self._ready)
-        while wake and waiters:
+        while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                wake -= 1
+                waiter.set_result(True)
+                self._woken += 1
+                return
 
     # -- the SPI ---------------------------------------------------------------------------
 
@@ -206,13 +267,23 @@ class KafkaSubscription:
         while not self._stopped:
             if ready or self._refill_now():
                 delivery = ready.popleft()
+                if ready and not self._woken and self._waiters:
+                    self._wake()  # the next worker, for what is left (see _wake)
                 if tracker.take(delivery._state):
                     return delivery
                 continue
-            waiter: asyncio.Future[None] = self._loop.create_future()
-            self._waiters.append(waiter)
-            await waiter
+            await self._wait()
         return None
+
+    async def _wait(self) -> None:
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            # Woken by _wake (even if cancelled right after): no longer on its way.
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                self._woken -= 1
 
     async def receive_many(self, max_n: int) -> list[KafkaDelivery]:
         """``SupportsReceiveMany``: up to ``max_n`` deliveries of what the consumer thread has
@@ -222,13 +293,13 @@ class KafkaSubscription:
             if ready or self._refill_now():
                 popleft = ready.popleft
                 batch = [popleft() for _ in range(min(max_n, len(ready)))]
+                if ready and not self._woken and self._waiters:
+                    self._wake()
                 taken: list[KafkaDelivery] = self._tracker.take_many(batch)
                 if taken:
                     return taken
                 continue
-            waiter: asyncio.Future[None] = self._loop.create_future()
-            self._waiters.append(waiter)
-            await waiter
+            await self._wait()
         return []
 
     async def stop(self) -> None:
@@ -239,7 +310,7 @@ class KafkaSubscription:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(False)
 
     async def close(self) -> None:
         await self.stop()

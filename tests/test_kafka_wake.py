@@ -1,0 +1,100 @@
+"""Waiting workers of a Kafka subscription are woken one at a time, as a chain: every worker
+still gets a delivery when handlers wait, and a handler that never waits takes what is there
+without waking the others for nothing (the consume path's cost, issue 14).
+
+No broker: messages are put where the consumer thread would put them, and the loop is told
+as the thread tells it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+pytest.importorskip("confluent_kafka")
+
+import confluent_kafka
+from unimq_kafka.subscription import KafkaSubscription
+
+
+def _subscription(prefetch: int) -> KafkaSubscription:
+    subscription = KafkaSubscription({}, ["t"], prefetch=prefetch, name="t", revoke_timeout=1)
+    subscription._tracker.assign([("t", 0)])
+    subscription._thread._assigned.add(("t", 0))
+    return subscription
+
+
+def _arrive(subscription: KafkaSubscription, count: int) -> None:
+    """What the consumer thread does after a poll: buffer the messages, notify the loop."""
+    subscription._thread._ready.extend(
+        confluent_kafka.Message(topic="t", partition=0, offset=i, value=b"x") for i in range(count)
+    )
+    subscription._notify()
+
+
+async def test_every_waiting_worker_gets_a_delivery_when_handlers_wait() -> None:
+    subscription = _subscription(prefetch=4)
+    holding: list[int] = []
+    release = asyncio.Event()
+
+    async def worker() -> None:
+        delivery = await subscription.receive()
+        assert delivery is not None
+        holding.append(delivery._message.offset())
+        await release.wait()  # a handler that waits (I/O)
+        await delivery.ack()
+
+    workers = [asyncio.create_task(worker()) for _ in range(4)]
+    await asyncio.sleep(0)  # all four wait for a delivery
+    _arrive(subscription, 8)
+    for _ in range(20):  # a few loop iterations: the chain wakes one worker per iteration
+        await asyncio.sleep(0)
+    assert sorted(holding) == [0, 1, 2, 3]
+    release.set()
+    await asyncio.gather(*workers)
+    await subscription.stop()
+
+
+class _CountingLoop:
+    """The running loop, counting the futures made on it (a worker's wait makes one)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.futures = 0
+
+    def create_future(self) -> asyncio.Future[bool]:
+        self.futures += 1
+        return self.loop.create_future()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loop, name)
+
+
+async def test_a_worker_that_never_waits_wakes_no_one_for_nothing() -> None:
+    subscription = _subscription(prefetch=64)
+    loop = subscription._loop = _CountingLoop(subscription._loop)  # type: ignore[assignment]
+    taken = 0
+
+    async def worker() -> None:
+        nonlocal taken
+        while True:
+            delivery = await subscription.receive()
+            if delivery is None:
+                return
+            taken += 1
+            await delivery.ack()  # a handler that never waits: no yield between messages
+
+    workers = [asyncio.create_task(worker()) for _ in range(16)]
+    await asyncio.sleep(0)
+    assert loop.futures == 16  # every worker waits
+    _arrive(subscription, 64)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert taken == 64
+    # One worker takes all 64; at most a spare one or two woke and waited again (before:
+    # all 16 were woken, 15 of them for nothing).
+    assert loop.futures - 16 <= 3, f"{loop.futures - 16} waits again after one batch"
+    await subscription.stop()
+    await asyncio.gather(*workers)
