@@ -98,3 +98,31 @@ async def test_a_worker_that_never_waits_wakes_no_one_for_nothing() -> None:
     assert loop.futures - 16 <= 3, f"{loop.futures - 16} waits again after one batch"
     await subscription.stop()
     await asyncio.gather(*workers)
+
+
+async def test_a_worker_cancelled_after_its_wake_hands_the_wake_on() -> None:
+    """The chain's next link cancelled between its wake and its first step (a subscriber
+    scaled down, a task group cancelled): the wake goes to the next waiting worker, and no
+    delivery waits for the next arrival."""
+    subscription = _subscription(prefetch=4)
+    got: list[int] = []
+
+    async def worker() -> None:
+        delivery = await subscription.receive()
+        assert delivery is not None
+        got.append(delivery._message.offset())
+        await delivery.ack()
+
+    doomed = asyncio.create_task(subscription.receive())
+    survivor = asyncio.create_task(worker())
+    await asyncio.sleep(0)  # both wait; the doomed one first in line
+    _arrive(subscription, 1)
+    await asyncio.sleep(0)  # the loop takes it: the first in line is woken, has not run yet
+    assert subscription._woken == 1 and not doomed.done()
+    doomed.cancel()  # before it runs
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert doomed.cancelled()
+    assert got == [0], "the delivery waited for a wake that the cancelled worker took"
+    await subscription.stop()
+    await asyncio.gather(survivor)

@@ -280,9 +280,16 @@ class KafkaSubscription:
         self._waiters.append(waiter)
         try:
             await waiter
-        finally:
-            # Woken by _wake (even if cancelled right after): no longer on its way.
+        except asyncio.CancelledError:
+            # Woken and cancelled before it ran: it was the chain's next link, so it hands the
+            # wake on, or the deliveries it was woken for would wait for the next arrival.
             if waiter.done() and not waiter.cancelled() and waiter.result():
+                self._woken -= 1
+                if self._ready and not self._woken:
+                    self._wake()
+            raise
+        else:
+            if waiter.result():  # woken by _wake: no longer on its way
                 self._woken -= 1
 
     async def receive_many(self, max_n: int) -> list[KafkaDelivery]:
