@@ -41,7 +41,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from unimq import BatchPolicy, Broker, Message
+from unimq import BatchPolicy, Broker, Message, envelope
 
 FIXTURES = Path(__file__).resolve().parents[1] / "testcontainers"
 PAYLOAD = bytes(range(100))
@@ -82,6 +82,11 @@ def new_topic(bootstrap: str, kind: str) -> str:
 
 
 def preload(bootstrap: str, topic: str, n: int) -> None:
+    """N records on ``topic`` as ``Broker.publish`` writes them: the payload, a key and the
+    four reserved headers (id, attempt, content type, published-at; ``envelope.published``),
+    so the unimq consume runs read what a unimq publisher sends, like the ``memory://`` run,
+    and the raw loops read the same records. (Until 2026-12-02 the records had no headers:
+    unimq's envelope then took its slow path, the one for other clients' messages.)"""
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -90,10 +95,12 @@ def preload(bootstrap: str, topic: str, n: int) -> None:
             "linger.ms": LINGER_MS,
         }
     )
+    now = time.time()
     for i in range(n):
+        headers = envelope.published(None, uuid.uuid4().hex, "application/octet-stream", now)
         while True:
             try:
-                producer.produce(topic, PAYLOAD, key=str(i % 100).encode())
+                producer.produce(topic, PAYLOAD, key=str(i % 100).encode(), headers=headers)
                 break
             except BufferError:
                 producer.poll(0.01)
