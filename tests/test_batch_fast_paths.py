@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import confluent_kafka
 import pytest
 from unimq_kafka.offsets import OffsetTracker
 from unimq_kafka.subscription import KafkaDelivery, delivery_class
@@ -94,34 +95,15 @@ async def test_give_many_wakes_waiters_before_freeing() -> None:
     assert all(w.done() for w in waiting) and slots.free == 1
 
 
-class _Record:
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
-
-    def topic(self) -> str:
-        return "t"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes:
-        return b"body"
-
-    def key(self) -> bytes | None:
-        return None
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return None
-
-
 def _deliveries(tracker: OffsetTracker, count: int) -> list[KafkaDelivery]:
     tracker.assign([("t", 0)])
     with tracker.lock:
         deliveries = tracker.handed_locked(
-            [_Record(offset) for offset in range(count)], delivery_class(tracker, None)
+            [
+                confluent_kafka.Message(topic="t", partition=0, offset=o, value=b"body")
+                for o in range(count)
+            ],
+            delivery_class(tracker, None),
         )
     assert tracker.take_many(deliveries) == deliveries
     return deliveries

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("confluent_kafka")
 
+import confluent_kafka
 from unimq_kafka.headers import PACKED, from_wire, to_wire
 from unimq_kafka.offsets import OffsetTracker
 from unimq_kafka.options import parse_settings
@@ -48,34 +49,15 @@ def test_headers_without_nul_go_out_unchanged() -> None:
     assert set(to_wire({"a\x00": "x", "b": "y"})) == {"b", PACKED}
 
 
-class _Record:
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
-
-    def topic(self) -> str:
-        return "t"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes:
-        return b"body"
-
-    def key(self) -> bytes | None:
-        return None
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return None
-
-
 def _deliveries(tracker: OffsetTracker, count: int) -> list[KafkaDelivery]:
     tracker.assign([("t", 0)])
     with tracker.lock:
         deliveries = tracker.handed_locked(
-            [_Record(offset) for offset in range(count)], delivery_class(tracker, None)
+            [
+                confluent_kafka.Message(topic="t", partition=0, offset=o, value=b"body")
+                for o in range(count)
+            ],
+            delivery_class(tracker, None),
         )
     for delivery in deliveries:
         assert tracker.take(delivery._state)

@@ -18,31 +18,9 @@ from hypothesis import strategies as st
 
 pytest.importorskip("confluent_kafka")
 
+import confluent_kafka
 from unimq_kafka.offsets import OffsetTracker
 from unimq_kafka.subscription import KafkaDelivery, delivery_class
-
-
-class _Record:
-    def __init__(self, partition: int, offset: int) -> None:
-        self._partition, self._offset = partition, offset
-
-    def topic(self) -> str:
-        return "t"
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes:
-        return b"body"
-
-    def key(self) -> bytes | None:
-        return None
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return None
 
 
 def _expected(handed: list[int], acked: set[int]) -> int | None:
@@ -82,7 +60,13 @@ async def _run(offsets: dict[int, list[int]], steps: list[list[tuple[int, int]]]
     deliveries: dict[tuple[int, int], KafkaDelivery] = {}
     for partition, values in offsets.items():
         with tracker.lock:
-            handed = tracker.handed_locked([_Record(partition, o) for o in values], make)
+            handed = tracker.handed_locked(
+                [
+                    confluent_kafka.Message(topic="t", partition=partition, offset=o, value=b"body")
+                    for o in values
+                ],
+                make,
+            )
         assert tracker.take_many(handed) == handed
         for index, delivery in enumerate(handed):
             deliveries[(partition, index)] = delivery
@@ -122,7 +106,13 @@ async def test_acking_again_changes_nothing() -> None:
     tracker.assign([("t", 0)])
     make = delivery_class(tracker, None)
     with tracker.lock:
-        handed = tracker.handed_locked([_Record(0, o) for o in offsets[0]], make)
+        handed = tracker.handed_locked(
+            [
+                confluent_kafka.Message(topic="t", partition=0, offset=o, value=b"body")
+                for o in offsets[0]
+            ],
+            make,
+        )
     tracker.take_many(handed)
     await make.ack_many(handed[:2])
     await handed[0].ack()
