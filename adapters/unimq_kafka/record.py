@@ -16,6 +16,19 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 from .headers import PACKED, from_wire
 
 
+def decode_headers(raw: list[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """A record's headers as unimq sees them: values as UTF-8 text (invalid bytes replaced), a
+    missing value as ``""``, what :func:`.headers.to_wire` packed unpacked."""
+    if raw is None:
+        return {}
+    headers = {
+        name: value.decode("utf-8", "replace") if value is not None else "" for name, value in raw
+    }
+    if PACKED in headers:
+        from_wire(headers)
+    return headers
+
+
 class KafkaRecord:
     """A read-only view of one ``confluent_kafka.Message``; subclasses add settling."""
 
@@ -48,12 +61,7 @@ class KafkaRecord:
     def headers(self) -> Mapping[str, str]:
         headers = self._headers
         if headers is None:
-            headers = self._headers = {
-                name: value.decode("utf-8", "replace") if value is not None else ""
-                for name, value in self._message.headers() or ()
-            }
-            if PACKED in headers:
-                from_wire(headers)
+            headers = self._headers = decode_headers(self._message.headers())
         return headers
 
     @property

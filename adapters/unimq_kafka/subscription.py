@@ -21,9 +21,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .consumer import ConsumerThread, Gate
-from .headers import PACKED, from_wire
 from .offsets import OffsetTracker, PartitionOffsets
-from .record import KafkaRecord
+from .record import KafkaRecord, decode_headers
 
 READ_AHEAD = 500
 
@@ -53,16 +52,7 @@ class KafkaDelivery(KafkaRecord):
         self.body: bytes = value if value is not None else b""
         key = message.key()
         self.key: str | None = None if key is None else key.decode("utf-8", "replace")
-        raw = message.headers()
-        if raw is None:
-            self.headers: dict[str, str] = {}
-        else:
-            headers = self.headers = {
-                name: value.decode("utf-8", "replace") if value is not None else ""
-                for name, value in raw
-            }
-            if PACKED in headers:
-                from_wire(headers)
+        self.headers: dict[str, str] = decode_headers(message.headers())
 
     @property
     def native_id(self) -> str:
