@@ -11,7 +11,11 @@ Per round (``--repeat`` rounds, the median of each figure is reported):
   after the other, into a subscriber's queue (confirms pipelined by the adapter, at most
   ``publish_window`` unconfirmed);
 - unimq consume: a batch subscriber (``BatchPolicy(max_size=--batch-size)``, ``--concurrency``
-  batches at once) whose handler only counts, draining that queue.
+  batches at once) whose handler only counts, draining that queue;
+- raw aiormq (the AMQP client under aio-pika, which unimq uses): PerfTest's two runs done with
+  the Python client itself, ``--in-flight`` confirms in flight and qos ``--prefetch`` with one
+  ack per message. What the Python client reaches is the ceiling of any SDK on it: the report
+  prints raw aiormq / PerfTest and unimq / raw aiormq beside the acceptance ratio.
 
 PerfTest's jars (``com.rabbitmq:perf-test:2.22.1`` and its dependencies) are fetched once with
 ``mvn dependency:copy-dependencies`` (benchmarks/java/perftest/pom.xml) from the machine's
@@ -33,6 +37,7 @@ import uuid
 from typing import Any
 
 import aio_pika
+import aiormq
 from _common import ROOT, cache_dir, load, maven_classpath, median
 
 from unimq import BatchPolicy, Broker
@@ -122,6 +127,60 @@ async def _delete_queues(url: str, names: list[str]) -> None:
             await channel.queue_delete(name)
 
 
+# -- raw aiormq ---------------------------------------------------------------------------
+
+
+async def raw_aiormq_round(url: str, args: argparse.Namespace) -> tuple[float, float]:
+    """PerfTest's publish and consume runs done with aiormq: ``--in-flight`` persistent
+    publishes awaiting their confirms at once (a window refilled as each confirm arrives), then
+    one consumer with qos ``--prefetch`` acking every message on its own."""
+    queue = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    count = args.messages
+    connection = await aiormq.connect(url)
+    try:
+        channel = await connection.channel()  # publisher confirms on (aiormq's default)
+        await channel.queue_declare(queue, durable=True)
+        body = b"x" * args.size
+        properties = aiormq.spec.Basic.Properties(delivery_mode=2)
+        window = asyncio.Semaphore(args.in_flight)
+
+        async def publish_one() -> None:
+            try:
+                await channel.basic_publish(body, routing_key=queue, properties=properties)
+            finally:
+                window.release()
+
+        started = time.perf_counter()
+        tasks = []
+        for _ in range(count):
+            await window.acquire()
+            tasks.append(asyncio.ensure_future(publish_one()))
+        await asyncio.gather(*tasks)
+        publish = count / (time.perf_counter() - started)
+
+        reader = await connection.channel()
+        await reader.basic_qos(prefetch_count=args.prefetch)
+        done = asyncio.Event()
+        seen = 0
+
+        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+            nonlocal seen
+            await reader.basic_ack(message.delivery.delivery_tag)  # type: ignore[union-attr]
+            seen += 1
+            if seen >= count:
+                done.set()
+
+        started = time.perf_counter()
+        ok = await reader.basic_consume(queue, on_message)
+        await asyncio.wait_for(done.wait(), 600)
+        consume = count / (time.perf_counter() - started)
+        await reader.basic_cancel(ok.consumer_tag)
+        await channel.queue_delete(queue)
+    finally:
+        await connection.close()
+    return publish, consume
+
+
 # -- harness ------------------------------------------------------------------------------
 
 
@@ -129,17 +188,22 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     classpath = maven_classpath(POM, cache_dir("perftest"))
     figures: dict[str, list[float]] = {
         "perftest_publish": [], "perftest_consume": [], "unimq_publish": [], "unimq_consume": [],
+        "raw_publish": [], "raw_consume": [],
     }  # fmt: skip
     loads = [load()]
     perftest_round(classpath, url, argparse.Namespace(**{**vars(args), "messages": 2000}))
     asyncio.run(unimq_round(url, argparse.Namespace(**{**vars(args), "messages": 2000})))
+    asyncio.run(raw_aiormq_round(url, argparse.Namespace(**{**vars(args), "messages": 2000})))
+    contenders = ["perftest", "unimq", "raw"]
     for round_ in range(args.repeat):
-        order = ["perftest", "unimq"] if round_ % 2 == 0 else ["unimq", "perftest"]
-        for who in order:
+        shift = round_ % len(contenders)  # each contender takes each position in turn
+        for who in contenders[shift:] + contenders[:shift]:
             if who == "perftest":
                 publish, consume = perftest_round(classpath, url, args)
-            else:
+            elif who == "unimq":
                 publish, consume = asyncio.run(unimq_round(url, args))
+            else:
+                publish, consume = asyncio.run(raw_aiormq_round(url, args))
             figures[f"{who}_publish"].append(publish)
             figures[f"{who}_consume"].append(consume)
             print(
@@ -161,14 +225,18 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         f"{args.concurrency}"
     )
     print(f"load average (1/5/15 min) at start and after each round: {' | '.join(result['load'])}")
-    print(f"{'':10s} {'PerfTest/s':>11s} {'unimq/s':>9s} {'ratio':>6s}  runs (PerfTest; unimq)")
+    print(
+        f"{'':10s} {'PerfTest/s':>11s} {'unimq/s':>9s} {'ratio':>6s} {'aiormq/s':>9s} "
+        f"{'aiormq/PerfTest':>16s} {'unimq/aiormq':>13s}  runs (PerfTest; unimq; aiormq)"
+    )
+    runs = result["runs"]
     for kind in ("publish", "consume"):
-        java, ours = m[f"perftest_{kind}"], m[f"unimq_{kind}"]
-        runs = result["runs"]
+        java, ours, raw = m[f"perftest_{kind}"], m[f"unimq_{kind}"], m[f"raw_{kind}"]
+        who_ran = ("perftest", "unimq", "raw")
+        listed = "; ".join(", ".join(f"{v:.0f}" for v in runs[f"{w}_{kind}"]) for w in who_ran)
         print(
-            f"{kind:10s} {java:11.0f} {ours:9.0f} {ours / java:6.2f}  "
-            f"{', '.join(f'{v:.0f}' for v in runs[f'perftest_{kind}'])}; "
-            f"{', '.join(f'{v:.0f}' for v in runs[f'unimq_{kind}'])}"
+            f"{kind:10s} {java:11.0f} {ours:9.0f} {ours / java:6.2f} {raw:9.0f} "
+            f"{raw / java:16.2f} {ours / raw:13.2f}  {listed}"
         )
 
 
