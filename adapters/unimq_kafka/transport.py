@@ -17,7 +17,6 @@ from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from typing import Any, overload
 
 from unimq.errors import NotConnectedError, UnsupportedFeatureError
-from unimq.headers import ID
 from unimq.transport import (
     Capabilities,
     Delivery,
@@ -175,7 +174,6 @@ class KafkaTransport:
             raise NotConnectedError("the kafka transport is not connected")
         columns = _Columns()
         topics_of, bodies, keys, wires = columns.columns
-        ids: list[str] = []  # every item's unimq-id: lets the producer share one callback
         delayed: list[int] = []
         topics: set[str] = set()
         for index, message in enumerate(messages):  # once: the view builds each as it is read
@@ -191,11 +189,10 @@ class KafkaTransport:
             bodies.append(message.body)
             keys.append(key.encode() if key is not None else None)
             wires.append(wire)
-            ids.append(message.headers.get(ID, ""))
         for topic in topics:
             if not admin.known(topic):
                 await admin.ensure(topic)
-        results = await producer.send_many(columns, ids)
+        results = await producer.send_many(columns)
         if not delayed:
             return results
         out: list[BaseException | None] = []

@@ -216,14 +216,12 @@ def published(
     path of every publish, without its keyword and copy costs. ``headers`` is a dict the caller
     hands over (already checked: no bookkeeping names in it); ``published_at`` is now, in epoch
     seconds (the delivery delay is measured from it)."""
-    stamp = str(int(published_at * 1000))
-    if not headers:  # nearly every publish: one dict display, no item assignments
-        return {_ID: message_id, _ATTEMPT: "1", _CONTENT_TYPE: content_type, _PUBLISHED_AT: stamp}
-    headers[_ID] = message_id
-    headers[_ATTEMPT] = "1"
-    headers[_CONTENT_TYPE] = content_type
-    headers[_PUBLISHED_AT] = stamp
-    return headers
+    wire = headers if headers else {}
+    wire[h.ID] = message_id
+    wire[h.ATTEMPT] = "1"
+    wire[h.CONTENT_TYPE] = content_type
+    wire[h.PUBLISHED_AT] = str(int(published_at * 1000))
+    return wire
 
 
 def retry_copy(envelope: Envelope, *, attempt: int, due: float | None) -> dict[str, str]:
