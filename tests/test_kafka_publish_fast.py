@@ -237,23 +237,3 @@ def test_delivery_reports_carry_no_headers() -> None:
         client.poll(0.05)
     assert reports[0].value() == b"v"
     assert reports[0].headers() is None
-
-
-async def test_an_awaited_send_keeps_two_small_objects_for_its_report() -> None:
-    """``send``'s delivery callback is a ``partial`` of the producer and the future (two objects
-    for the collector while the message is in flight), not a closure (a function, its
-    closure tuple and two cells); the report still resolves the right future."""
-    import functools
-
-    client = _FakeClient()
-    producer = _producer(client)
-    task = asyncio.create_task(producer.send("t", b"x", None, {ID: "m"}))
-    await asyncio.sleep(0)
-    ((headers, callback),) = client.produced
-    assert headers == {ID: "m"}
-    assert isinstance(callback, functools.partial)
-    assert callback.args[0] is producer and isinstance(callback.args[1], asyncio.Future)
-    callback(None, None)
-    producer._flush_reports_now()
-    await asyncio.wait_for(task, 5)
-    assert not producer._pending

@@ -103,10 +103,10 @@ class KafkaProducer:
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[None] = loop.create_future()
-        # A partial, not a closure: two objects the collector tracks (the partial and its
-        # arguments) instead of four (the function, its closure tuple and two cells), each
-        # alive while the message is in flight, in a publisher that keeps thousands in flight.
-        delivered = partial(_delivered, self, future)
+
+        def delivered(error: Any, _message: Any) -> None:
+            self._reports.append((future, error))  # the current batch: it is swapped per poll
+
         while True:
             try:
                 producer.produce(topic, value, key, _ANY, delivered, None, _NOW, headers)
@@ -266,13 +266,6 @@ class KafkaProducer:
     def _flush_reports_now(self) -> None:
         batch, self._reports = self._reports, []
         _resolve(batch)
-
-
-def _delivered(
-    producer: KafkaProducer, future: asyncio.Future[None], error: Any, _message: Any
-) -> None:
-    """A delivery report of :meth:`KafkaProducer.send` (on the poll thread)."""
-    producer._reports.append((future, error))  # the current batch: it is swapped per poll
 
 
 def _resolve(batch: list[Report]) -> None:
