@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from typing import Any, overload
 
 from unimq.errors import NotConnectedError, UnsupportedFeatureError
 from unimq.transport import (
@@ -123,10 +123,30 @@ class KafkaTransport:
 
     # -- publishing ------------------------------------------------------------------------
 
-    async def publish(self, message: OutgoingMessage) -> None:
+    def publish(self, message: OutgoingMessage) -> Coroutine[Any, Any, None]:
+        """The SPI's ``publish``, awaited like a coroutine function: for a message to a topic
+        already known and not delayed (nearly every publish) it hands back the producer's
+        ``send`` coroutine itself, one coroutine frame fewer per awaited publish; the rest
+        goes through :meth:`_publish`."""
         admin, producer = self._admin, self._producer
         if admin is None or producer is None or not self._connected:
             raise NotConnectedError("the kafka transport is not connected")
+        topic = message.topic
+        if message.deliver_at is not None or not admin.known(topic):
+            return self._publish(message, admin, producer)
+        key = message.key
+        # The dict as it is (the client encodes its text values): no per-message copy here,
+        # unless a NUL character needs the headers packed (see headers.py).
+        wire = to_wire(message.headers)
+        if wire and type(wire) is not dict:
+            wire = dict(wire)
+        return producer.send(
+            topic, message.body, key.encode() if key is not None else None, wire or None
+        )
+
+    async def _publish(
+        self, message: OutgoingMessage, admin: TopicAdmin, producer: KafkaProducer
+    ) -> None:
         topic = message.topic
         if not admin.known(topic):
             await admin.ensure(topic)
@@ -140,8 +160,6 @@ class KafkaTransport:
                 headers = delay_headers(message.headers, topic, deliver_at, release)
                 await producer.send(tier, message.body, key, headers)
                 return
-        # The dict as it is (the client encodes its text values): no per-message copy here,
-        # unless a NUL character needs the headers packed (see headers.py).
         wire = to_wire(message.headers)
         if wire and type(wire) is not dict:
             wire = dict(wire)
@@ -154,23 +172,27 @@ class KafkaTransport:
         admin, producer = self._admin, self._producer
         if admin is None or producer is None or not self._connected:
             raise NotConnectedError("the kafka transport is not connected")
-        for topic in {m.topic for m in messages}:
-            if not admin.known(topic):
-                await admin.ensure(topic)
-        items = []
-        delayed = []
-        for index, message in enumerate(messages):
+        columns = _Columns()
+        topics_of, bodies, keys, wires = columns.columns
+        delayed: list[int] = []
+        topics: set[str] = set()
+        for index, message in enumerate(messages):  # once: the view builds each as it is read
             if message.deliver_at is not None:
                 delayed.append(index)
                 continue
-            key = message.key
+            topic, key = message.topic, message.key
+            topics.add(topic)
             wire = to_wire(message.headers)
             if wire and type(wire) is not dict:
                 wire = dict(wire)
-            items.append(
-                (message.topic, message.body, key.encode() if key is not None else None, wire)
-            )
-        results = await producer.send_many(items)
+            topics_of.append(topic)
+            bodies.append(message.body)
+            keys.append(key.encode() if key is not None else None)
+            wires.append(wire)
+        for topic in topics:
+            if not admin.known(topic):
+                await admin.ensure(topic)
+        results = await producer.send_many(columns)
         if not delayed:
             return results
         out: list[BaseException | None] = []
@@ -334,3 +356,40 @@ class KafkaTransport:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
         }
+
+
+class _Columns(Sequence[tuple[str, bytes, "bytes | None", Any]]):
+    """``send_many``'s items as four lists (topic, body, key, headers) rather than a tuple per
+    item: the tuples would hold a ``dict`` each, so the collector would track and keep scanning
+    every one of them for as long as the batch waits for its reports. Iterating yields each
+    item's tuple for the moment it is used."""
+
+    __slots__ = ("columns",)
+
+    def __init__(self) -> None:
+        self.columns: tuple[list[str], list[bytes], list[bytes | None], list[Any]] = (
+            [],
+            [],
+            [],
+            [],
+        )
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, bytes, bytes | None, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[str, bytes, bytes | None, Any]]: ...
+
+    def __getitem__(
+        self, index: int | slice
+    ) -> tuple[str, bytes, bytes | None, Any] | list[tuple[str, bytes, bytes | None, Any]]:
+        topics, bodies, keys, wires = self.columns
+        if isinstance(index, slice):
+            return list(zip(topics[index], bodies[index], keys[index], wires[index], strict=True))
+        return topics[index], bodies[index], keys[index], wires[index]
+
+    def __iter__(self) -> Iterator[tuple[str, bytes, bytes | None, Any]]:
+        return zip(*self.columns, strict=True)

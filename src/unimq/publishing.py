@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterator, Sequence
+from itertools import starmap
+from typing import overload
 
 from . import headers as h
 from .clock import Clock
 from .errors import MessageTooLargeError, UnsupportedFeatureError
 from .instrumentation import Publish, PublishKind, PublishMiddleware, PublishNext
 from .transport import OutgoingMessage, SupportsPublishMany, Transport
+from .validation import Prepared
 
 logger = logging.getLogger("unimq.publish")
 
@@ -63,7 +66,7 @@ class Publisher:
         else:
             await self.transport.publish(message)
 
-    async def send_now(
+    def send_now(
         self,
         topic: str,
         body: bytes,
@@ -72,21 +75,22 @@ class Publisher:
         message_id: str,
         content_type: str | None,
         kind: PublishKind = "publish",
-    ) -> None:
-        """``send`` without a delay: the path of nearly every publish, kept short."""
+    ) -> Awaitable[None]:
+        """``send`` without a delay: the path of nearly every publish, kept short. Not a
+        coroutine itself: it hands back the transport's (or the middleware chain's), so an
+        awaited publish runs one coroutine frame fewer, which every resumption of the
+        publishing task passes through. Every caller awaits it at once: a refusal raised here
+        reaches it exactly as one raised inside the coroutine did."""
         if self._max_size is not None and len(body) > self._max_size:
             self._too_large(topic, body)
         message = OutgoingMessage(topic, body, headers, key, message_id, content_type)
         if self.middlewares:
-            await self._through_middlewares(message, kind)
-        else:
-            await self.transport.publish(message)
+            return self._through_middlewares(message, kind)
+        return self.transport.publish(message)
 
     async def send_batch(
         self,
-        items: Sequence[
-            tuple[str, bytes, dict[str, str], str | None, str, str | None, float | None]
-        ],
+        items: Sequence[Prepared],
     ) -> list[BaseException | None]:
         """``publish_batch``'s way out: items as ``prepare_publish`` builds them (topic, body,
         headers, key, id, content type, due); per item ``None`` (durable) or its error.
@@ -97,31 +101,7 @@ class Publisher:
         client's thread pool), and a key's order is the order of the items."""
         transport = self.transport
         if isinstance(transport, SupportsPublishMany) and not self.middlewares:
-            messages: list[OutgoingMessage] = []
-            append = messages.append
-            max_size = self._max_size
-            for topic, body, headers, key, message_id, content_type, due in items:
-                if max_size is not None and len(body) > max_size:
-                    self._too_large(topic, body)
-                if due is None:  # the common case: positional, no delay to work out
-                    append(OutgoingMessage(topic, body, headers, key, message_id, content_type))
-                    continue
-                deliver_at = None
-                if due is not None:
-                    headers[h.DELIVER_AT] = str(int(due * 1000))
-                    if self._max_delay == 0:
-                        raise UnsupportedFeatureError(
-                            "this backend cannot delay messages (no native delay); "
-                            "publish without delay"
-                        )
-                    max_delay = self._max_delay
-                    deliver_at = (
-                        due if max_delay is None else min(due, self.clock.now() + max_delay)
-                    )
-                messages.append(
-                    OutgoingMessage(topic, body, headers, key, message_id, content_type, deliver_at)
-                )
-            return await transport.publish_many(messages)
+            return await transport.publish_many(self._outgoing(items))
         chains: dict[str, list[int]] = {}
         alone: list[int] = []
         for index, item in enumerate(items):
@@ -156,6 +136,29 @@ class Publisher:
         await asyncio.gather(*(one(i) for i in alone), *(chain(c) for c in chains.values()))
         return results
 
+    def _outgoing(self, items: Sequence[Prepared]) -> _OutgoingView:
+        """Check every item's size and work out the delayed ones' ``deliver_at`` now (before
+        anything is sent); the rest become :class:`OutgoingMessage` only as the transport
+        reads them (:class:`_OutgoingView`)."""
+        max_size = self._max_size
+        delayed: dict[int, OutgoingMessage] = {}
+        for index, (topic, body, headers, key, message_id, content_type, due) in enumerate(items):
+            if max_size is not None and len(body) > max_size:
+                self._too_large(topic, body)
+            if due is None:  # the common case
+                continue
+            headers[h.DELIVER_AT] = str(int(due * 1000))
+            max_delay = self._max_delay
+            if max_delay == 0:
+                raise UnsupportedFeatureError(
+                    "this backend cannot delay messages (no native delay); publish without delay"
+                )
+            deliver_at = due if max_delay is None else min(due, self.clock.now() + max_delay)
+            delayed[index] = OutgoingMessage(
+                topic, body, headers, key, message_id, content_type, deliver_at
+            )
+        return _OutgoingView(items, delayed)
+
     async def _through_middlewares(self, message: OutgoingMessage, kind: PublishKind) -> None:
         publish = Publish(kind, message)
         call: PublishNext = lambda: self.transport.publish(message)  # noqa: E731
@@ -168,6 +171,47 @@ class Publisher:
             f"message for {topic!r} is {len(body)} bytes; this backend accepts at most "
             f"{self._max_size} bytes"
         )
+
+
+class _OutgoingView(Sequence[OutgoingMessage]):
+    """``publish_batch``'s items as the :class:`OutgoingMessage` sequence ``publish_many``
+    takes, each message built when it is read, so none outlives its use. A list of them lived
+    as long as the batch's wait for the broker: one more object per item for the collector to
+    promote and scan again and again (a large batch triggered full collections that cost more
+    per message than the rest of unimq's own work). Reading an index twice gives equal,
+    separate objects; ``delayed`` holds the few built ahead (their ``deliver_at`` is set)."""
+
+    __slots__ = ("_delayed", "_items")
+
+    def __init__(self, items: Sequence[Prepared], delayed: dict[int, OutgoingMessage]) -> None:
+        self._items = items
+        self._delayed = delayed
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> OutgoingMessage: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[OutgoingMessage]: ...
+
+    def __getitem__(self, index: int | slice) -> OutgoingMessage | list[OutgoingMessage]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self._items)))]
+        index = range(len(self._items))[index]  # negative indexes; IndexError as a list says
+        early = self._delayed.get(index)
+        if early is not None:
+            return early
+        topic, body, headers, key, message_id, content_type, _ = self._items[index]
+        return OutgoingMessage(topic, body, headers, key, message_id, content_type)
+
+    def __iter__(self) -> Iterator[OutgoingMessage]:
+        if self._delayed:
+            return (self[i] for i in range(len(self._items)))
+        # A Prepared tuple is OutgoingMessage's fields in order, its due (None: no item is
+        # delayed) in deliver_at's place: built in C, without a generator frame.
+        return starmap(OutgoingMessage, self._items)
 
 
 def _bind(middleware: PublishMiddleware, publish: Publish, call_next: PublishNext) -> PublishNext:
