@@ -7,18 +7,21 @@ way must take over."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unimq import envelope
+from unimq import BatchPolicy, Broker, envelope
 from unimq import headers as h
 from unimq.codec import DecodeError
 from unimq.delivery.batch_settle import Batch
 from unimq.delivery.batching import admit_ready
+from unimq.memory.transport import MemorySubscription
 from unimq.message import Message
 
 GROUP = "g"
@@ -195,3 +198,66 @@ def test_plain_messages_parse_each_published_stamp_of_a_run() -> None:
     assert [m.published_at for m in batch.messages] == [1.0, 1.0, 2.0, None, 3.0, 3.0]
     assert [m.headers for m in batch.messages] == [{}] * 6
     assert len({id(m.headers) for m in batch.messages}) == 6  # each message its own dict
+
+
+async def test_a_subscription_that_never_waits_is_read_about_one_batch_ahead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """memory:// hands over whatever is queued without waiting: the batch receiver lets the
+    collectors take each batch's worth before it reads on, instead of reading ``max_size x
+    concurrency`` deliveries ahead in one go (kept alive, they cost the garbage collector)."""
+    handed = 0
+    original = MemorySubscription.receive_many
+
+    async def counting(self: MemorySubscription, max_n: int) -> list[Any]:
+        nonlocal handed
+        deliveries = await original(self, max_n)
+        handed += len(deliveries)
+        return deliveries
+
+    monkeypatch.setattr(MemorySubscription, "receive_many", counting)
+    broker = Broker("memory://")
+    seen = 0
+    ahead: list[int] = []
+
+    @broker.subscriber(
+        "t", group="g", batch=BatchPolicy(max_size=10, max_wait=0.05), concurrency=16
+    )
+    async def handle(items: list[bytes]) -> None:
+        nonlocal seen
+        seen += len(items)
+        ahead.append(handed - seen)  # received, not yet handed to this handler
+
+    async with broker:
+        await broker.publish_batch("t", [b"x"] * 1000)
+        await broker.drain(timeout=10)
+    assert seen == 1000
+    assert max(ahead) <= 2 * 10  # before: 150 (16 batches' room, less the one running)
+
+
+async def test_batches_still_run_concurrently_when_reading_one_batch_ahead() -> None:
+    """Reading about one batch ahead does not cost concurrency: handlers that wait still run
+    ``concurrency`` batches at once. (The last may be a slot short: the idle retry receiver
+    holds one slot of room while it waits, as before.)"""
+    broker = Broker("memory://")
+    running = 0
+    most = 0
+    sizes: list[int] = []
+    release = asyncio.Event()
+
+    @broker.subscriber("t", group="g", batch=BatchPolicy(max_size=10, max_wait=0.05), concurrency=4)
+    async def handle(items: list[bytes]) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        sizes.append(len(items))
+        if most == 4:
+            release.set()
+        await release.wait()
+        running -= 1
+
+    async with broker:
+        await broker.publish_batch("t", [b"x"] * 100)
+        await asyncio.wait_for(release.wait(), 5)
+        await broker.drain(timeout=10)
+    assert most == 4 and sum(sizes) == 100 and sizes[:3] == [10, 10, 10]

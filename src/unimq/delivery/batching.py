@@ -113,10 +113,11 @@ class Batches:
         runtime = self.runtime
         room = self.room
         waiting = self.waiting
+        max_size = self.max_size
         while not runtime.stopping:
             await room.take()
             try:
-                deliveries = await subscription.receive_many(min(self.max_size, 1 + room.free))
+                deliveries = await subscription.receive_many(min(max_size, 1 + room.free))
             except asyncio.CancelledError:
                 room.give()
                 raise
@@ -138,6 +139,14 @@ class Batches:
             waiting.extend(deliveries)
             del deliveries  # (not kept while waiting for room: they may be long settled)
             self._arrived.set()
+            if len(waiting) >= max_size:
+                # A batch's worth waits: let the collectors take it before reading further
+                # ahead. A subscription that never has to wait (memory://, a full read-ahead
+                # buffer) would otherwise be read up to ``room`` (max_size x concurrency) ahead
+                # in one go: thousands of deliveries kept alive, promoted by the garbage
+                # collector to its oldest generation, each a cost of the full collections
+                # they bring on (issue 14; tests/test_batch_admission.py).
+                await asyncio.sleep(0)
 
     def _put(self, item: Delivery | None) -> None:
         self.waiting.append(item)
