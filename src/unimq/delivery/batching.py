@@ -490,22 +490,25 @@ def admit_ready(
     equal, attribute by attribute.
     """
     deliveries = batch.deliveries
-    room = max_size - len(deliveries)
-    if room <= 0 or not waiting:
-        return
+    take = min(max_size - len(deliveries), len(waiting))
     add = deliveries.append
     messages = batch.messages
     bodies = batch.bodies
     add_body = bodies.append if bodies is not None else None
     popleft = waiting.popleft
+    # Each delivery is taken first and handed back (appendleft) where the general way must
+    # take over: one deque operation per admitted delivery instead of a peek and a pop.
     if messages is None:
         # A handler of bodies: nothing to read but the delay (``read`` gives due None without
         # ``unimq-deliver-at``; with it, the general way decides).
-        while room > 0 and waiting:
-            delivery = waiting[0]
-            if delivery is None or (revocable and delivery.revoked):  # type: ignore[attr-defined]
-                return
-            if _DELIVER_AT in delivery.headers:
+        for _ in range(take):
+            delivery = popleft()
+            if (
+                delivery is None
+                or (revocable and delivery.revoked)  # type: ignore[attr-defined]
+                or _DELIVER_AT in delivery.headers
+            ):
+                waiting.appendleft(delivery)
                 return
             if add_body is not None:
                 if decode is None:
@@ -514,27 +517,29 @@ def admit_ready(
                     try:
                         add_body(decode(delivery.body))
                     except DecodeError:
-                        return  # (decoded again by _admit, which dead-letters it)
-            popleft()
+                        waiting.appendleft(delivery)  # (_admit decodes it again: dead letter)
+                        return
             add(delivery)
-            room -= 1
         return
     add_message = messages.append
     new = _new_message
     id_name, attempt_name, type_name, published_name = PLAIN
     last_text, last_published = last_stamp()
-    while room > 0 and waiting:
-        delivery = waiting[0]
+    for _ in range(take):
+        delivery = popleft()
         if delivery is None or (revocable and delivery.revoked):  # type: ignore[attr-defined]
+            waiting.appendleft(delivery)
             return
         raw = delivery.headers
+        message_id = None
         if len(raw) == 4:
-            message_id = raw.get(id_name)
-            attempt_text = raw.get(attempt_name)
-            content_type = raw.get(type_name)
-            published_text = raw.get(published_name)
-        else:
-            message_id = None
+            try:  # (subscripts: a third cheaper than .get here)
+                message_id = raw[id_name]
+                attempt_text = raw[attempt_name]
+                content_type = raw[type_name]
+                published_text = raw[published_name]
+            except KeyError:
+                message_id = None
         if message_id and attempt_text and content_type and published_text:
             # Plain: envelope.read's fast path and envelope.message, inline.
             if published_text != last_text:
@@ -556,6 +561,7 @@ def admit_ready(
         else:
             env = read(delivery)
             if env.due is not None:
+                waiting.appendleft(delivery)
                 return
             message = message_of(delivery, env, group, batch)
         if add_body is not None:
@@ -565,11 +571,10 @@ def admit_ready(
                 try:
                     add_body(decode(delivery.body))
                 except DecodeError:
-                    return  # (decoded again by _admit, which dead-letters it)
+                    waiting.appendleft(delivery)  # (_admit decodes it again: dead letter)
+                    return
         add_message(message)
-        popleft()
         add(delivery)
-        room -= 1
 
 
 _new_message = object.__new__
