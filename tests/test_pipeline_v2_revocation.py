@@ -95,7 +95,7 @@ async def test_revoked_deliveries_queued_in_a_lane_do_not_run() -> None:
 
 async def test_revoked_deliveries_never_join_a_batch() -> None:
     """A batch subscriber drops revoked deliveries before the call, also those admitted in
-    one loop with the rest of the batch (delivery.batching._admit_ready)."""
+    one loop with the rest of the batch (delivery.batching.admit_ready)."""
     broker = Broker("revocable-memory://")
     seen: list[bytes] = []
 

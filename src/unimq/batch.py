@@ -112,12 +112,15 @@ class BatchHandler(BoundHandler):
     pipeline builds only those (a ``Message`` per delivery costs about as much as reading its
     headers, and a handler of bodies alone never sees one)."""
 
-    __slots__ = ("takes_bodies", "takes_messages")
+    __slots__ = ("body_decoder", "takes_bodies", "takes_messages")
 
     def __init__(self, func: Callable[..., Any]) -> None:  # replaces the base binding
         signature, hints = self._bind_callable(func)
         kinds: list[tuple[bool, str]] = []
         self._decode: Decoder | None = None
+        #: What makes a body for the handler in the batch admission loop; ``None`` for
+        #: ``list[bytes]`` (the body as it is: no call per message) or no list of bodies.
+        self.body_decoder: Decoder | None = None
         bodies = 0
         for name, param in signature.parameters.items():
             if param.kind in (param.POSITIONAL_ONLY, param.VAR_POSITIONAL, param.VAR_KEYWORD):
@@ -138,6 +141,7 @@ class BatchHandler(BoundHandler):
             kinds.append((False, name))
             try:
                 self._decode = decoder_for(item)
+                self.body_decoder = None if item is bytes else self._decode
             except Exception as exc:
                 raise HandlerSignatureError(
                     f"batch handler {self.name}: pydantic cannot decode to {item!r}: {exc}"

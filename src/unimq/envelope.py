@@ -62,14 +62,9 @@ def read(delivery: Delivery) -> Envelope:
         # Runs once per delivery: tuple.__new__ skips NamedTuple's Python-level constructor.
         # Messages published in the same millisecond (a publish_batch, a burst) share the
         # stamp: the last one parsed is kept (a str compare instead of an int parse).
-        global _last_stamp
         last_text, published_at = _last_stamp
         if published_text != last_text:
-            try:
-                published_at = int(published_text) / 1000
-            except ValueError:
-                published_at = None  # as parse_due says of it
-            _last_stamp = (published_text, published_at)
+            published_at = published_stamp(published_text)
         return _make(
             Envelope,
             (
@@ -101,6 +96,24 @@ def read(delivery: Delivery) -> Envelope:
             parse_due(published_text) if published_text is not None else _broker_time(delivery),
         ),
     )
+
+
+def published_stamp(text: str) -> float | None:
+    """``unimq-published-at`` of a plain delivery (``read``'s fast path, and the batch admission
+    loop's, ``delivery.batching.admit_ready``) in epoch seconds; kept as the last stamp read, so
+    the deliveries of one burst (published in the same millisecond) parse it once."""
+    global _last_stamp
+    try:
+        published_at: float | None = int(text) / 1000
+    except ValueError:
+        published_at = None  # as parse_due says of it
+    _last_stamp = (text, published_at)
+    return published_at
+
+
+def last_stamp() -> tuple[str, float | None]:
+    """The last ``unimq-published-at`` text :func:`published_stamp` parsed, and its value."""
+    return _last_stamp
 
 
 def message(
@@ -136,6 +149,11 @@ _last_stamp: tuple[str, float | None] = ("", None)  # the last unimq-published-a
 _BOOKKEEPING = h.BOOKKEEPING
 # Module constants rather than attribute look-ups on ``headers`` in the per-delivery path.
 _ID, _ATTEMPT, _CONTENT_TYPE, _PUBLISHED_AT = h.ID, h.ATTEMPT, h.CONTENT_TYPE, h.PUBLISHED_AT
+#: The headers of a *plain* delivery, in ``read``'s order: a delivery whose headers are exactly
+#: these four, none of them empty (what ``published`` writes for a publish without headers), has
+#: no due time, logical topic, request or user header. ``read`` takes a short cut for it, and so
+#: does the batch admission loop, which builds its messages from them without an Envelope.
+PLAIN = (_ID, _ATTEMPT, _CONTENT_TYPE, _PUBLISHED_AT)
 _DELIVER_AT, _TOPIC = h.DELIVER_AT, h.TOPIC
 _REPLY_TO, _CORRELATION_ID = h.REPLY_TO, h.CORRELATION_ID
 

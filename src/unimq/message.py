@@ -32,6 +32,9 @@ class Message:
     handler that acks early and then returns normally is not acked twice.
     """
 
+    # The batch admission loop (``delivery.batching.admit_ready``) builds plain messages without
+    # ``__init__``, setting each of these slots itself: a slot added here must be set there too
+    # (tests/test_batch_admission.py compares every slot with ``envelope.message``'s).
     __slots__ = (
         "_settler",
         "attempt",

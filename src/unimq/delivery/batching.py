@@ -26,9 +26,10 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from ..batch import BatchFailed, BatchHandler
-from ..codec import DecodeError
-from ..envelope import Envelope, read
+from ..codec import DecodeError, Decoder
+from ..envelope import PLAIN, Envelope, last_stamp, parse_attempt, published_stamp, read
 from ..envelope import message as message_of
+from ..headers import DELIVER_AT
 from ..message import Message
 from ..slots import Slots
 from ..transport import Delivery, Subscription, SupportsPark, SupportsReceiveMany
@@ -112,10 +113,11 @@ class Batches:
         runtime = self.runtime
         room = self.room
         waiting = self.waiting
+        max_size = self.max_size
         while not runtime.stopping:
             await room.take()
             try:
-                deliveries = await subscription.receive_many(min(self.max_size, 1 + room.free))
+                deliveries = await subscription.receive_many(min(max_size, 1 + room.free))
             except asyncio.CancelledError:
                 room.give()
                 raise
@@ -137,6 +139,14 @@ class Batches:
             waiting.extend(deliveries)
             del deliveries  # (not kept while waiting for room: they may be long settled)
             self._arrived.set()
+            if len(waiting) >= max_size:
+                # A batch's worth waits: let the collectors take it before reading further
+                # ahead. A subscription that never has to wait (memory://, a full read-ahead
+                # buffer) would otherwise be read up to ``room`` (max_size x concurrency) ahead
+                # in one go: thousands of deliveries kept alive, promoted by the garbage
+                # collector to its oldest generation, each a cost of the full collections
+                # they bring on (issue 14; tests/test_batch_admission.py).
+                await asyncio.sleep(0)
 
     def _put(self, item: Delivery | None) -> None:
         self.waiting.append(item)
@@ -188,6 +198,9 @@ class Batches:
         waiting = self.waiting
         max_size = self.max_size
         plain = not self.idempotent
+        group = self.group
+        revocable = self.runtime.revocable
+        decode = self.handler.body_decoder
         while True:
             async with self._collecting:
                 first = await self._get(None)
@@ -208,7 +221,7 @@ class Batches:
                     if pending is not None:  # a delivery with more to do than decoding
                         await pending
                     if plain and waiting:
-                        self._admit_ready(batch)
+                        admit_ready(waiting, batch, max_size, group, revocable, decode)
                     if len(deliveries) >= max_size:
                         break
                     if waiting:  # what is already here joins without a wait
@@ -221,53 +234,6 @@ class Batches:
             del batch, deliveries, first, item
             if stop:
                 return
-
-    def _admit_ready(self, batch: Batch) -> None:
-        """``_admit`` in one loop for what already waits, as far as each is the common case
-        (not revoked, no delay, decodes; the subscriber not idempotent): a batch of 500 is
-        mostly admitted here. It stops at the first item that is not, which the caller admits
-        the general way."""
-        waiting = self.waiting
-        deliveries = batch.deliveries
-        room = self.max_size - len(deliveries)
-        add = deliveries.append
-        decode = self.handler.decode if self.takes_bodies else None
-        add_body = batch.bodies.append if batch.bodies is not None else None
-        add_message = batch.messages.append if batch.messages is not None else None
-        group = self.group
-        revocable = self.runtime.revocable
-        while room > 0 and waiting:
-            delivery = waiting[0]
-            if delivery is None or (revocable and delivery.revoked):  # type: ignore[attr-defined]
-                return
-            env = read(delivery)
-            if env.due is not None:
-                return
-            if decode is not None:
-                try:
-                    body = decode(delivery.body)
-                except DecodeError:
-                    return  # (decoded again by _admit, which dead-letters it)
-                add_body(body)  # type: ignore[misc]
-            if add_message is not None:  # (envelope.message, inline: this is the hot loop)
-                add_message(
-                    Message(
-                        env.id,
-                        env.topic,
-                        delivery.key,
-                        delivery.body,
-                        env.headers,
-                        env.attempt,
-                        group,
-                        env.content_type,
-                        batch,
-                        env.published_at,
-                        None,
-                    )
-                )
-            waiting.popleft()
-            add(delivery)
-            room -= 1
 
     def _admit(self, delivery: Delivery, batch: Batch) -> Awaitable[None] | None:
         """The per-message stages. The common case (no delay, not idempotent, decodes) is
@@ -498,3 +464,118 @@ class Batches:
                     await runtime.store.release(runtime.group, settlement.envelope.id)
                 except Exception:
                     logger.exception("could not release the lease of %s", settlement.envelope.id)
+
+
+def admit_ready(
+    waiting: deque[Delivery | None],
+    batch: Batch,
+    max_size: int,
+    group: str,
+    revocable: bool,
+    decode: Decoder | None,
+) -> None:
+    """``Batches._admit`` in one loop for what already ``waiting``, as far as each is the common
+    case (not revoked, no delay, decodes; the subscriber not idempotent): a batch of 500 is
+    mostly admitted here. It stops at the first item that is not (or when ``batch`` has
+    ``max_size``), which the caller admits the general way. ``decode`` makes the body of each
+    for a batch that takes bodies (``None``: the body as it is, for ``list[bytes]``).
+
+    This is the per-message cost of a batch subscriber (issue 14), so it reads no more than the
+    handler needs: for a handler of bodies alone, only whether a delivery is delayed; for a
+    handler of messages, a *plain* delivery (``envelope.PLAIN``: what a publish without headers
+    carries, nearly every delivery) becomes its ``Message`` straight from its four headers,
+    without an ``Envelope``, and without ``Message.__init__`` (a class call with eleven
+    arguments costs about half again as much as setting the slots). Any other delivery takes
+    ``envelope.read`` and ``envelope.message``. tests/test_batch_admission.py holds both ways
+    equal, attribute by attribute.
+    """
+    deliveries = batch.deliveries
+    take = min(max_size - len(deliveries), len(waiting))
+    add = deliveries.append
+    messages = batch.messages
+    bodies = batch.bodies
+    add_body = bodies.append if bodies is not None else None
+    popleft = waiting.popleft
+    # Each delivery is taken first and handed back (appendleft) where the general way must
+    # take over: one deque operation per admitted delivery instead of a peek and a pop.
+    if messages is None:
+        # A handler of bodies: nothing to read but the delay (``read`` gives due None without
+        # ``unimq-deliver-at``; with it, the general way decides).
+        for _ in range(take):
+            delivery = popleft()
+            if (
+                delivery is None
+                or (revocable and delivery.revoked)  # type: ignore[attr-defined]
+                or _DELIVER_AT in delivery.headers
+            ):
+                waiting.appendleft(delivery)
+                return
+            if add_body is not None:
+                if decode is None:
+                    add_body(delivery.body)
+                else:
+                    try:
+                        add_body(decode(delivery.body))
+                    except DecodeError:
+                        waiting.appendleft(delivery)  # (_admit decodes it again: dead letter)
+                        return
+            add(delivery)
+        return
+    add_message = messages.append
+    new = _new_message
+    id_name, attempt_name, type_name, published_name = PLAIN
+    last_text, last_published = last_stamp()
+    for _ in range(take):
+        delivery = popleft()
+        if delivery is None or (revocable and delivery.revoked):  # type: ignore[attr-defined]
+            waiting.appendleft(delivery)
+            return
+        raw = delivery.headers
+        message_id = None
+        if len(raw) == 4:
+            try:  # (subscripts: a third cheaper than .get here)
+                message_id = raw[id_name]
+                attempt_text = raw[attempt_name]
+                content_type = raw[type_name]
+                published_text = raw[published_name]
+            except KeyError:
+                message_id = None
+        if message_id and attempt_text and content_type and published_text:
+            # Plain: envelope.read's fast path and envelope.message, inline.
+            if published_text != last_text:
+                last_text = published_text
+                last_published = published_stamp(published_text)
+            message = new(Message)
+            message.id = message_id
+            message.topic = delivery.topic
+            message.key = delivery.key
+            message.body = delivery.body
+            message.headers = {}
+            message.attempt = 1 if attempt_text == "1" else parse_attempt(attempt_text)
+            message.group = group
+            message.content_type = content_type
+            message._settler = batch
+            message.published_at = last_published
+            message.due = None
+            message.outcome = None
+        else:
+            env = read(delivery)
+            if env.due is not None:
+                waiting.appendleft(delivery)
+                return
+            message = message_of(delivery, env, group, batch)
+        if add_body is not None:
+            if decode is None:
+                add_body(delivery.body)
+            else:
+                try:
+                    add_body(decode(delivery.body))
+                except DecodeError:
+                    waiting.appendleft(delivery)  # (_admit decodes it again: dead letter)
+                    return
+        add_message(message)
+        add(delivery)
+
+
+_new_message = object.__new__
+_DELIVER_AT = DELIVER_AT
