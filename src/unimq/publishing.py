@@ -53,14 +53,7 @@ class Publisher:
             return
         if self._max_size is not None and len(body) > self._max_size:
             self._too_large(topic, body)
-        headers[h.DELIVER_AT] = str(int(due * 1000))
-        max_delay = self._max_delay
-        if max_delay == 0:
-            raise UnsupportedFeatureError(
-                "this backend cannot delay messages (no native delay); publish without delay"
-            )
-        deliver_at = due if max_delay is None else min(due, self.clock.now() + max_delay)
-        message = OutgoingMessage(topic, body, headers, key, message_id, content_type, deliver_at)
+        message = self._delayed(topic, body, headers, key, message_id, content_type, due)
         if self.middlewares:
             await self._through_middlewares(message, kind)
         else:
@@ -147,17 +140,30 @@ class Publisher:
                 self._too_large(topic, body)
             if due is None:  # the common case
                 continue
-            headers[h.DELIVER_AT] = str(int(due * 1000))
-            max_delay = self._max_delay
-            if max_delay == 0:
-                raise UnsupportedFeatureError(
-                    "this backend cannot delay messages (no native delay); publish without delay"
-                )
-            deliver_at = due if max_delay is None else min(due, self.clock.now() + max_delay)
-            delayed[index] = OutgoingMessage(
-                topic, body, headers, key, message_id, content_type, deliver_at
-            )
+            delayed[index] = self._delayed(topic, body, headers, key, message_id, content_type, due)
         return _OutgoingView(items, delayed)
+
+    def _delayed(
+        self,
+        topic: str,
+        body: bytes,
+        headers: dict[str, str],
+        key: str | None,
+        message_id: str,
+        content_type: str | None,
+        due: float,
+    ) -> OutgoingMessage:
+        """A message due at ``due`` (epoch seconds): ``unimq-deliver-at`` set in ``headers``,
+        ``deliver_at`` capped at the backend's native maximum delay (the consuming pipeline
+        re-hops it until it is due); a backend without native delay refuses it."""
+        headers[h.DELIVER_AT] = str(int(due * 1000))
+        max_delay = self._max_delay
+        if max_delay == 0:
+            raise UnsupportedFeatureError(
+                "this backend cannot delay messages (no native delay); publish without delay"
+            )
+        deliver_at = due if max_delay is None else min(due, self.clock.now() + max_delay)
+        return OutgoingMessage(topic, body, headers, key, message_id, content_type, deliver_at)
 
     async def _through_middlewares(self, message: OutgoingMessage, kind: PublishKind) -> None:
         publish = Publish(kind, message)
