@@ -90,14 +90,7 @@ def preload(bootstrap: str, topic: str, n: int) -> None:
     so the unimq consume runs read what a unimq publisher sends, like the ``memory://`` run,
     and the raw loops read the same records. (Until 2026-12-02 the records had no headers:
     unimq's envelope then took its slow path, the one for other clients' messages.)"""
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": LINGER_MS,
-        }
-    )
+    producer = raw_producer(bootstrap)
     now = time.time()
     for i in range(n):
         headers = envelope.published(None, uuid.uuid4().hex, "application/octet-stream", now)
@@ -113,9 +106,10 @@ def preload(bootstrap: str, topic: str, n: int) -> None:
 # -- produce --------------------------------------------------------------------------------
 
 
-async def produce_raw(bootstrap: str, n: int, window: int) -> float:
-    topic = new_topic(bootstrap, "raw")
-    producer = Producer(
+def raw_producer(bootstrap: str) -> Any:
+    """confluent-kafka as every raw runner (and the pre-load) uses it: durable (``acks=all``,
+    idempotent) with unimq's linger, so the raw and unimq runs wait for the same things."""
+    return Producer(
         {
             "bootstrap.servers": bootstrap,
             "acks": "all",
@@ -123,14 +117,32 @@ async def produce_raw(bootstrap: str, n: int, window: int) -> float:
             "linger.ms": LINGER_MS,
         }
     )
-    producer.produce(topic, PAYLOAD)  # warm-up: metadata, producer id
+
+
+def warmed_up(producer: Any, topic: str) -> Any:
+    """``producer`` after one message to ``topic``: metadata and the producer id fetched before
+    the clock starts."""
+    producer.produce(topic, PAYLOAD)
     producer.flush(30)
+    return producer
+
+
+def error_reports() -> tuple[list[Any], Callable[[Any, Any], None]]:
+    """A delivery-report callback (a plain closure, as a raw-client user writes one) and the
+    list of the errors it was told of."""
     errors: list[Any] = []
 
     def report(error: Any, _message: Any) -> None:
         if error is not None:
             errors.append(error)
 
+    return errors, report
+
+
+async def produce_raw(bootstrap: str, n: int, window: int) -> float:
+    topic = new_topic(bootstrap, "raw")
+    producer = warmed_up(raw_producer(bootstrap), topic)
+    errors, report = error_reports()
     start = stamp()
     for base in range(0, n, window):
         for _ in range(min(window, n - base)):
@@ -145,22 +157,8 @@ async def produce_raw(bootstrap: str, n: int, window: int) -> float:
 async def produce_raw_all(bootstrap: str, n: int, window: int) -> float:
     """The raw client's best case: produce all N, then one flush."""
     topic = new_topic(bootstrap, "raw-all")
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": LINGER_MS,
-        }
-    )
-    producer.produce(topic, PAYLOAD)  # warm-up: metadata, producer id
-    producer.flush(30)
-    errors: list[Any] = []
-
-    def report(error: Any, _message: Any) -> None:
-        if error is not None:
-            errors.append(error)
-
+    producer = warmed_up(raw_producer(bootstrap), topic)
+    errors, report = error_reports()
     start = stamp()
     for _ in range(n):
         producer.produce(topic, PAYLOAD, on_delivery=report)
@@ -180,22 +178,8 @@ async def produce_raw_all_headers(bootstrap: str, n: int, window: int) -> float:
     ``publish_batch`` stamps it. The baseline unimq's own Python is measured against once the
     envelope's cost in librdkafka (about as much as the raw produce itself) is on both sides."""
     topic = new_topic(bootstrap, "raw-all-h")
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": LINGER_MS,
-        }
-    )
-    producer.produce(topic, PAYLOAD)  # warm-up: metadata, producer id
-    producer.flush(30)
-    errors: list[Any] = []
-
-    def report(error: Any, _message: Any) -> None:
-        if error is not None:
-            errors.append(error)
-
+    producer = warmed_up(raw_producer(bootstrap), topic)
+    errors, report = error_reports()
     uuid7 = uuid_utils.uuid7
     start = stamp()
     published_at = str(int(time.time() * 1000))
@@ -235,14 +219,7 @@ async def produce_raw_asyncio(bootstrap: str, n: int, window: int) -> float:
     """The raw client as an asyncio application would use it: a future per message resolved
     from the delivery report (poll thread + call_soon_threadsafe), windows of gather()."""
     topic = new_topic(bootstrap, "raw-aio")
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": LINGER_MS,
-        }
-    )
+    producer = raw_producer(bootstrap)
     loop = asyncio.get_running_loop()
     running = True
 
