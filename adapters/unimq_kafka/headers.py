@@ -38,6 +38,13 @@ def to_wire(headers: Mapping[str, str]) -> Mapping[str, str | bytes]:
     return wire
 
 
+def to_wire_dict(headers: Mapping[str, str]) -> WireHeaders:
+    """:func:`to_wire` as the ``dict`` confluent-kafka's ``produce()`` takes (the same object
+    when ``headers`` is a dict that needed no packing: no per-message copy)."""
+    wire = to_wire(headers)
+    return wire if type(wire) is dict else dict(wire)
+
+
 def from_wire(headers: dict[str, str]) -> dict[str, str]:
     """Restore what :func:`to_wire` packed (in place; returns ``headers``)."""
     packed = headers.pop(PACKED, None)

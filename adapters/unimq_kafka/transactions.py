@@ -30,7 +30,7 @@ from unimq.errors import AuthorizationError, NotConnectedError, PublishError
 from unimq.transport import ConsumeCommitRefused, OutgoingMessage
 
 from .admin import LibrdkafkaLog
-from .headers import to_wire
+from .headers import to_wire_dict
 
 logger = logging.getLogger("unimq.kafka")
 
@@ -175,8 +175,7 @@ class KafkaTransaction:
             raise PublishError("this kafka transaction has ended")
         await self._ensure(message.topic)
         key = message.key.encode() if message.key is not None else None
-        wire = to_wire(message.headers)
-        headers = dict(wire) if wire and type(wire) is not dict else wire
+        headers = to_wire_dict(message.headers)
         while True:
             try:
                 self._producer.produce(message.topic, message.body, key, headers=headers or None)

@@ -31,7 +31,7 @@ from .admin import TopicAdmin
 from .consumer import CONSUMER_DEFAULTS
 from .dead_letters import KafkaDeadLetters, open_dead_letters
 from .delay import TIER_RETENTION_MS, DelayRouter, DelayScheduler, delay_headers
-from .headers import to_wire
+from .headers import to_wire_dict
 from .names import check_topic
 from .options import MAX_MESSAGE_SIZE, MAX_RECORD_BYTES, KafkaSettings, parse_settings
 from .positions import group_spans
@@ -137,9 +137,7 @@ class KafkaTransport:
         key = message.key
         # The dict as it is (the client encodes its text values): no per-message copy here,
         # unless a NUL character needs the headers packed (see headers.py).
-        wire = to_wire(message.headers)
-        if wire and type(wire) is not dict:
-            wire = dict(wire)
+        wire = to_wire_dict(message.headers)
         return producer.send(
             topic, message.body, key.encode() if key is not None else None, wire or None
         )
@@ -160,10 +158,7 @@ class KafkaTransport:
                 headers = delay_headers(message.headers, topic, deliver_at, release)
                 await producer.send(tier, message.body, key, headers)
                 return
-        wire = to_wire(message.headers)
-        if wire and type(wire) is not dict:
-            wire = dict(wire)
-        await producer.send(topic, message.body, key, wire or None)
+        await producer.send(topic, message.body, key, to_wire_dict(message.headers) or None)
 
     async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
         """``SupportsPublishMany``: produce every message in order, then one wait for all the
@@ -182,13 +177,10 @@ class KafkaTransport:
                 continue
             topic, key = message.topic, message.key
             topics.add(topic)
-            wire = to_wire(message.headers)
-            if wire and type(wire) is not dict:
-                wire = dict(wire)
             topics_of.append(topic)
             bodies.append(message.body)
             keys.append(key.encode() if key is not None else None)
-            wires.append(wire)
+            wires.append(to_wire_dict(message.headers))
         for topic in topics:
             if not admin.known(topic):
                 await admin.ensure(topic)
