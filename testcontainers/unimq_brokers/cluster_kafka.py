@@ -32,7 +32,7 @@ import docker
 from docker.errors import DockerException, NotFound
 
 from . import config, probes
-from .containers import FIXTURE_LABEL, LOOPBACK, PID_LABEL, ensure_image
+from .containers import DEDUPE_BUFFER_BYTES, FIXTURE_LABEL, LOOPBACK, PID_LABEL, ensure_image
 from .handle import BrokerUnavailable, wait_until
 
 __all__ = ["KafkaCluster", "cluster_env", "start_kafka_cluster"]
@@ -59,8 +59,17 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _cluster_id() -> str:
-    """A fresh KRaft cluster id (a Kafka ``Uuid``: 16 bytes, URL-safe base64, no padding)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A fresh KRaft cluster id (a Kafka ``Uuid``: 16 bytes, URL-safe base64, no padding).
+
+    Never one that starts with ``-``: the image's ``kafka-storage format -t $CLUSTER_ID`` would
+    read it as an option and every node would exit at start-up ("argument --cluster-id/-t:
+    expected one argument"), one cluster start in 64. Kafka's own ``Uuid.randomUuid()`` skips
+    those ids for the same reason.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def cluster_env(
@@ -103,6 +112,7 @@ def cluster_env(
         "KAFKA_NUM_NETWORK_THREADS": "2",
         "KAFKA_NUM_IO_THREADS": "2",
         "KAFKA_HEAP_OPTS": HEAP,
+        "KAFKA_LOG_CLEANER_DEDUPE_BUFFER_SIZE": str(DEDUPE_BUFFER_BYTES),
     }
     if flavor != "local":
         env["KAFKA_LOG_DIRS"] = "/tmp/kraft-combined-logs"

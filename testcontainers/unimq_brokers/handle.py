@@ -132,6 +132,15 @@ class ExternalBroker(BrokerHandle):
         return proc.stdout
 
 
+class ContainerExited(RuntimeError):
+    """The broker's container stopped before it was ready (the message carries its log tail)."""
+
+
+def _exited(what: str, on_timeout: Callable[[], str] | None) -> ContainerExited:
+    extra = on_timeout() if on_timeout else ""
+    return ContainerExited(f"{what}: the container exited while starting\n{extra}")
+
+
 def wait_until(
     check: Callable[[], bool],
     timeout: float,
@@ -143,11 +152,18 @@ def wait_until(
     """Poll ``check`` until true; return the seconds waited or raise TimeoutError."""
     t0 = time.monotonic()
     while True:
-        if check():
-            return time.monotonic() - t0
+        try:
+            if check():
+                return time.monotonic() - t0
+        except Exception as exc:
+            # A probe that runs inside the container (``docker exec``) fails with docker's raw
+            # "409 ... is not running" once the container has died: report the death, with the
+            # container's log, instead of the probe's traceback.
+            if alive is not None and not alive():
+                raise _exited(what, on_timeout) from exc
+            raise
         if alive is not None and not alive():
-            extra = on_timeout() if on_timeout else ""
-            raise RuntimeError(f"{what}: the container exited while starting\n{extra}")
+            raise _exited(what, on_timeout)
         if time.monotonic() - t0 > timeout:
             extra = on_timeout() if on_timeout else ""
             raise TimeoutError(f"{what}: not ready after {timeout:.0f}s\n{extra}")
