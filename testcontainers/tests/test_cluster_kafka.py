@@ -46,6 +46,9 @@ pytestmark = [pytest.mark.realbroker]
 #: (librdkafka issue 4605; see unimq_kafka.admin._COORDINATOR_REQUEST_SECONDS); the waits
 #: here are bounded with ``result(timeout=...)`` instead.
 COORDINATOR_REQUEST_TIMEOUT = 3600
+#: How long a test waits for a group's coordinator. Right after the previous test's node came
+#: back, under the load of a parallel CI run (load average 11-14), one lookup took over 60 s.
+COORDINATOR_WAIT = 180
 
 TOTAL = 5000
 KEYS = 50
@@ -224,7 +227,7 @@ def _leader_of(cluster: Any, topic: str, partition: int) -> str:
 def _coordinator_of(cluster: Any, group: str) -> str:
     """The node coordinating ``group`` (it exists for a group nobody joined yet)."""
     admin = _admin(cluster)  # referenced until the answer: a dropped client drops its futures
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + COORDINATOR_WAIT
     while True:
         try:
             future = admin.describe_consumer_groups(
@@ -236,6 +239,20 @@ def _coordinator_of(cluster: Any, group: str) -> str:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+        except TimeoutError:
+            warnings_and_errors = {
+                node: [
+                    line
+                    for line in cluster.logs(node, tail=2000).splitlines()
+                    if " WARN " in line or " ERROR " in line or "oordinator" in line
+                ][-15:]
+                for node in cluster.nodes
+            }
+            raise TimeoutError(
+                f"no coordinator for group {group} after {COORDINATOR_WAIT}s; running nodes: "
+                f"{cluster.running()}, under-replicated: {cluster.under_replicated()}; "
+                f"the nodes' last warnings, errors and coordinator lines: {warnings_and_errors}"
+            ) from None
 
 
 def _dead_letters(cluster: Any, topic: str) -> list[int]:

@@ -32,7 +32,7 @@ import docker
 from docker.errors import DockerException, NotFound
 
 from . import config, probes
-from .containers import DEDUPE_BUFFER_BYTES, FIXTURE_LABEL, LOOPBACK, PID_LABEL, ensure_image
+from .containers import FIXTURE_LABEL, LOOPBACK, PID_LABEL, ensure_image
 from .handle import BrokerUnavailable, wait_until
 
 __all__ = ["KafkaCluster", "cluster_env", "start_kafka_cluster"]
@@ -112,7 +112,6 @@ def cluster_env(
         "KAFKA_NUM_NETWORK_THREADS": "2",
         "KAFKA_NUM_IO_THREADS": "2",
         "KAFKA_HEAP_OPTS": HEAP,
-        "KAFKA_LOG_CLEANER_DEDUPE_BUFFER_SIZE": str(DEDUPE_BUFFER_BYTES),
     }
     if flavor != "local":
         env["KAFKA_LOG_DIRS"] = "/tmp/kraft-combined-logs"

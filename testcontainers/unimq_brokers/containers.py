@@ -319,12 +319,6 @@ def start_rabbitmq(
 
 KAFKA_CLUSTER_ID = "5L6g3nShT-eMCtK--X86sw"
 
-#: ``log.cleaner.dedupe.buffer.size`` of every test broker. Kafka's default (128 MiB) is half
-#: of these small heaps, allocated in one piece when the log cleaner starts: a secure broker
-#: died of ``OutOfMemoryError: Java heap space`` right at "Starting the log cleaner" in a CI
-#: rehearsal. The test topics need a few MiB of it at most.
-DEDUPE_BUFFER_BYTES = 16 * 1024 * 1024
-
 
 def kafka_env(host_port: int, flavor: str) -> dict[str, str]:
     """Single-node KRaft configuration in the official image's env-var form
@@ -351,7 +345,6 @@ def kafka_env(host_port: int, flavor: str) -> dict[str, str]:
         "KAFKA_NUM_PARTITIONS": "1",
         "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "true",
         "KAFKA_HEAP_OPTS": "-Xms256m -Xmx256m",
-        "KAFKA_LOG_CLEANER_DEDUPE_BUFFER_SIZE": str(DEDUPE_BUFFER_BYTES),
     }
     if flavor != "local":
         # official image: its default data dir, writable by its non-root user
