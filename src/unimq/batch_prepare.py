@@ -37,10 +37,12 @@ def prepare_bodies(
     topic_checked: bool,
     first_index: int = 0,
     columns: bool = False,
+    kinds: set[type] | None = None,
 ) -> list[Prepared] | BodyBatch:
     """One :data:`~unimq.validation.Prepared` per body (attempt 1, not delayed). An item that
     cannot be encoded raises with its index (``first_index`` + its position) in the message.
-    ``columns``: a :class:`BodyBatch` when every body has the same content type."""
+    ``columns``: a :class:`BodyBatch` when every body has the same content type; ``kinds``,
+    the bodies' types if the caller has them (``publish_batch`` does)."""
     try:
         if not topic_checked:
             check_name(topic, "topic")
@@ -52,7 +54,9 @@ def prepare_bodies(
         raise
     stamp = str(int(now() * 1000))
     if columns:
-        batch = _body_batch(topic, bodies, key, user, stamp, first_index)
+        if kinds is None:
+            kinds = set(map(type, bodies))
+        batch = _body_batch(topic, bodies, key, user, stamp, first_index, kinds)
         if batch is not None:
             return batch
     # One template per content type (a batch of bytes has one): the user's headers first, then
@@ -94,10 +98,12 @@ def _body_batch(
     user: dict[str, str],
     stamp: str,
     first_index: int,
+    kinds: set[type],
 ) -> BodyBatch | None:
     """``bodies`` as a :class:`BodyBatch`, or ``None`` when they have more than one content
-    type (the caller then builds the items one by one). Bytes alone are checked in C."""
-    if set(map(type, bodies)) == {bytes}:  # the common case: nothing to encode
+    type (the caller then builds the items one by one). ``kinds`` is the set of the bodies'
+    types (made in C): bytes alone need no per-item look at all."""
+    if kinds == {bytes}:  # the common case: nothing to encode
         payloads, content_type = list(bodies), h.BINARY
     else:
         payloads = []

@@ -526,7 +526,8 @@ class Broker:
             ]
         items = items if isinstance(items, (list, tuple)) else list(items)
         # The item types once, in C: no Outgoing (or subclass) among them means plain bodies.
-        plain = not any(issubclass(kind, Outgoing) for kind in set(map(type, items)))
+        kinds = set(map(type, items))
+        plain = not any(issubclass(kind, Outgoing) for kind in kinds)
         prepared: list[Prepared] = []
         if plain:  # bodies only: topic, key and headers are checked once (see batch_prepare)
             publisher = self.publisher
@@ -538,6 +539,7 @@ class Broker:
                 self.clock.now,
                 topic is self._checked_topic,
                 columns=publisher.takes_columns,
+                kinds=kinds,
             )
             self._checked_topic = topic
             if isinstance(batch, BodyBatch):  # columns all the way (SupportsPublishBodies)
