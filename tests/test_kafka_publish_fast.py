@@ -478,3 +478,22 @@ async def test_a_body_batch_allocates_one_tracked_object_per_item() -> None:
     assert await asyncio.wait_for(task, 5) == [None] * count
     threshold = gc.get_threshold()[0]
     assert len(young) <= 1.3 * count / threshold + 3, (len(young), count / threshold)
+
+
+async def test_a_body_batch_too_large_names_its_first_large_item_and_sends_nothing() -> None:
+    """The column path checks every body's size before anything is sent, and names the first
+    body too large, as the per-item check of the general path does."""
+    from unimq.batch_prepare import prepare_bodies
+    from unimq.errors import MessageTooLargeError
+
+    client = _WireClient()
+    publisher = _kafka_publisher(client)
+    limit = publisher._max_size
+    assert limit is not None
+    bodies = [b"a", b"b" * (limit + 1), b"c" * (limit + 2)]
+    batch = prepare_bodies("t", bodies, None, None, SystemClock().now, False, columns=True)
+    with pytest.raises(MessageTooLargeError, match=f"is {limit + 1} bytes"):
+        await publisher.send_batch(batch)
+    with pytest.raises(MessageTooLargeError, match=f"is {limit + 1} bytes"):
+        await publisher.send_batch(list(batch))
+    assert client.calls == 0
