@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
+from itertools import repeat
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
@@ -16,7 +17,7 @@ import uuid_utils
 from . import envelope, transactions, validation
 from . import rewind as rewind_
 from .batch import BatchPolicy, Outgoing, PublishBatchError
-from .batch_prepare import prepare_bodies
+from .batch_prepare import BodyBatch, prepare_bodies
 from .clock import Clock, SystemClock
 from .delivery.host import Middleware
 from .delivery.runtime import PipelineContext, SubscriberRuntime
@@ -45,6 +46,7 @@ from .transport import (
     TransportContext,
 )
 from .url import BrokerURL, option_secrets, scrub
+from .validation import Prepared
 
 if TYPE_CHECKING:
     from .message import Message
@@ -523,13 +525,26 @@ class Broker:
                 for item in items
             ]
         items = items if isinstance(items, (list, tuple)) else list(items)
-        plain = not any(isinstance(item, Outgoing) for item in items)
-        prepared = []
+        # The item types once, in C: no Outgoing (or subclass) among them means plain bodies.
+        kinds = set(map(type, items))
+        plain = not any(issubclass(kind, Outgoing) for kind in kinds)
+        prepared: list[Prepared] = []
         if plain:  # bodies only: topic, key and headers are checked once (see batch_prepare)
-            prepared = prepare_bodies(
-                topic, items, key, headers, self.clock.now, topic is self._checked_topic
+            publisher = self.publisher
+            batch = prepare_bodies(
+                topic,
+                items,
+                key,
+                headers,
+                self.clock.now,
+                topic is self._checked_topic,
+                columns=publisher.takes_columns,
+                kinds=kinds,
             )
             self._checked_topic = topic
+            if isinstance(batch, BodyBatch):  # columns all the way (SupportsPublishBodies)
+                return _body_receipts(batch, await publisher.send_batch(batch))
+            prepared = batch
         for index, item in enumerate(() if plain else items):
             try:
                 if isinstance(item, Outgoing):
@@ -705,6 +720,26 @@ class Broker:
     def __repr__(self) -> str:
         state = "running" if self._running else ("connected" if self._connected else "idle")
         return f"<Broker {self.url.redacted()} {state} subscribers={len(self._router.subscribers)}>"
+
+
+def _body_receipts(batch: BodyBatch, results: list[BaseException | None]) -> list[PublishReceipt]:
+    """``publish_batch``'s receipts for a :class:`BodyBatch`, built after the wait from its id
+    column (no tuple per item kept alive during it). All confirmed, the common case: one
+    ``map`` in C. Otherwise :class:`PublishBatchError` names exactly the unconfirmed items,
+    with a receipt for each confirmed one, as the general path raises it."""
+    topic, ids = batch.topic, batch.ids
+    make = tuple.__new__  # PublishReceipt without its Python-level __new__
+    if results.count(None) == len(ids):
+        return list(map(make, repeat(PublishReceipt), zip(ids, repeat(topic), repeat(None))))
+    receipts: list[PublishReceipt | None] = []
+    failures: dict[int, BaseException] = {}
+    for index, (result, message_id) in enumerate(zip(results, ids, strict=True)):
+        if result is None:
+            receipts.append(make(PublishReceipt, (message_id, topic, None)))
+        else:
+            failures[index] = result
+            receipts.append(None)
+    raise PublishBatchError(failures, receipts)
 
 
 async def _quietly(awaitable: Any) -> None:

@@ -13,10 +13,11 @@ from itertools import starmap
 from typing import overload
 
 from . import headers as h
+from .batch_prepare import BodyBatch
 from .clock import Clock
 from .errors import MessageTooLargeError, UnsupportedFeatureError
 from .instrumentation import Publish, PublishKind, PublishMiddleware, PublishNext
-from .transport import OutgoingMessage, SupportsPublishMany, Transport
+from .transport import OutgoingMessage, SupportsPublishBodies, SupportsPublishMany, Transport
 from .validation import Prepared
 
 logger = logging.getLogger("unimq.publish")
@@ -81,18 +82,30 @@ class Publisher:
             return self._through_middlewares(message, kind)
         return self.transport.publish(message)
 
+    @property
+    def takes_columns(self) -> bool:
+        """Whether :meth:`send_batch` hands a :class:`BodyBatch` to the transport as it is
+        (``SupportsPublishBodies``, no publish middleware, which must see each message):
+        ``publish_batch`` then builds one (``prepare_bodies(columns=True)``)."""
+        return isinstance(self.transport, SupportsPublishBodies) and not self.middlewares
+
     async def send_batch(
         self,
-        items: Sequence[Prepared],
+        items: Sequence[Prepared] | BodyBatch,
     ) -> list[BaseException | None]:
         """``publish_batch``'s way out: items as ``prepare_publish`` builds them (topic, body,
         headers, key, id, content type, due); per item ``None`` (durable) or its error.
+
+        A :class:`BodyBatch` goes to a ``SupportsPublishBodies`` transport as its columns (each
+        body's size checked first, as for any item); elsewhere it is read as its items.
 
         A transport with ``publish_many`` gets them in one call (unless a publish middleware
         must see each message). Otherwise they go out concurrently, except that the items of
         one key go one after another: concurrent sends may overtake each other on the way (a
         client's thread pool), and a key's order is the order of the items."""
         transport = self.transport
+        if type(items) is BodyBatch and self.takes_columns:
+            return await self._send_columns(items)
         if isinstance(transport, SupportsPublishMany) and not self.middlewares:
             return await transport.publish_many(self._outgoing(items))
         chains: dict[str, list[int]] = {}
@@ -128,6 +141,20 @@ class Publisher:
 
         await asyncio.gather(*(one(i) for i in alone), *(chain(c) for c in chains.values()))
         return results
+
+    async def _send_columns(self, batch: BodyBatch) -> list[BaseException | None]:
+        """``send_batch`` of a :class:`BodyBatch` to a ``SupportsPublishBodies`` transport."""
+        bodies = batch.bodies
+        max_size = self._max_size
+        if max_size is not None and bodies and max(map(len, bodies)) > max_size:
+            for body in bodies:  # the first one too large, as the per-item check names it
+                if len(body) > max_size:
+                    self._too_large(batch.topic, body)
+        transport = self.transport
+        assert isinstance(transport, SupportsPublishBodies)
+        return await transport.publish_bodies(
+            batch.topic, bodies, batch.key, batch.headers, h.ID, batch.ids
+        )
 
     def _outgoing(self, items: Sequence[Prepared]) -> _OutgoingView:
         """Check every item's size and work out the delayed ones' ``deliver_at`` now (before

@@ -194,6 +194,34 @@ class SupportsPublishMany(Protocol):
 
 
 @runtime_checkable
+class SupportsPublishBodies(Protocol):
+    """Optional on a :class:`Transport`: ``publish_batch``'s common case as columns.
+
+    A batch of plain bodies shares its topic, key and headers; only the body and the id differ
+    per item. ``Broker.publish_batch`` hands such a batch over in one call (when no publish
+    middleware is installed) instead of an :class:`OutgoingMessage` and a headers ``dict`` per
+    item, so a transport that feeds a batching client (librdkafka) can build its wire headers
+    once and swap in each item's id. Capability-free: without it the batch goes through
+    ``publish_many`` or one ``publish`` per item, with the same records on the wire.
+    """
+
+    async def publish_bodies(
+        self,
+        topic: str,
+        bodies: Sequence[bytes],
+        key: str | None,
+        headers: Mapping[str, str],
+        id_header: str,
+        ids: Sequence[str],
+    ) -> list[BaseException | None]:
+        """Publish one message per body, in order, durably: item ``i`` carries ``headers`` with
+        ``headers[id_header]`` replaced by ``ids[i]`` (the header keeps its place), the same
+        records ``publish_many`` would send. Returns, per item, ``None`` (durable) or its error;
+        raises only when nothing could be attempted (not connected)."""
+        ...
+
+
+@runtime_checkable
 class SupportsAckMany(Protocol):
     """Optional on a :class:`Delivery` class: acknowledge many deliveries in one call.
 
