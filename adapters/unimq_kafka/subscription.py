@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Mapping, Sequence
-from itertools import groupby, repeat
-from operator import attrgetter
+from itertools import repeat
 from typing import Any
 
 from .consumer import ConsumerThread, Gate
@@ -161,20 +160,18 @@ class KafkaDelivery(KafkaRecord):
                     raise TypeError(f"{kind.__name__} belongs to no subscription")
                 await kind.ack_many(group)
             return
-        # The per-delivery work in C where it can be: a batch is acked once, so nothing in it
-        # is settled yet (one any() over it), and its deliveries come in runs of a partition
-        # (groupby, the offsets of a run by map).
-        if any(map(_SETTLED, deliveries)):
-            deliveries = [delivery for delivery in deliveries if not delivery._settled]
-        for delivery in deliveries:
-            delivery._settled = True
         by_state: dict[PartitionOffsets, list[int]] = {}
-        for state, run in groupby(deliveries, _STATE):
-            offsets = by_state.get(state)
-            if offsets is None:
-                by_state[state] = list(map(_OFFSET, run))
-            else:
-                offsets.extend(map(_OFFSET, run))
+        last: PartitionOffsets | None = None
+        offsets: list[int] = []
+        for delivery in deliveries:
+            if delivery._settled:
+                continue
+            delivery._settled = True
+            state = delivery._state
+            if state is not last:
+                last = state
+                offsets = by_state.setdefault(state, [])
+            offsets.append(delivery._offset)
         if by_state:
             tracker.ack_many(by_state)
 
@@ -200,9 +197,6 @@ class KafkaDelivery(KafkaRecord):
 
 _new = object.__new__
 _popleft = deque.popleft
-_SETTLED = attrgetter("_settled")
-_STATE = attrgetter("_state")
-_OFFSET = attrgetter("_offset")
 
 
 def delivery_class(tracker: OffsetTracker, source: ConsumerThread | None) -> type[KafkaDelivery]:
