@@ -119,3 +119,43 @@ async def test_acking_again_changes_nothing() -> None:
     await make.ack_many(handed[:2])
     state = tracker._parts[("t", 0)]
     assert (state.commit_point, state.in_flight) == (2, 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(0, 3), max_size=30),
+    st.sets(st.integers(0, 3)),
+    st.booleans(),
+)
+def test_take_many_counts_per_partition_and_drops_revoked_ones(
+    partitions: list[int], revoked: set[int], interleave_revocation: bool
+) -> None:
+    """``take_many`` counts a batch per partition (one ``Counter`` in C, a few additions under
+    the lock): the deliveries of revoked partitions are dropped, in order, and only the
+    others count as in flight; with nothing revoked it hands back the batch itself (no
+    copy, no Python step per delivery)."""
+    tracker = OffsetTracker()
+    tracker.assign([("t", p) for p in range(4)])
+    make = delivery_class(tracker, None)
+    next_offset = dict.fromkeys(range(4), 0)
+    messages = []
+    for partition in partitions:
+        messages.append(
+            confluent_kafka.Message(
+                topic="t", partition=partition, offset=next_offset[partition], value=b"v"
+            )
+        )
+        next_offset[partition] += 1
+    with tracker.lock:
+        handed = tracker.handed_locked(messages, make)
+    if interleave_revocation:
+        tracker.begin_revoke([("t", p) for p in revoked])
+    taken = tracker.take_many(handed)
+    gone = revoked if interleave_revocation else set()
+    assert taken == [d for d in handed if d._state.tp[1] not in gone]
+    if not gone & set(partitions):
+        assert taken is handed
+    for partition in range(4):
+        state = tracker._parts[("t", partition)]
+        expected = 0 if partition in gone else partitions.count(partition)
+        assert state.in_flight == expected

@@ -126,3 +126,20 @@ async def test_a_worker_cancelled_after_its_wake_hands_the_wake_on() -> None:
     assert got == [0], "the delivery waited for a wake that the cancelled worker took"
     await subscription.stop()
     await asyncio.gather(survivor)
+
+
+async def test_receive_many_hands_out_in_order_whatever_it_is_asked_for() -> None:
+    """``receive_many`` takes part of the loop's queue (``max_n`` below what waits) or all of
+    it, and the deliveries come out in offset order, each once, every one taken (in flight)."""
+    subscription = _subscription(prefetch=10)
+    _arrive(subscription, 25)
+    offsets: list[int] = []
+    for max_n in (4, 100, 1, 3, 100, 100, 100):
+        batch = await subscription.receive_many(max_n)
+        assert 1 <= len(batch) <= max_n
+        offsets.extend(delivery._offset for delivery in batch)
+        if len(offsets) == 25:
+            break
+    assert offsets == list(range(25))
+    assert subscription._tracker._parts[("t", 0)].in_flight == 25
+    await subscription.stop()

@@ -28,6 +28,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from itertools import repeat
+from operator import methodcaller
 from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
@@ -59,6 +61,10 @@ _NO_LEADER_YET = {
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
 }
+_ERROR = methodcaller("error")
+_TOPIC = methodcaller("topic")
+_PARTITION = methodcaller("partition")
+_popleft = deque.popleft
 _COMMIT_EVERY = 0.05
 _BACKLOG_PAUSE_AFTER = 1.0
 _MAX_BATCH = 1000
@@ -262,6 +268,9 @@ class ConsumerThread:
         if not messages:
             return
         if self._gate is None and not self._held:  # the common case, kept short
+            if self._all_assigned(messages):
+                self._ready.extend(messages)
+                return
             assigned = self._assigned
             append = self._ready.append
             for message in messages:
@@ -277,6 +286,19 @@ class ConsumerThread:
                 self._accept(message)
             else:
                 self._log_error(error)
+
+    def _all_assigned(self, messages: list[Any]) -> bool:
+        """True when every one of ``messages`` is a record (no error) of a partition assigned
+        here: the common case, told in C (``map`` over the messages' methods, two small sets)
+        instead of a Python step per message. False means "look at each"."""
+        if any(map(_ERROR, messages)):
+            return False
+        topics = set(map(_TOPIC, messages))
+        if len(topics) != 1:
+            return False  # (a subscription of several topics: each is looked at)
+        [topic] = topics
+        assigned = self._assigned
+        return all((topic, partition) in assigned for partition in set(map(_PARTITION, messages)))
 
     def _log_error(self, error: Any) -> None:
         if error.code() in AUTHORIZATION_CODES:  # ACLs changed under a running consumer
@@ -334,8 +356,7 @@ class ConsumerThread:
         tracker = self._tracker
         with tracker.lock:  # against _forget: a revoked partition's messages never leave
             # popleft only (the thread appends meanwhile, on the other end)
-            popleft = ready.popleft
-            messages = [popleft() for _ in range(min(room, len(ready)))]
+            messages = list(map(_popleft, repeat(ready, min(room, len(ready)))))
             batch = tracker.handed_locked(messages, make)
         if self.wants_wake:
             self.wants_wake = False

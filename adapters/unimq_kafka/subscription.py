@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 from .consumer import ConsumerThread, Gate
-from .offsets import OffsetTracker, PartitionOffsets
-from .record import KafkaRecord, decode_headers
+from .headers import PACKED, from_wire
+from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
+from .record import KafkaRecord, decode_headers, decode_key
 
 READ_AHEAD = 500
 
@@ -34,29 +36,101 @@ class KafkaDelivery(KafkaRecord):
     partition's state, and a batch's ``ack_many`` (called per class by the core) needs no
     grouping by consumer."""
 
-    # What the core reads of every delivery is read from the record once, here, into plain
-    # attributes (they shadow KafkaRecord's properties): one Python call per message instead
-    # of one per attribute read.
-    __slots__ = ("_settled", "_state", "body", "headers", "key", "topic")
+    # What the core reads of every delivery is read from the record once, when it is handed
+    # out (:meth:`hand_out`), into plain attributes (they shadow KafkaRecord's properties):
+    # one Python call per message instead of one per attribute read. ``_offset`` keeps the
+    # offset the tracker was told, so acks need no call into the record.
+    __slots__ = ("_offset", "_settled", "_state", "body", "headers", "key", "topic")
 
     _tracker: OffsetTracker | None = None
     _source: ConsumerThread | None = None
 
     def __init__(self, message: Any, state: PartitionOffsets) -> None:
+        # (hand_out builds deliveries without this call; kept for a delivery made alone)
         self._message = message
         self._headers = None  # (KafkaRecord's cache; unused here)
         self._state = state
+        self._offset = message.offset()
         self._settled = False
         self.topic: str = state.tp[0]
         value = message.value()
         self.body: bytes = value if value is not None else b""
         key = message.key()
-        self.key: str | None = None if key is None else key.decode("utf-8", "replace")
+        self.key: str | None = None if key is None else decode_key(key)
         self.headers: dict[str, str] = decode_headers(message.headers())
+
+    @classmethod
+    def hand_out(
+        cls, messages: list[Any], parts: Mapping[TopicPartition, PartitionOffsets]
+    ) -> list[KafkaDelivery]:
+        """The deliveries of ``messages`` (consumed records, in offset order within a
+        partition) whose partitions are in ``parts``, each registered there as handed out;
+        the tracker's lock is held by the caller (:meth:`OffsetTracker.handed_locked`).
+
+        The per-record cost of the whole consume path sits here, so it is one loop: the
+        partition's state is looked up once per run of records of one partition (as
+        librdkafka's fetches hand them out), a delivery's slots are set without an
+        ``__init__`` call, and the headers of a plain unimq publish (exactly four, valid
+        UTF-8) are decoded inline; anything else goes through :func:`.record.decode_headers`
+        (tests/test_kafka_delivery.py holds both ways equal to it)."""
+        out: list[KafkaDelivery] = []
+        add = out.append
+        new = _new
+        last_topic: str | None = None
+        last_partition = -1
+        state: PartitionOffsets | None = None
+        hand = None
+        for message in messages:
+            partition = message.partition()
+            topic = message.topic()
+            if partition != last_partition or topic != last_topic:
+                last_topic, last_partition = topic, partition
+                state = parts.get((topic, partition))
+                hand = state.handed.append if state is not None else None
+            if hand is None:
+                continue  # not assigned (any more): not ours to hand out
+            offset = message.offset()
+            hand(offset)
+            delivery = new(cls)
+            delivery._message = message
+            delivery._state = state  # type: ignore[assignment]
+            delivery._offset = offset
+            delivery._settled = False
+            delivery.topic = topic
+            value = message.value()
+            delivery.body = value if value is not None else b""
+            key = message.key()
+            if key is None:
+                delivery.key = None
+            else:
+                try:
+                    delivery.key = key.decode()
+                except UnicodeDecodeError:
+                    delivery.key = key.decode("utf-8", "replace")
+            raw = message.headers()
+            if raw is not None and len(raw) == 4:
+                try:
+                    (a, a_value), (b, b_value), (c, c_value), (d, d_value) = raw
+                    headers = {
+                        a: a_value.decode(),
+                        b: b_value.decode(),
+                        c: c_value.decode(),
+                        d: d_value.decode(),
+                    }
+                except (AttributeError, UnicodeDecodeError):
+                    headers = decode_headers(raw)
+                else:
+                    if PACKED in headers:
+                        from_wire(headers)
+                delivery.headers = headers
+            else:
+                delivery.headers = decode_headers(raw)
+            add(delivery)
+        return out
 
     @property
     def native_id(self) -> str:
-        return f"{self.topic}/{self._state.tp[1]}/{self._message.offset()}"
+        return f"{self.topic}/{self._state.tp[1]}/{self._offset}"
 
     def group_metadata(self) -> Any:
         """The consumer group metadata of the consumer that read this delivery (what a
@@ -69,14 +143,14 @@ class KafkaDelivery(KafkaRecord):
     async def ack(self) -> None:
         if not self._settled:
             self._settled = True
-            self._tracker.ack(self._state, self._message.offset())  # type: ignore[union-attr]
+            self._tracker.ack(self._state, self._offset)  # type: ignore[union-attr]
 
     @classmethod
     async def ack_many(cls, deliveries: Sequence[KafkaDelivery]) -> None:
         """``SupportsAckMany``: a batch's acks, grouped by partition, under one tracker lock;
         each delivery is acked at most once, as by ``ack``."""
         tracker = cls._tracker
-        if tracker is None or not all(type(d) is cls for d in deliveries):
+        if tracker is None or set(map(type, deliveries)) != {cls}:
             # Not one subscription's class (the core groups by class, so not from it).
             groups: dict[type[KafkaDelivery], list[KafkaDelivery]] = {}
             for delivery in deliveries:
@@ -97,7 +171,7 @@ class KafkaDelivery(KafkaRecord):
             if state is not last:
                 last = state
                 offsets = by_state.setdefault(state, [])
-            offsets.append(delivery._message.offset())
+            offsets.append(delivery._offset)
         if by_state:
             tracker.ack_many(by_state)
 
@@ -119,6 +193,10 @@ class KafkaDelivery(KafkaRecord):
             self._settled = True
             self._tracker.drop(state)  # type: ignore[union-attr]
         return True
+
+
+_new = object.__new__
+_popleft = deque.popleft
 
 
 def delivery_class(tracker: OffsetTracker, source: ConsumerThread | None) -> type[KafkaDelivery]:
@@ -253,14 +331,17 @@ class KafkaSubscription:
 
     async def receive(self) -> KafkaDelivery | None:
         ready = self._ready
-        tracker = self._tracker
+        lock = self._tracker.lock
         while not self._stopped:
             if ready or self._refill_now():
                 delivery = ready.popleft()
                 if ready and not self._woken and self._waiters:
                     self._wake()  # the next worker, for what is left (see _wake)
-                if tracker.take(delivery._state):
-                    return delivery
+                state = delivery._state
+                with lock:  # OffsetTracker.take, inline (once per message)
+                    if not state.revoked:
+                        state.in_flight += 1
+                        return delivery
                 continue
             await self._wait()
         return None
@@ -288,8 +369,11 @@ class KafkaSubscription:
         ready = self._ready
         while not self._stopped:
             if ready or self._refill_now():
-                popleft = ready.popleft
-                batch = [popleft() for _ in range(min(max_n, len(ready)))]
+                if max_n >= len(ready):  # (the loop's own queue: nothing else touches it)
+                    batch = list(ready)
+                    ready.clear()
+                else:
+                    batch = list(map(_popleft, repeat(ready, max_n)))
                 if ready and not self._woken and self._waiters:
                     self._wake()
                 taken: list[KafkaDelivery] = self._tracker.take_many(batch)
