@@ -24,7 +24,7 @@ from typing import Any
 from .consumer import ConsumerThread, Gate
 from .headers import PACKED, from_wire
 from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
-from .record import KafkaRecord, decode_headers, decode_key
+from .record import KafkaRecord, decode_headers
 
 READ_AHEAD = 500
 
@@ -37,27 +37,14 @@ class KafkaDelivery(KafkaRecord):
     grouping by consumer."""
 
     # What the core reads of every delivery is read from the record once, when it is handed
-    # out (:meth:`hand_out`), into plain attributes (they shadow KafkaRecord's properties):
-    # one Python call per message instead of one per attribute read. ``_offset`` keeps the
+    # out (:meth:`hand_out`, the only way a delivery is made), into plain attributes (they
+    # shadow KafkaRecord's properties): one Python call per message instead of one per
+    # attribute read. ``_offset`` keeps the
     # offset the tracker was told, so acks need no call into the record.
     __slots__ = ("_offset", "_settled", "_state", "body", "headers", "key", "topic")
 
     _tracker: OffsetTracker | None = None
     _source: ConsumerThread | None = None
-
-    def __init__(self, message: Any, state: PartitionOffsets) -> None:
-        # (hand_out builds deliveries without this call; kept for a delivery made alone)
-        self._message = message
-        self._headers = None  # (KafkaRecord's cache; unused here)
-        self._state = state
-        self._offset = message.offset()
-        self._settled = False
-        self.topic: str = state.tp[0]
-        value = message.value()
-        self.body: bytes = value if value is not None else b""
-        key = message.key()
-        self.key: str | None = None if key is None else decode_key(key)
-        self.headers: dict[str, str] = decode_headers(message.headers())
 
     @classmethod
     def hand_out(
