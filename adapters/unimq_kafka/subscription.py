@@ -43,6 +43,14 @@ class KafkaDelivery(KafkaRecord):
     # offset the tracker was told, so acks need no call into the record.
     __slots__ = ("_offset", "_settled", "_state", "body", "headers", "key", "topic")
 
+    _state: PartitionOffsets
+    _offset: int
+    _settled: bool
+    topic: str
+    body: bytes
+    key: str | None
+    headers: dict[str, str]
+
     _tracker: OffsetTracker | None = None
     _source: ConsumerThread | None = None
 
