@@ -59,11 +59,10 @@ def prepare_bodies(
         batch = _body_batch(topic, bodies, key, user, stamp, first_index, kinds)
         if batch is not None:
             return batch
-    # One template per content type (a batch of bytes has one): the user's headers first, then
-    # the bookkeeping in the order envelope.published writes it.
+    # One template per content type (a batch of bytes has one).
     templates: dict[str, dict[str, str]] = {}
     uuid7 = uuid_utils.uuid7
-    ID, ATTEMPT, CONTENT_TYPE, PUBLISHED_AT = h.ID, h.ATTEMPT, h.CONTENT_TYPE, h.PUBLISHED_AT
+    ID = h.ID
     prepared: list[Prepared] = []
     append = prepared.append
     for index, body in enumerate(bodies):
@@ -77,18 +76,25 @@ def prepare_bodies(
                 raise
         template = templates.get(content_type)
         if template is None:
-            template = templates[content_type] = {
-                **user,
-                ID: "",
-                ATTEMPT: "1",
-                CONTENT_TYPE: content_type,
-                PUBLISHED_AT: stamp,
-            }
+            template = templates[content_type] = _template(user, content_type, stamp)
         message_id = str(uuid7())
         wire = template.copy()
         wire[ID] = message_id
         append((topic, payload, wire, key, message_id, content_type, None))
     return prepared
+
+
+def _template(user: dict[str, str], content_type: str, stamp: str) -> dict[str, str]:
+    """The headers of every item of one content type, as ``prepare_publish`` writes them: the
+    user's first, then the bookkeeping in the order ``envelope.published`` writes it. The
+    ``unimq-id`` value is a placeholder: each item gets its own."""
+    return {
+        **user,
+        h.ID: "",
+        h.ATTEMPT: "1",
+        h.CONTENT_TYPE: content_type,
+        h.PUBLISHED_AT: stamp,
+    }
 
 
 def _body_batch(
@@ -121,14 +127,7 @@ def _body_batch(
             payloads.append(payload)
         if not payloads:
             return None
-    # The headers prepare_publish writes, in its order; ID's value is each item's own.
-    headers = {
-        **user,
-        h.ID: "",
-        h.ATTEMPT: "1",
-        h.CONTENT_TYPE: content_type,
-        h.PUBLISHED_AT: stamp,
-    }
+    headers = _template(user, content_type, stamp)
     uuid7 = uuid_utils.uuid7
     ids = [str(uuid7()) for _ in payloads]
     return BodyBatch(topic, payloads, key, headers, ids, content_type)
