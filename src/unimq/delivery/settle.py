@@ -93,6 +93,20 @@ class Settlement:
         message = self.message = envelope.message(self.delivery, self.envelope, group, self)
         return message
 
+    def close(self) -> None:
+        """Drop the pipeline's references to the handler's :class:`Message` and arguments,
+        once the pipeline is done with this delivery.
+
+        The message refers back to this settlement (it settles through it, also later: a
+        manual ``ack()`` after the handler returned still lands here), so while this object
+        holds the message, the delivery's objects form a reference cycle that only the cyclic
+        garbage collector frees: five objects per message, the collector's young generation
+        filled every ~140 messages and the freed memory cold by the time it is reused. Broken
+        here, reference counting frees them as soon as the handler lets go of the message.
+        """
+        self.message = None
+        self.kwargs = _NO_ARGUMENTS
+
     @property
     def settled(self) -> bool:
         """Settled, or being settled: a later outcome or call changes nothing."""

@@ -114,6 +114,7 @@ def build(runtime: Host) -> Handle:
                 return
             await settlement.carry_out(success)
         finally:
+            settlement.close()
             if token is not None:
                 current.reset(token)  # type: ignore[union-attr]
 
