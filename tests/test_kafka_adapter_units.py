@@ -59,8 +59,7 @@ def _deliveries(tracker: OffsetTracker, count: int) -> list[KafkaDelivery]:
             ],
             delivery_class(tracker, None),
         )
-    for delivery in deliveries:
-        assert tracker.take(delivery._state)
+    assert tracker.take_many(deliveries) == deliveries
     return deliveries
 
 

@@ -4,6 +4,7 @@ sessions) says of the same record: body, key, headers (packed ones unpacked), to
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ pytest.importorskip("confluent_kafka")
 import confluent_kafka
 from unimq_kafka import subscription
 from unimq_kafka.headers import PACKED, from_wire, to_wire
-from unimq_kafka.offsets import OffsetTracker
+from unimq_kafka.offsets import OffsetTracker, PartitionOffsets
 from unimq_kafka.record import KafkaRecord, decode_headers
 from unimq_kafka.subscription import delivery_class
 
@@ -156,12 +157,30 @@ def _interleaved(draw: Any) -> list[tuple[str, int, int]]:
     return out
 
 
+class _OneByOne:
+    """The reference way to hand records out, one at a time (what ``OffsetTracker`` did before
+    the delivery class's ``hand_out`` took over): each record of an assigned partition has its
+    offset registered and is paired with its partition's state."""
+
+    @staticmethod
+    def hand_out(
+        messages: list[Any], parts: Mapping[tuple[str, int], PartitionOffsets]
+    ) -> list[tuple[Any, PartitionOffsets]]:
+        out = []
+        for message in messages:
+            state = parts.get((message.topic(), message.partition()))
+            if state is not None:
+                state.handed.append(message.offset())
+                out.append((message, state))
+        return out
+
+
 @given(_interleaved(), st.sets(st.tuples(st.sampled_from(["t", "u"]), st.integers(0, 2))))
 def test_hand_out_hands_out_what_the_general_way_does(
     records: list[tuple[str, int, int]], assigned: set[tuple[str, int]]
 ) -> None:
     """A subscription's delivery class hands a batch out in one loop (one state look-up per
-    run of a partition); the generic ``make(message, state)`` way must agree: same records,
+    run of a partition); the one-at-a-time reference way must agree: same records,
     same order, same states, same offsets registered per partition."""
     messages = [
         confluent_kafka.Message(topic=t, partition=p, offset=o, value=b"v") for t, p, o in records
@@ -172,7 +191,7 @@ def test_hand_out_hands_out_what_the_general_way_does(
     with fast.lock:
         handed = fast.handed_locked(messages, delivery_class(fast, None))
     with general.lock:
-        pairs = general.handed_locked(messages, lambda message, state: (message, state))
+        pairs = general.handed_locked(messages, _OneByOne())
     assert [d._message for d in handed] == [m for m, _ in pairs]
     assert [d._state.tp for d in handed] == [s.tp for _, s in pairs]
     assert [d._offset for d in handed] == [m.offset() for m, _ in pairs]

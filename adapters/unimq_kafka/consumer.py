@@ -36,7 +36,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from .errors import AUTHORIZATION_CODES, ErrorLog, LibrdkafkaLog
-from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
+from .offsets import HandsOut, OffsetTracker, TopicPartition
 
 logger = logging.getLogger("unimq.kafka")
 T = TypeVar("T")
@@ -346,10 +346,10 @@ class ConsumerThread:
     def has_ready(self) -> bool:
         return bool(self._ready)
 
-    def take(self, room: int, make: Callable[[Any, PartitionOffsets], T]) -> list[T]:
-        """Called by the event loop: up to ``room`` read messages, as ``make(message, state)``
-        with their partition's state, registered as handed out (in offset order within a
-        partition)."""
+    def take(self, room: int, deliveries: HandsOut[T]) -> list[T]:
+        """Called by the event loop: up to ``room`` read messages, as ``deliveries`` hands them
+        out (:meth:`.offsets.OffsetTracker.handed_locked`), registered as handed out (in offset
+        order within a partition)."""
         ready = self._ready
         if not ready or room <= 0:
             return []
@@ -357,7 +357,7 @@ class ConsumerThread:
         with tracker.lock:  # against _forget: a revoked partition's messages never leave
             # popleft only (the thread appends meanwhile, on the other end)
             messages = list(map(_popleft, repeat(ready, min(room, len(ready)))))
-            batch = tracker.handed_locked(messages, make)
+            batch = tracker.handed_locked(messages, deliveries)
         if self.wants_wake:
             self.wants_wake = False
             self.wake.set()

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from itertools import islice
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 TopicPartition = tuple[str, int]
 T = TypeVar("T")
@@ -64,6 +64,15 @@ def _advance(state: PartitionOffsets) -> None:
         state.commit_point = last + 1
 
 
+class HandsOut(Protocol[T]):
+    """What hands a batch of consumed records out as deliveries: a subscription's delivery
+    class (``subscription.delivery_class``)."""
+
+    def hand_out(
+        self, messages: list[Any], parts: Mapping[TopicPartition, PartitionOffsets]
+    ) -> list[T]: ...
+
+
 class OffsetTracker:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -77,39 +86,13 @@ class OffsetTracker:
                     old.revoked = old.released = True
                 self._parts[tp] = PartitionOffsets(tp)
 
-    def handed_locked(
-        self, messages: list[Any], make: Callable[[Any, PartitionOffsets], T]
-    ) -> list[T]:
+    def handed_locked(self, messages: list[Any], deliveries: HandsOut[T]) -> list[T]:
         """Hand out a batch of consumed messages (in offset order within a partition), ``lock``
-        held by the caller: ``make(message, state)`` for those of assigned partitions. A
-        ``make`` with a ``hand_out(messages, parts)`` (a subscription's delivery class,
-        ``subscription.KafkaDelivery.hand_out``) does the whole batch in one call instead."""
-        hand_out = getattr(make, "hand_out", None)
-        if hand_out is not None:
-            return hand_out(messages, self._parts)  # type: ignore[no-any-return]
-        out: list[T] = []
-        add = out.append
-        parts = self._parts
-        last: TopicPartition | None = None
-        state: PartitionOffsets | None = None
-        hand = None
-        for message in messages:
-            tp = (message.topic(), message.partition())
-            if tp != last:
-                last, state = tp, parts.get(tp)
-                hand = state.handed.append if state is not None else None
-            if hand is not None:
-                hand(message.offset())
-                add(make(message, state))  # type: ignore[arg-type]
-        return out
-
-    def take(self, state: PartitionOffsets) -> bool:
-        """A worker takes a delivery; False if its partition was revoked meanwhile (drop it)."""
-        with self.lock:
-            if state.revoked:
-                return False
-            state.in_flight += 1
-            return True
+        held by the caller: ``deliveries.hand_out`` makes the deliveries of those of assigned
+        partitions and registers their offsets as handed out, the whole batch in one call
+        (``subscription.KafkaDelivery.hand_out``: one loop, a partition's state looked up once
+        per run of its records)."""
+        return deliveries.hand_out(messages, self._parts)
 
     def take_many(self, deliveries: list[Any]) -> list[Any]:
         """``take`` for a batch (each item has ``_state``), under one lock: the deliveries of

@@ -333,7 +333,7 @@ class KafkaSubscription:
                 if ready and not self._woken and self._waiters:
                     self._wake()  # the next worker, for what is left (see _wake)
                 state = delivery._state
-                with lock:  # OffsetTracker.take, inline (once per message)
+                with lock:  # take_many for one (inline: once per message)
                     if not state.revoked:
                         state.in_flight += 1
                         return delivery
