@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from unimq import BatchPolicy, Broker, Message, RetryPolicy, fixed
+from unimq import BatchFailed, BatchPolicy, Broker, Message, RetryPolicy, fixed
 from unimq.delivery.settle import Settlement
 
 pytestmark = pytest.mark.timeout(60)
@@ -110,8 +110,70 @@ def batches(broker: Broker, seen: Callable[[Message], None]) -> None:
             seen(message)
 
 
+def idempotent_batches(broker: Broker, seen: Callable[[Message], None]) -> None:
+    """Idempotent: a Settlement per message (the general way)."""
+
+    @broker.subscriber(
+        "t", group="g", idempotent=True, batch=BatchPolicy(max_size=16, max_wait=0.01)
+    )
+    async def handle(messages: list[Message]) -> None:
+        for message in messages:
+            seen(message)
+
+
+def partly_failing_batches(broker: Broker, seen: Callable[[Message], None]) -> None:
+    """``BatchFailed`` for the odd places of a batch on a first attempt: the failed messages'
+    Settlements send retry copies, the others are acked together."""
+
+    @broker.subscriber(
+        "t",
+        group="g",
+        retry=RetryPolicy(max_attempts=2, backoff=fixed(0)),
+        batch=BatchPolicy(max_size=16, max_wait=0.01),
+    )
+    async def handle(messages: list[Message]) -> None:
+        failed = {i: RuntimeError("odd") for i, m in enumerate(messages) if m.attempt == i % 2}
+        for index, message in enumerate(messages):
+            if index not in failed:
+                seen(message)
+        if failed:
+            raise BatchFailed(failed)
+
+
+def ordered_batches_retried_in_place(broker: Broker, seen: Callable[[Message], None]) -> None:
+    """Ordered: a failed batch is retried in place, its Settlements carried to the next round
+    (where each message's attempt must still count up)."""
+
+    @broker.subscriber(
+        "t",
+        group="g",
+        ordered=True,
+        retry=RetryPolicy(max_attempts=3, backoff=fixed(0)),
+        batch=BatchPolicy(max_size=16, max_wait=0.01),
+    )
+    async def handle(messages: list[Message]) -> None:
+        if messages[0].attempt == 1:
+            raise RuntimeError("first attempt")
+        assert all(m.attempt == 2 for m in messages)
+        for message in messages:
+            seen(message)
+
+
 @pytest.mark.parametrize(
-    "setup", [plain, manual_ack, with_middleware, idempotent, ordered, of_bodies, failing, batches]
+    "setup",
+    [
+        plain,
+        manual_ack,
+        with_middleware,
+        idempotent,
+        ordered,
+        of_bodies,
+        failing,
+        batches,
+        idempotent_batches,
+        partly_failing_batches,
+        ordered_batches_retried_in_place,
+    ],
 )
 async def test_a_handled_message_is_freed_by_reference_counting(
     setup: Setup, no_collector: None

@@ -116,6 +116,13 @@ class Batch:
         self.bodies = None
         self._index = None
 
+    def close_settlements(self) -> None:
+        """The batch's pipeline is done: its Settlements let go of their messages
+        (:meth:`Settlement.close`), ending each Settlement <-> Message cycle. Safe for
+        ``ack="manual"`` too: a message settles through its Settlement, which it still holds."""
+        for settlement in self.settlements.values():
+            settlement.close()
+
     # -- the Settler of the batch's messages (a message not yet with a Settlement of its own)
 
     def _find(self, message: Message) -> Settlement | None:

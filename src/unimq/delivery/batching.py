@@ -312,6 +312,7 @@ class Batches:
         runtime = self.runtime
         size = len(batch)
         runtime.in_flight += size
+        rounds = [batch]
         try:
             if runtime.throttle is not None and not await runtime.throttle.admit(
                 size, lambda seconds: self._pause(seconds, batch.deliveries)
@@ -320,6 +321,8 @@ class Batches:
             current: Batch | None = batch
             while current is not None:  # more than one round: retried in place
                 current = await self._round(current)
+                if current is not None:
+                    rounds.append(current)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -327,6 +330,8 @@ class Batches:
                 "unexpected error in the batch pipeline of %r", runtime.subscriber.topic
             )
         finally:
+            for each in rounds:  # (only now: a round retried in place carries its Settlements)
+                each.close_settlements()
             if self.success is ACK:  # (ack="manual": its messages may be settled later still)
                 batch.close()
             runtime.in_flight -= size
