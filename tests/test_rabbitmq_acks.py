@@ -13,12 +13,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pamqp.commands import Basic
 from pamqp.frame import unmarshal
 from unimq_rabbitmq import acks
 from unimq_rabbitmq.acks import AckBatcher
+from unimq_rabbitmq.transport import RabbitMQDelivery
+
+from unimq.delivery.settle import ack_deliveries
 
 
 class FakeChannel:
@@ -118,3 +122,88 @@ def test_acks_behind_a_delivery_never_acked_go_one_by_one_and_stop_counting() ->
         acks.MAX_PARKED = limit
     assert frames == 9
     assert gave_up
+
+
+# -- RabbitMQDelivery.ack_many: a batch subscriber's batch acked in one call ----------------
+
+
+def _deliveries(batcher: AckBatcher, count: int) -> list[RabbitMQDelivery]:
+    out = []
+    for tag in range(1, count + 1):
+        batcher.delivered(tag)
+        properties = Basic.Properties(headers={}, message_id=f"m{tag}")
+        out.append(RabbitMQDelivery(b"body", properties, "t", batcher, tag))
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_ack_many_acks_each_delivery_once_as_ack_does(data: st.DataObject) -> None:
+    """However single acks and ``ack_many`` calls (with repeats, in any order) mix, the frames
+    settle exactly the deliveries acked, none twice (a second ack of a tag would close the
+    channel with PRECONDITION_FAILED: ``settle`` fails on it)."""
+    count = data.draw(st.integers(1, 30))
+
+    async def scenario() -> set[int]:
+        channel = FakeChannel()
+        batcher = AckBatcher(channel, track=data.draw(st.booleans()))
+        deliveries = _deliveries(batcher, count)
+        unacked = set(range(1, count + 1))
+        settled: set[int] = set()
+        for _ in range(data.draw(st.integers(1, 4))):
+            if data.draw(st.booleans()):
+                await data.draw(st.sampled_from(deliveries)).ack()
+            else:
+                picked = data.draw(st.lists(st.sampled_from(deliveries), max_size=count * 2))
+                await RabbitMQDelivery.ack_many(picked)
+            await asyncio.sleep(0)  # the end-of-turn flush
+            settled |= settle(unacked, written_acks(channel))
+        expected = {d._tag for d in deliveries if d._acks is None}
+        assert settled == expected
+        return settled
+
+    asyncio.run(scenario())
+
+
+def test_ack_many_of_a_whole_batch_is_one_frame() -> None:
+    async def scenario() -> int:
+        channel = FakeChannel()
+        batcher = AckBatcher(channel, track=True)
+        await RabbitMQDelivery.ack_many(_deliveries(batcher, 256))
+        await asyncio.sleep(0)
+        return len(written_acks(channel))
+
+    assert asyncio.run(scenario()) == 1
+
+
+def test_ack_many_on_a_closed_channel_logs_and_leaves_them_to_redelivery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As ``ack``: the channel is gone, RabbitMQ redelivers; nothing raises into the batch."""
+
+    async def scenario() -> None:
+        channel = FakeChannel()
+        batcher = AckBatcher(channel, track=True)
+        deliveries = _deliveries(batcher, 3)
+        channel.is_closed = True
+        await RabbitMQDelivery.ack_many(deliveries)
+
+    asyncio.run(scenario())
+    assert caplog.text.count("RabbitMQ will redeliver it") == 3
+
+
+def test_the_core_acks_a_rabbitmq_batch_in_one_step() -> None:
+    """The core's batch path (``settle.ack_deliveries``) leaves nothing to settle one by one:
+    on the old code, without ``ack_many``, every delivery of a RabbitMQ batch came back to get
+    a ``Settlement`` of its own."""
+
+    async def scenario() -> tuple[list[Any], int]:
+        channel = FakeChannel()
+        batcher = AckBatcher(channel, track=True)
+        left = await ack_deliveries(_deliveries(batcher, 64))
+        await asyncio.sleep(0)
+        return left, len(written_acks(channel))
+
+    left, frames = asyncio.run(scenario())
+    assert left == []
+    assert frames == 1

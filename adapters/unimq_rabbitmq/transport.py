@@ -109,6 +109,19 @@ class RabbitMQDelivery:
         return channel is not None and bool(channel.is_closed)
 
     async def ack(self) -> None:
+        self._queue_ack()
+
+    @classmethod
+    async def ack_many(cls, deliveries: Sequence[RabbitMQDelivery]) -> None:
+        """``ack`` of each, in one call (:class:`unimq.transport.SupportsAckMany`). An ack only
+        queues its tag on the channel's batcher, so this is what ``ack`` does, without an
+        awaited call per delivery; more to the point, a batch subscriber's batch is then acked
+        in one step, with no ``Settlement`` per message (before, the core settled each message
+        of a RabbitMQ batch on its own, as for any delivery class without ``ack_many``)."""
+        for delivery in deliveries:
+            delivery._queue_ack()
+
+    def _queue_ack(self) -> None:
         acks, tag = self._acks, self._tag
         if acks is None or tag is None:
             return
