@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from unimq.transport import SubscriptionSpec
@@ -88,6 +88,14 @@ class RocketMQDelivery(codec.Received):
             logger.warning("ack of %s on %r failed: %s", self.native_id, self.topic, exc)
         finally:
             self._subscription.settled(self)
+
+    @classmethod
+    async def ack_many(cls, deliveries: Sequence[RocketMQDelivery]) -> None:
+        """``ack`` of each, concurrently (:class:`unimq.transport.SupportsAckMany`). An ack is
+        a round trip to the broker; without this the core acked a batch subscriber's batch one
+        awaited ack after the other (a Settlement each), so a batch of 256 waited for 256 round
+        trips in a row. Each ack still logs its own failure and never raises."""
+        await asyncio.gather(*[delivery.ack() for delivery in deliveries])
 
     async def release(self, delay: int) -> None:
         """Give the message back to the broker (visible again after ``delay`` seconds)."""
