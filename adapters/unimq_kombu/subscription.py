@@ -17,7 +17,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from unimq.transport import SubscriptionSpec
@@ -58,6 +58,15 @@ class KombuDelivery:
             return
         self._done = True
         await self._owner.settle(self)
+
+    @classmethod
+    async def ack_many(cls, deliveries: Sequence[KombuDelivery]) -> None:
+        """``ack`` of each (:class:`unimq.transport.SupportsAckMany`): an ack only queues the
+        message for the connection thread's next flush (one pipelined round trip on Redis),
+        so this is what ``ack`` does, and it spares the core a ``Settlement`` per message of
+        a batch that succeeded."""
+        for delivery in deliveries:
+            await delivery.ack()
 
 
 def native_id(message: Any) -> str:
