@@ -312,7 +312,6 @@ class Batches:
         runtime = self.runtime
         size = len(batch)
         runtime.in_flight += size
-        rounds = [batch]
         try:
             if runtime.throttle is not None and not await runtime.throttle.admit(
                 size, lambda seconds: self._pause(seconds, batch.deliveries)
@@ -321,8 +320,6 @@ class Batches:
             current: Batch | None = batch
             while current is not None:  # more than one round: retried in place
                 current = await self._round(current)
-                if current is not None:
-                    rounds.append(current)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -330,8 +327,9 @@ class Batches:
                 "unexpected error in the batch pipeline of %r", runtime.subscriber.topic
             )
         finally:
-            for each in rounds:  # (only now: a round retried in place carries its Settlements)
-                each.close_settlements()
+            # Only now: a round retried in place carries its Settlements on. A later round
+            # (Batch.again) holds none but the first round's, so closing those closes all.
+            batch.close_settlements()
             if self.success is ACK:  # (ack="manual": its messages may be settled later still)
                 batch.close()
             runtime.in_flight -= size
