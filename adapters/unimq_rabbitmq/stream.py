@@ -34,6 +34,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 from pamqp.commands import Basic
 
+from . import inline
 from .acks import AckBatcher
 from .stream_position import GroupLock, OffsetStore, Positions
 from .transport import RabbitMQDelivery, RabbitMQSubscription
@@ -87,9 +88,10 @@ class StreamSubscription(RabbitMQSubscription):
         channel: AbstractChannel,
         queue: AbstractQueue,
         topic: str,
+        prefetch: int,
         connection: AbstractConnection,
     ) -> None:
-        super().__init__(channel, queue, topic)
+        super().__init__(channel, queue, topic, prefetch)
         self._connection = connection
         self._lock = GroupLock(queue.name)
         self._store = OffsetStore(queue.name)
@@ -153,13 +155,14 @@ class StreamSubscription(RabbitMQSubscription):
         self._acks = AckBatcher(underlay, track=True)
         positions = self._positions
         start = positions.next if positions is not None else None
-        ok = await underlay.basic_consume(
+        tag = await inline.consume(
+            underlay,
             self._queue.name,
-            self._deliver,
-            no_ack=False,
+            self._delivered,
+            prefetch=self._prefetch,
             arguments={OFFSET_HEADER: "first" if start is None else start},
         )
-        self._underlay, self._consumer_tag = underlay, ok.consumer_tag
+        self._underlay, self._consumer_tag = underlay, tag
 
     async def _resume(self, _channel: Any) -> None:
         """After a reconnect: the lock went with the old connection; win it again (or wait)."""
@@ -173,12 +176,12 @@ class StreamSubscription(RabbitMQSubscription):
         except Exception as exc:
             logger.error("could not resume reading %s: %s", self._queue.name, exc)
 
-    async def _deliver(self, message: aiormq.abc.DeliveredMessage) -> None:
+    def _delivered(self, message: aiormq.abc.DeliveredMessage) -> None:
         positions = self._positions
         offset = stream_offset(message.header.properties)
         if positions is not None and offset is not None and message.channel is self._underlay:
             positions.delivered(offset)
-        await super()._deliver(message)
+        super()._delivered(message)
 
     def _delivery(self, message: aiormq.abc.DeliveredMessage) -> RabbitMQDelivery:
         return StreamDelivery(

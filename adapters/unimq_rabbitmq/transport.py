@@ -42,7 +42,7 @@ from unimq.slots import Slots
 from unimq.transport import Capabilities, OutgoingMessage, SubscriptionSpec, TransportContext
 from unimq.url import BrokerURL
 
-from . import confirms, failures, nodes, topology, wire_headers
+from . import confirms, failures, inline, nodes, topology, wire_headers
 from .acks import AckBatcher
 from .confirms import ConfirmBatcher
 from .options import RabbitMQOptions
@@ -143,10 +143,13 @@ class RabbitMQSubscription:
     out before a reconnect fail to ack (logged) and RabbitMQ redelivers them.
     """
 
-    def __init__(self, channel: AbstractChannel, queue: AbstractQueue, topic: str) -> None:
+    def __init__(
+        self, channel: AbstractChannel, queue: AbstractQueue, topic: str, prefetch: int
+    ) -> None:
         self._channel = channel
         self._queue = queue
         self._topic = topic
+        self._prefetch = prefetch  # the channel's QoS
         self._inbox: asyncio.Queue[aiormq.abc.DeliveredMessage | None] = asyncio.Queue()
         self._underlay: aiormq.abc.AbstractChannel | None = None
         self._acks: AckBatcher | None = None
@@ -163,8 +166,10 @@ class RabbitMQSubscription:
         underlay = await self._channel.get_underlay_channel()
         # Before the first delivery can arrive; told of every delivery (multiple acks).
         self._acks = AckBatcher(underlay, track=True)
-        ok = await underlay.basic_consume(self._queue.name, self._deliver, no_ack=False)
-        self._underlay, self._consumer_tag = underlay, ok.consumer_tag
+        tag = await inline.consume(
+            underlay, self._queue.name, self._delivered, prefetch=self._prefetch
+        )
+        self._underlay, self._consumer_tag = underlay, tag
 
     async def _resume(self, _channel: Any) -> None:
         if self._stopped:
@@ -175,7 +180,8 @@ class RabbitMQSubscription:
         except Exception as exc:
             logger.error("could not resume consuming %s: %s", self._queue.name, exc)
 
-    async def _deliver(self, message: aiormq.abc.DeliveredMessage) -> None:
+    def _delivered(self, message: aiormq.abc.DeliveredMessage) -> None:
+        """Called by the channel's reader for each delivery, in order (:mod:`.inline`)."""
         acks = self._acks
         if acks is not None and acks.channel is message.channel:
             acks.delivered(message.delivery.delivery_tag)  # type: ignore[union-attr,arg-type]
@@ -244,6 +250,8 @@ class RabbitMQSubscription:
                 await underlay.basic_cancel(tag)
             except Exception as exc:
                 logger.debug("cancelling consumer on %s: %s", self._queue.name, exc)
+        if underlay is not None and tag is not None:
+            inline.forget(underlay, tag)
         self._inbox.put_nowait(None)
 
     async def close(self) -> None:
@@ -641,8 +649,8 @@ class RabbitMQTransport:
             from .stream import StreamSubscription  # that module builds on this one
 
             assert self._connection is not None
-            return StreamSubscription(channel, queue, spec.topic, self._connection)
-        return RabbitMQSubscription(channel, queue, spec.topic)
+            return StreamSubscription(channel, queue, spec.topic, spec.prefetch, self._connection)
+        return RabbitMQSubscription(channel, queue, spec.topic, spec.prefetch)
 
     async def declare_topic(self, topic: str) -> None:
         channel = self._publish_channel
