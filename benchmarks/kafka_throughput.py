@@ -17,6 +17,10 @@ the wall-clock one: on a shared machine the wall clock mostly measures the sched
 runs the named runners alone (comma-separated); ``--consume-only`` skips produce,
 ``--produce-only`` skips consume.
 
+The consume report ends with **ceilings**: the three consume ratios an adapter that cost
+nothing would reach, from the same run's CPU medians (the raw loop reading value, key and
+headers plus unimq's core on ``memory://``, per-message and batch; see :func:`ceilings`).
+
 Broker: ``--bootstrap host:port``, or a container started through the real-broker fixtures
 (``testcontainers/unimq_brokers``). FastStream (``pip install "faststream[kafka,confluent]"``)
 is skipped if missing. Figures are reported, never asserted.
@@ -452,6 +456,31 @@ async def consume_memory(bootstrap: str, n: int, window: int) -> float:
         return stamp() - start
 
 
+async def consume_memory_batch(bootstrap: str, n: int, window: int) -> float:
+    """The batch subscriber of :func:`consume_unimq_batch` on ``memory://``, N messages queued
+    first: what unimq's core costs a batch subscriber without a broker adapter."""
+    broker = Broker("memory://")
+    done = asyncio.Event()
+    seen = 0
+    start = 0.0
+
+    @broker.subscriber("bench", group="g", batch=BatchPolicy(max_size=BATCH, max_wait=0.05))
+    async def handle(messages: list[Message]) -> None:
+        nonlocal seen, start
+        if not seen:
+            start = stamp()
+        seen += len(messages)
+        if seen >= n:
+            done.set()
+
+    async with broker:
+        for _ in range(n):
+            await broker.publish("bench", PAYLOAD)
+        await asyncio.wait_for(done.wait(), 300)
+        await broker.drain(timeout=60)
+        return stamp() - start
+
+
 def faststream_consumer(module: str, cap: int) -> Runner:
     async def run(bootstrap: str, n: int, window: int) -> float:
         n = min(n, cap)  # a commit per message: slow; the rate (msg/s) is what is compared
@@ -591,6 +620,33 @@ def acceptance(
                 f"  {text:52s} {ratio:5.2f}x  (target >= {target}x: {verdict})"
                 f"   CPU {cpu_ratio:5.2f}x"
             )
+    ceilings(consume_cpu)
+
+
+def ceilings(cpu: dict[str, float]) -> None:
+    """The consume ratios an adapter that cost nothing would reach, from this run's CPU
+    medians: a unimq subscriber on Kafka does at least what the raw consume loop reading each
+    record's value, key and headers does (the client's fetching and its records; unimq's
+    envelope is in the headers) plus what unimq's core does on ``memory://`` for the same
+    subscriber, so its CPU per message is at least the sum of the two. The bound is in CPU
+    (the wall clock can do a little better where librdkafka's threads run beside the loop on
+    another core)."""
+    us = {name: 1e6 / rate for name, rate in cpu.items()}
+    if not {"raw confluent-kafka", "unimq memory://", "unimq memory:// batch"} <= us.keys():
+        return
+    raw, core = us["raw confluent-kafka"], us["unimq memory://"]
+    core_batch = us["unimq memory:// batch"]
+    # What a record costs the client at least: with the fields unimq reads of every record
+    # (its envelope is in the headers) where that loop ran.
+    read = us.get("raw + value/key/headers", raw)
+    bounds = [
+        ("per-message consume / unimq on memory://", core / (core + read)),
+        ("batch consume / raw consume loop", raw / (read + core_batch)),
+        ("batch consume / raw loop reading value, key, headers", read / (read + core_batch)),
+    ]
+    print("\nceilings: the same ratios with an adapter that cost nothing (CPU; see ceilings())")
+    for text, bound in bounds:
+        print(f"  {text:52s} {bound:5.2f}x")
 
 
 async def main() -> None:
@@ -649,6 +705,7 @@ async def main() -> None:
             "unimq": consume_unimq,
             "unimq batch": consume_unimq_batch,
             "unimq memory://": consume_memory,
+            "unimq memory:// batch": consume_memory_batch,
         }
         names = {"confluent": "FastStream confluent", "kafka": "FastStream aiokafka"}
         cap = args.faststream_consume_messages
