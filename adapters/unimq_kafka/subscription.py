@@ -16,6 +16,7 @@ never races the new one, which re-reads it from the committed offset.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
 from itertools import repeat
@@ -27,6 +28,10 @@ from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
 from .record import KafkaRecord, decode_headers
 
 READ_AHEAD = 500
+#: How long ``close`` waits for the consumer thread to leave the group and exit.
+CLOSE_TIMEOUT = 30.0
+
+logger = logging.getLogger("unimq.kafka")
 
 
 class KafkaDelivery(KafkaRecord):
@@ -394,4 +399,15 @@ class KafkaSubscription:
             return
         self._closed = True
         self._thread.close()
-        await asyncio.to_thread(self._thread.done.wait)
+        # Bounded: librdkafka's consumer close can block without end (seen in CI right after
+        # a broker restart, rd_kafka_consumer_close waiting on its queue), and an unbounded
+        # wait then held the application's shutdown, and its default executor, forever. The
+        # thread is a daemon; its offsets were committed before the close (ConsumerThread.
+        # _shutdown), so giving up on the close loses nothing but the clean group leave.
+        if not await asyncio.to_thread(self._thread.done.wait, CLOSE_TIMEOUT):
+            logger.warning(
+                "kafka consumer of %s did not close within %.0fs; leaving it behind "
+                "(its group sees it leave after session.timeout.ms)",
+                ", ".join(self.topics),
+                CLOSE_TIMEOUT,
+            )
