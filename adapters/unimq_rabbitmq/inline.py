@@ -3,9 +3,7 @@
 Why: aiormq runs every consumer callback in a task of its own (``Channel._on_deliver_frame``
 ends in ``create_task(consumer(message))``, with a done callback and its future store's
 book-keeping). A subscription's callback only notes the delivery tag and puts the message in
-its inbox, so that task cost more than the work it carried: on the 2-core benchmark machine,
-consuming through the task took 90-94 CPU µs per message and 62-66 µs without it (issue 14,
-``benchmarks/rabbitmq_batch_throughput.py``; the figures are in benchmarks/README.md).
+its inbox, so that task cost more than the work it carried.
 
 :func:`consume` starts a consumer whose callback is a plain function. On that channel only, the
 channel object's ``_on_deliver_frame`` is replaced by an :class:`InlineDeliveries`, which reads
@@ -22,8 +20,9 @@ three messages until the channel's reader task had caught up, a future and two t
 each time, and a stop that holds up every channel of the connection. A consuming channel never
 holds more than its prefetch of unacked deliveries, so a queue of three frames per delivery
 (plus a margin) is as bounded as before and never makes the reader wait for a message that
-fits in the prefetch. Consumed through the task and the bound of 10, the benchmark above took
-65-94 CPU µs per message; with both changes, 47-54 µs.
+fits in the prefetch. Together the two changes took the client's CPU per consumed message on
+the 2-core benchmark machine from 65-100 µs to 47-59 µs (issue 14; docs/backends/rabbitmq.md and
+benchmarks/README.md have the runs).
 
 This leans on three aiormq internals, checked by tests/test_rabbitmq_inline.py against the
 installed aiormq: ``Channel._reader`` awaits ``self._on_deliver_frame(frame)`` for each
@@ -92,12 +91,17 @@ class InlineDeliveries:
             logger.exception("consumer callback failed")
 
 
+def _installed(channel: Any) -> InlineDeliveries | None:
+    installed = getattr(channel, "_on_deliver_frame", None)
+    return installed if isinstance(installed, InlineDeliveries) else None
+
+
 def deliveries(channel: Any) -> InlineDeliveries:
     """The :class:`InlineDeliveries` of an aiormq channel, installed on first use."""
-    installed = getattr(channel, "_on_deliver_frame", None)
-    if isinstance(installed, InlineDeliveries):
+    installed = _installed(channel)
+    if installed is not None:
         return installed
-    inline = InlineDeliveries(channel, installed)  # type: ignore[arg-type]
+    inline = InlineDeliveries(channel, channel._on_deliver_frame)
     channel._on_deliver_frame = inline
     return inline
 
@@ -151,6 +155,6 @@ async def consume(
 
 def forget(channel: Any, tag: str) -> None:
     """Unregister a consumer (cancelled); a no-op where it is not registered."""
-    installed = getattr(channel, "_on_deliver_frame", None)
-    if isinstance(installed, InlineDeliveries):
+    installed = _installed(channel)
+    if installed is not None:
         installed.consumers.pop(tag, None)
