@@ -20,7 +20,10 @@ runs the named runners alone (comma-separated); ``--consume-only`` skips produce
 The report ends with **ceilings**: the ratios an adapter that cost nothing would reach, from
 the same run's CPU medians (raw produce-all with the envelope's headers for ``publish_batch``;
 the raw loop reading value, key and headers plus unimq's core on ``memory://``, per-message
-and batch, for the consume lines; see :func:`ceilings`).
+and batch, for the consume lines; see :func:`ceilings`), and the ratio of that reading loop to
+the plain one: what any subscriber of unimq's envelope reaches with a free adapter *and* a free
+core. Batch subscribers run twice: with a handler of ``list[Message]`` and with one of
+``list[bytes]`` (no Message per record, the cheapest batch handler unimq has).
 
 Broker: ``--bootstrap host:port``, or a container started through the real-broker fixtures
 (``testcontainers/unimq_brokers``). FastStream (``pip install "faststream[kafka,confluent]"``)
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import statistics
@@ -57,6 +61,9 @@ PARTITIONS = 3
 LINGER_MS = 5
 CONCURRENCY = 64  # unimq subscriber concurrency for the consume run
 BATCH = 500  # unimq batch subscriber: max_size
+
+#: The raw loop that also reads each record's value, key and headers (unimq's envelope).
+READ = "raw + value/key/headers"
 
 Runner = Callable[[str, int, int], Awaitable[float]]  # bootstrap, n, window -> seconds
 
@@ -404,9 +411,12 @@ async def consume_unimq(bootstrap: str, n: int, window: int) -> float:
         return stamp() - start
 
 
-async def consume_unimq_batch(bootstrap: str, n: int, window: int) -> float:
+async def consume_unimq_batch(
+    bootstrap: str, n: int, window: int, *, bodies: bool = False
+) -> float:
     """A batch subscriber: ``BatchPolicy(max_size=BATCH, max_wait=0.05)``, the handler takes
-    ``list[Message]``; clock from the first batch to the N-th message acked."""
+    ``list[Message]`` (``bodies``: ``list[bytes]``, the cheapest batch handler unimq has: no
+    Message per record); clock from the first batch to the N-th message acked."""
     topic = new_topic(bootstrap, "unimq-bc")
     await asyncio.to_thread(preload, bootstrap, topic, n)
     broker = Broker(f"kafka://{bootstrap}")
@@ -414,18 +424,25 @@ async def consume_unimq_batch(bootstrap: str, n: int, window: int) -> float:
     seen = 0
     start = 0.0
 
-    @broker.subscriber(
-        topic,
-        group=f"bench-{uuid.uuid4().hex[:8]}",
-        batch=BatchPolicy(max_size=BATCH, max_wait=0.05),
-    )
-    async def handle(messages: list[Message]) -> None:
+    def count(size: int) -> None:
         nonlocal seen, start
         if not seen:
             start = stamp()
-        seen += len(messages)
+        seen += size
         if seen >= n:
             done.set()
+
+    async def handle(messages: list[Message]) -> None:
+        count(len(messages))
+
+    async def handle_bodies(items: list[bytes]) -> None:
+        count(len(items))
+
+    broker.subscriber(
+        topic,
+        group=f"bench-{uuid.uuid4().hex[:8]}",
+        batch=BatchPolicy(max_size=BATCH, max_wait=0.05),
+    )(handle_bodies if bodies else handle)
 
     async with broker:
         await asyncio.wait_for(done.wait(), 300)
@@ -457,7 +474,9 @@ async def consume_memory(bootstrap: str, n: int, window: int) -> float:
         return stamp() - start
 
 
-async def consume_memory_batch(bootstrap: str, n: int, window: int) -> float:
+async def consume_memory_batch(
+    bootstrap: str, n: int, window: int, *, bodies: bool = False
+) -> float:
     """The batch subscriber of :func:`consume_unimq_batch` on ``memory://``, N messages queued
     first: what unimq's core costs a batch subscriber without a broker adapter."""
     broker = Broker("memory://")
@@ -465,14 +484,23 @@ async def consume_memory_batch(bootstrap: str, n: int, window: int) -> float:
     seen = 0
     start = 0.0
 
-    @broker.subscriber("bench", group="g", batch=BatchPolicy(max_size=BATCH, max_wait=0.05))
-    async def handle(messages: list[Message]) -> None:
+    def count(size: int) -> None:
         nonlocal seen, start
         if not seen:
             start = stamp()
-        seen += len(messages)
+        seen += size
         if seen >= n:
             done.set()
+
+    async def handle(messages: list[Message]) -> None:
+        count(len(messages))
+
+    async def handle_bodies(items: list[bytes]) -> None:
+        count(len(items))
+
+    broker.subscriber("bench", group="g", batch=BatchPolicy(max_size=BATCH, max_wait=0.05))(
+        handle_bodies if bodies else handle
+    )
 
     async with broker:
         for _ in range(n):
@@ -603,7 +631,13 @@ def acceptance(
         (
             "batch consume / raw loop reading value, key, headers",
             "unimq batch",
-            "raw + value/key/headers",
+            READ,
+            0.5,
+        ),
+        (
+            "batch consume, list[bytes] / raw consume loop",
+            "unimq batch list[bytes]",
+            "raw confluent-kafka",
             0.5,
         ),
         ("per-message consume / unimq on memory://", "unimq", "unimq memory://", 0.8),
@@ -655,7 +689,7 @@ def consume_ceilings(us: dict[str, float]) -> list[tuple[str, float]]:
     core_batch = us["unimq memory:// batch"]
     # What a record costs the client at least: with the fields unimq reads of every record
     # (its envelope is in the headers) where that loop ran.
-    read = us.get("raw + value/key/headers")
+    read = us.get(READ)
     floor = raw if read is None else read
     bounds = [
         ("per-message consume / unimq on memory://", core / (core + floor)),
@@ -664,6 +698,13 @@ def consume_ceilings(us: dict[str, float]) -> list[tuple[str, float]]:
     if read is not None:  # (without that runner there is no such line to bound)
         bounds.append(
             ("batch consume / raw loop reading value, key, headers", read / (read + core_batch))
+        )
+        # With unimq's core free as well: the raw client alone, reading the envelope.
+        bounds.append(("any subscriber of the envelope / raw consume loop", raw / read))
+    core_bodies = us.get("unimq memory:// batch list[bytes]")
+    if core_bodies is not None:
+        bounds.append(
+            ("batch consume, list[bytes] / raw consume loop", raw / (floor + core_bodies))
         )
     return bounds
 
@@ -719,12 +760,16 @@ async def main() -> None:
         }
         consumers: dict[str, Runner] = {
             "raw confluent-kafka": consume_raw,
-            "raw + value/key/headers": consume_raw_read,
+            READ: consume_raw_read,
             "raw (async handler)": consume_raw_asyncio,
             "unimq": consume_unimq,
             "unimq batch": consume_unimq_batch,
             "unimq memory://": consume_memory,
             "unimq memory:// batch": consume_memory_batch,
+            "unimq batch list[bytes]": functools.partial(consume_unimq_batch, bodies=True),
+            "unimq memory:// batch list[bytes]": functools.partial(
+                consume_memory_batch, bodies=True
+            ),
         }
         names = {"confluent": "FastStream confluent", "kafka": "FastStream aiokafka"}
         cap = args.faststream_consume_messages
