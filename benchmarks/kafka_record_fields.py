@@ -1,15 +1,23 @@
-"""What reading one consumed Kafka record costs in confluent-kafka, field by field.
+"""What unimq's envelope costs confluent-kafka itself, per record, before unimq runs any code.
 
-unimq's envelope (id, attempt, content type, published-at: DESIGN.md §3) travels in each
-record's headers, so every unimq subscriber reads ``headers()`` of every record, as well as
-its value and key. This prints what each of those reads costs per record on records consumed
-from a real broker (``consume()``'s own objects, each read on a fresh set: confluent-kafka
-converts a record's headers to Python on their first read only), with the garbage collector
-on (as in every application) and off (what the read itself costs; the rest is the
-collections its allocations bring on).
+unimq's envelope (``unimq-id``, ``unimq-attempt``, ``unimq-content-type``, and
+``unimq-published-at``: DESIGN.md §3, docs/semantics.md) travels in each record's headers, so
+every unimq publish writes them and every unimq subscriber reads ``headers()`` of every record.
+Three tables, all the raw client alone:
 
-It backs the ceilings of ``kafka_throughput.py``: the per-record work the contract requires
-of any subscriber, before unimq runs a line of its own code.
+- **reading, field by field**: each accessor of ``confluent_kafka.Message`` per record, on
+  records consumed from a real broker with the four headers (``consume()``'s own objects, each
+  read on a fresh set: confluent-kafka converts a record's headers to Python on their first
+  read only), with the garbage collector on (as in every application; all N records are kept,
+  as a read-ahead and a batch keep theirs) and off (the read itself);
+- **reading, by number of headers**: value, key and headers of records carrying 0, 1 (the id
+  alone) or 4 envelope headers;
+- **writing, by number of headers**: process CPU per record of produce-all-then-flush (durable,
+  a delivery report per record, as ``kafka_throughput.py``'s raw runners) with 0, 1, 2 or 4 of
+  the envelope's headers.
+
+It backs the ceilings of ``kafka_throughput.py``: what the contract costs any client of it, and
+what it would still cost if the envelope were cut to the id alone.
 
 Run:  python benchmarks/kafka_record_fields.py --bootstrap host:port [--messages 20000]
 """
@@ -25,9 +33,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import uuid_utils
+
 sys.path.insert(0, str(Path(__file__).parent))
 from kafka_loop_side import consumed
-from kafka_throughput import new_topic, preload
+from kafka_throughput import (
+    PAYLOAD,
+    error_reports,
+    new_topic,
+    preload,
+    raw_producer,
+    warmed_up,
+)
+
+from unimq.headers import ATTEMPT, BINARY, CONTENT_TYPE, ID, PUBLISHED_AT
 
 Read = Callable[[list[Any]], object]
 
@@ -43,9 +62,16 @@ READS: dict[str, Read] = {
         (r.value(), r.key(), r.headers()) for r in records
     ],
 }
+READ_ALL = READS["value(), key(), headers()"]
 
 
-def cost(source: str, n: int, read: Read, collector: bool) -> float:
+def envelope(count: int, stamp: str) -> dict[str, str]:
+    """The first ``count`` of the four headers of a plain publish (the id first)."""
+    values = {ID: str(uuid_utils.uuid7()), ATTEMPT: "1", CONTENT_TYPE: BINARY, PUBLISHED_AT: stamp}
+    return dict(list(values.items())[:count])
+
+
+def read_cost(source: str, n: int, read: Read, collector: bool) -> float:
     """ns per record of ``read`` over N freshly consumed records."""
     bootstrap, topic = source.rsplit("/", 1)
     records = consumed(bootstrap, topic, n)
@@ -62,23 +88,63 @@ def cost(source: str, n: int, read: Read, collector: bool) -> float:
         gc.enable()
 
 
+def produce(bootstrap: str, n: int, count: int) -> tuple[str, float]:
+    """N records with ``count`` envelope headers, produced all then flushed: the topic and the
+    process CPU µs per record."""
+    topic = new_topic(bootstrap, f"fields-{count}h")
+    producer = warmed_up(raw_producer(bootstrap), topic)
+    errors, report = error_reports()
+    stamp = str(int(time.time() * 1000))
+    start = time.process_time()
+    for i in range(n):
+        key = str(i % 100).encode()
+        if count:
+            producer.produce(
+                topic, PAYLOAD, key=key, headers=envelope(count, stamp), on_delivery=report
+            )
+        else:
+            producer.produce(topic, PAYLOAD, key=key, on_delivery=report)
+    producer.flush(60)
+    cpu = time.process_time() - start
+    if errors:
+        raise SystemExit(f"{len(errors)} records were not produced: {errors[0]}")
+    return topic, cpu / n * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", required=True, help="host:port of a running broker")
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    topic = new_topic(args.bootstrap, "fields")
-    preload(args.bootstrap, topic, args.messages)
-    source = f"{args.bootstrap}/{topic}"
+    n, repeat, bootstrap = args.messages, args.repeat, args.bootstrap
+
+    topic = new_topic(bootstrap, "fields")
+    preload(bootstrap, topic, n)
+    source = f"{bootstrap}/{topic}"
     print(
-        f"{args.messages} records with unimq's four headers; ns per record, median of {args.repeat}"
+        f"reading {n} records with the envelope's four headers: ns per record, median of {repeat}"
     )
     print(f"  {'read':34s} {'collector on':>13s} {'collector off':>14s}")
     for name, read in READS.items():
-        on = [cost(source, args.messages, read, True) for _ in range(args.repeat)]
-        off = [cost(source, args.messages, read, False) for _ in range(args.repeat)]
+        on = [read_cost(source, n, read, True) for _ in range(repeat)]
+        off = [read_cost(source, n, read, False) for _ in range(repeat)]
         print(f"  {name:34s} {statistics.median(on):13.0f} {statistics.median(off):14.0f}")
+
+    print(f"\nwriting and reading by number of envelope headers, median of {repeat}")
+    print(
+        f"  {'headers':8s} {'produce CPU us/record':>22s}"
+        f" {'value+key+headers ns, collector on':>36s} {'off':>6s}"
+    )
+    for count in (0, 1, 2, 4):
+        runs = [produce(bootstrap, n, count) for _ in range(repeat)]
+        cpu = statistics.median(cost for _, cost in runs)
+        source = f"{bootstrap}/{runs[0][0]}"
+        on = [read_cost(source, n, READ_ALL, True) for _ in range(repeat)]
+        off = [read_cost(source, n, READ_ALL, False) for _ in range(repeat)]
+        print(
+            f"  {count:<8d} {cpu:22.2f} {statistics.median(on):36.0f} {statistics.median(off):6.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ Each run also prints the CPU the whole process (Python and librdkafka's threads)
 message between the same two clock readings, and the acceptance lines give the CPU ratio beside
 the wall-clock one: on a shared machine the wall clock mostly measures the scheduler. ``--only``
 runs the named runners alone (comma-separated); ``--consume-only`` skips produce,
-``--produce-only`` skips consume.
+``--produce-only`` skips consume; ``--gc-freeze`` calls ``gc.freeze()`` once before the first
+runner, as an application would after its start-up (docs/backends/kafka.md).
 
 The report ends with **ceilings**: the ratios an adapter that cost nothing would reach, from
 the same run's CPU medians (raw produce-all with the envelope's headers for ``publish_batch``;
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import logging
 import os
 import statistics
@@ -84,6 +86,33 @@ def stamp() -> float:
 
 def cpu_seconds() -> float:
     return STAMPS[-1][1] - STAMPS[0][1] if len(STAMPS) >= 2 else float("nan")
+
+
+class CollectorClock:
+    """Time the garbage collector spends between a run's two clock readings (``gc.callbacks``;
+    a collection holds the GIL, so its wall time is the process's time in it), and how many
+    full collections that was. Printed beside each run: on this machine a full collection of
+    the start-up heap (~35,000 objects) took 10-30 ms, a visible share of a 20,000-message
+    run (docs/backends/kafka.md, "Throughput")."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._started = 0.0
+        gc.callbacks.append(self._on_collection)
+
+    def reset(self) -> None:
+        self.seconds, self.full = 0.0, 0
+
+    def _on_collection(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif len(STAMPS) == 1:  # inside the timed window
+            self.seconds += time.perf_counter() - self._started
+            self.full += info["generation"] == 2
+
+
+COLLECTOR = CollectorClock()
 
 
 def new_topic(bootstrap: str, kind: str) -> str:
@@ -575,6 +604,7 @@ async def measure(
     for round_ in range(repeat):
         for name, runner in runners.items():
             STAMPS.clear()
+            COLLECTOR.reset()
             seconds = await runner(bootstrap, n, window)
             cpu = cpu_seconds()
             count = min(n, caps.get(name, n))
@@ -582,7 +612,9 @@ async def measure(
             cpu_rates[name].append(count / cpu)
             print(
                 f"  {label} round {round_ + 1} {name:34s} {count / seconds:10.0f} msg/s"
-                f"  {cpu / count * 1e6:7.2f} CPU us/msg",
+                f"  {cpu / count * 1e6:7.2f} CPU us/msg"
+                f"  (collector {COLLECTOR.seconds / count * 1e6:5.2f} us/msg,"
+                f" {COLLECTOR.full} full)",
                 flush=True,
             )
     return (
@@ -738,6 +770,12 @@ async def main() -> None:
         action="store_true",
         help="run only the consume measurements (the runner names are shared with produce)",
     )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() once, after start-up and before the first runner (for raw and unimq "
+        "runners alike): full collections then skip the start-up heap",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     handle = None
@@ -780,7 +818,12 @@ async def main() -> None:
             caps[names[module]] = cap
         n, window, repeat = args.messages, args.window, args.repeat
         load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-        print(f"{n} messages x {repeat} rounds, window {window}, broker {bootstrap}")
+        frozen = ""
+        if args.gc_freeze:  # once: objects frozen stay (a runner's left-over clients would too)
+            gc.collect()
+            gc.freeze()
+            frozen = f", gc.freeze() of {gc.get_freeze_count()} start-up objects"
+        print(f"{n} messages x {repeat} rounds, window {window}, broker {bootstrap}{frozen}")
         print(f"load average at start: {load} ({os.cpu_count()} CPUs)")
         if args.only:
             wanted = {name.strip() for name in args.only.split(",")}
