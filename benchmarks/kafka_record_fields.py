@@ -66,8 +66,10 @@ READ_ALL = READS["value(), key(), headers()"]
 
 
 def envelope(count: int, stamp: str) -> dict[str, str]:
-    """The first ``count`` of the four headers of a plain publish (the id first)."""
-    values = {ID: str(uuid_utils.uuid7()), ATTEMPT: "1", CONTENT_TYPE: BINARY, PUBLISHED_AT: stamp}
+    """The first ``count`` of the four headers of a plain publish (the id first), the id a
+    placeholder: each record gets its own in a copy (as unimq's ``publish_batch`` does), so
+    what is timed per record is one ``dict`` copy and one id, whatever ``count`` is."""
+    values = {ID: "", ATTEMPT: "1", CONTENT_TYPE: BINARY, PUBLISHED_AT: stamp}
     return dict(list(values.items())[:count])
 
 
@@ -94,14 +96,15 @@ def produce(bootstrap: str, n: int, count: int) -> tuple[str, float]:
     topic = new_topic(bootstrap, f"fields-{count}h")
     producer = warmed_up(raw_producer(bootstrap), topic)
     errors, report = error_reports()
-    stamp = str(int(time.time() * 1000))
+    template = envelope(count, str(int(time.time() * 1000)))
+    uuid7 = uuid_utils.uuid7
     start = time.process_time()
     for i in range(n):
         key = str(i % 100).encode()
         if count:
-            producer.produce(
-                topic, PAYLOAD, key=key, headers=envelope(count, stamp), on_delivery=report
-            )
+            headers = template.copy()
+            headers[ID] = str(uuid7())
+            producer.produce(topic, PAYLOAD, key=key, headers=headers, on_delivery=report)
         else:
             producer.produce(topic, PAYLOAD, key=key, on_delivery=report)
     producer.flush(60)

@@ -92,7 +92,7 @@ class CollectorClock:
     """Time the garbage collector spends between a run's two clock readings (``gc.callbacks``;
     a collection holds the GIL, so its wall time is the process's time in it), and how many
     full collections that was. Printed beside each run: on this machine a full collection of
-    the start-up heap (~35,000 objects) took 10-30 ms, a visible share of a 20,000-message
+    the start-up heap (~35,000 objects) took 10-35 ms, a visible share of a 20,000-message
     run (docs/backends/kafka.md, "Throughput")."""
 
     def __init__(self) -> None:
@@ -440,6 +440,36 @@ async def consume_unimq(bootstrap: str, n: int, window: int) -> float:
         return stamp() - start
 
 
+class BatchCounter:
+    """The handler of the batch runners: counts what it is given, starts the clock at the first
+    batch and sets ``done`` at the N-th message. One call per batch, not per message, so the
+    runners share it without changing what they measure."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.seen = 0
+        self.start = 0.0
+        self.done = asyncio.Event()
+
+    def add(self, size: int) -> None:
+        if not self.seen:
+            self.start = stamp()
+        self.seen += size
+        if self.seen >= self.n:
+            self.done.set()
+
+    def handler(self, bodies: bool) -> Callable[..., Awaitable[None]]:
+        """A handler of ``list[bytes]`` (``bodies``) or of ``list[Message]``."""
+
+        async def handle(messages: list[Message]) -> None:
+            self.add(len(messages))
+
+        async def handle_bodies(items: list[bytes]) -> None:
+            self.add(len(items))
+
+        return handle_bodies if bodies else handle
+
+
 async def consume_unimq_batch(
     bootstrap: str, n: int, window: int, *, bodies: bool = False
 ) -> float:
@@ -449,34 +479,17 @@ async def consume_unimq_batch(
     topic = new_topic(bootstrap, "unimq-bc")
     await asyncio.to_thread(preload, bootstrap, topic, n)
     broker = Broker(f"kafka://{bootstrap}")
-    done = asyncio.Event()
-    seen = 0
-    start = 0.0
-
-    def count(size: int) -> None:
-        nonlocal seen, start
-        if not seen:
-            start = stamp()
-        seen += size
-        if seen >= n:
-            done.set()
-
-    async def handle(messages: list[Message]) -> None:
-        count(len(messages))
-
-    async def handle_bodies(items: list[bytes]) -> None:
-        count(len(items))
-
+    counter = BatchCounter(n)
     broker.subscriber(
         topic,
         group=f"bench-{uuid.uuid4().hex[:8]}",
         batch=BatchPolicy(max_size=BATCH, max_wait=0.05),
-    )(handle_bodies if bodies else handle)
+    )(counter.handler(bodies))
 
     async with broker:
-        await asyncio.wait_for(done.wait(), 300)
+        await asyncio.wait_for(counter.done.wait(), 300)
         await broker.drain(timeout=60)  # the last batch is acked after its handler returned
-        return stamp() - start
+        return stamp() - counter.start
 
 
 async def consume_memory(bootstrap: str, n: int, window: int) -> float:
@@ -509,34 +522,17 @@ async def consume_memory_batch(
     """The batch subscriber of :func:`consume_unimq_batch` on ``memory://``, N messages queued
     first: what unimq's core costs a batch subscriber without a broker adapter."""
     broker = Broker("memory://")
-    done = asyncio.Event()
-    seen = 0
-    start = 0.0
-
-    def count(size: int) -> None:
-        nonlocal seen, start
-        if not seen:
-            start = stamp()
-        seen += size
-        if seen >= n:
-            done.set()
-
-    async def handle(messages: list[Message]) -> None:
-        count(len(messages))
-
-    async def handle_bodies(items: list[bytes]) -> None:
-        count(len(items))
-
+    counter = BatchCounter(n)
     broker.subscriber("bench", group="g", batch=BatchPolicy(max_size=BATCH, max_wait=0.05))(
-        handle_bodies if bodies else handle
+        counter.handler(bodies)
     )
 
     async with broker:
         for _ in range(n):
             await broker.publish("bench", PAYLOAD)
-        await asyncio.wait_for(done.wait(), 300)
+        await asyncio.wait_for(counter.done.wait(), 300)
         await broker.drain(timeout=60)
-        return stamp() - start
+        return stamp() - counter.start
 
 
 def faststream_consumer(module: str, cap: int) -> Runner:
